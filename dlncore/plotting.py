@@ -1,0 +1,89 @@
+"""The book's figure style and the few plotting helpers every chapter shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+#: Colours for depths / series, in order.
+PALETTE = sns.color_palette("colorblind")
+
+
+def set_style() -> None:
+    """Set the book's matplotlib/seaborn style (call once per chapter)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "axes.titlesize": "medium",
+            "legend.fontsize": "small",
+            "legend.frameon": False,
+            "svg.fonttype": "none",
+            "svg.hashsalt": "dln-book",
+            "lines.linewidth": 1.6,
+        }
+    )
+
+
+def iteration_axis(ax: plt.Axes, label: str = r"iteration $k$") -> None:
+    """Logarithmic iteration axis that still shows ``k = 0`` (symlog, linear below 1)."""
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(label)
+
+
+def loss_axes(ax: plt.Axes, ylabel: str = r"loss $L^N(W(k))$") -> None:
+    """Log–log axes for a loss against iterations."""
+    iteration_axis(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+
+
+def theory_line(
+    ax: plt.Axes, value: float, label: str | None = None, color: str = "0.35", **kwargs
+) -> None:
+    """A dashed horizontal line at a theoretical value, labelled at the right edge."""
+    ax.axhline(value, color=color, linestyle="--", linewidth=1.0, zorder=1, **kwargs)
+    if label:
+        ax.annotate(
+            label,
+            xy=(1.0, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+            color=color,
+        )
+
+
+def band(
+    ax: plt.Axes,
+    x: np.ndarray,
+    values: np.ndarray,
+    quantiles: tuple[float, float] = (0.1, 0.9),
+    label: str | None = None,
+    color=None,
+) -> None:
+    """Median line and a shaded quantile band of ``values`` (shape ``(len(x), B)``) over starts."""
+    values = np.asarray(values, dtype=np.float64)
+    lo, med, hi = np.nanquantile(values, [quantiles[0], 0.5, quantiles[1]], axis=1)
+    (line,) = ax.plot(x, med, label=label, color=color)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
+
+
+def save_figure(fig: plt.Figure, name: str, directory: str | Path = "figures") -> list[Path]:
+    """Write ``fig`` as ``<directory>/<name>.png`` and ``.svg``; returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.{ext}" for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
+    return paths
