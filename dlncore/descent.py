@@ -184,6 +184,11 @@ def gd(
     need_path = "path_length" in names
 
     bshape = () if batch is None else (batch,)
+
+    def flat(eta: np.ndarray) -> np.ndarray:  # η as a float, or one per start, shape (B,)
+        eta = np.asarray(eta, dtype=np.float64).reshape(-1)
+        return eta[0] if batch is None else np.broadcast_to(eta, bshape)
+
     l0 = np.asarray(problem.loss(ws, exact=False))
     threshold = blowup * np.maximum(l0, 0.5 * problem.y_norm2)
     active = np.ones(bshape, dtype=bool)
@@ -227,7 +232,7 @@ def gd(
                     elif name == "path_length":
                         value = path.copy()
                     elif name == "step_length":
-                        value = np.sqrt(gnorm2) * (eta_of(k).reshape(bshape) if k < steps else 0)
+                        value = np.sqrt(gnorm2) * (flat(eta_of(k)) if k < steps else 0.0)
                     else:
                         value = np.asarray(funcs[name](ws), dtype=np.float64)
                     rec_metrics[name].append(value)
@@ -239,7 +244,7 @@ def gd(
                 eta = eta * active.reshape(-1, 1, 1)
             for w, g in zip(ws, grads, strict=True):
                 w -= eta * g
-            eta_flat = np.asarray(eta, dtype=np.float64).reshape(bshape)
+            eta_flat = flat(eta)
             t_now += eta_flat
             if need_path:
                 path += eta_flat * np.sqrt(gnorm2)
