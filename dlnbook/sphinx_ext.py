@@ -1,0 +1,230 @@
+"""Sphinx extension: execute stale chapters with papermill, render their executed copies.
+
+Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``) with
+``execute.execute_notebooks: "off"``. Then ``jupyter-book build .``
+
+1. at ``builder-inited``: discovers the chapters, merges the parameter profile, and runs
+   every chapter whose key (notebook, effective parameters, ``dlncore`` sources) has no
+   cached run, in parallel; any failing chapter aborts the build;
+2. at ``env-get-outdated``: marks chapters whose key changed since the last build as
+   outdated, so Sphinx re-reads them although their source file did not change;
+3. at ``source-read``: replaces a chapter's source by its executed copy, hides the
+   ``parameters`` and ``injected-parameters`` cells and adds a box listing the parameters
+   the chapter ran with.
+
+Configuration values (``sphinx.config`` in ``_config.yml``):
+
+``dlnbook_chapters_dir`` (``"chapters"``)
+    Folder of the chapter notebooks, relative to the book root.
+``dlnbook_params_file`` (``""``)
+    Parameter profile (YAML) relative to the book root; the environment variable
+    ``DLNBOOK_PARAMS_FILE`` (relative to the current directory) takes precedence.
+``dlnbook_cache_dir`` (``""``)
+    Cache of executed chapters; default ``executed/`` next to the HTML output folder
+    (``_build/executed``).
+``dlnbook_jobs`` (``0``)
+    Chapters executed at once; 0 means one per available core.
+``dlnbook_timeout`` (``0``)
+    Per-cell timeout in seconds; 0 means none.
+``dlnbook_core_dir`` (``""``)
+    Library sources whose hash is part of every key; default: the installed ``dlncore``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+from dlnbook.chapters import ChapterError, discover_chapters
+from dlnbook.profiles import check_profile, load_profile
+from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
+
+__all__ = ["parameters_box", "render_executed", "setup"]
+
+logger = logging.getLogger(__name__)
+HIDDEN_TAGS = ("parameters", "injected-parameters")
+
+
+def _fmt_value(value: Any) -> str:
+    text = repr(value)
+    return f"``{text}``" if "`" in text else f"`{text}`"
+
+
+def parameters_box(plan: Plan, source: str | None = None) -> str:
+    """MyST markdown of the box that lists the parameters a chapter ran with.
+
+    Parameters
+    ----------
+    plan : Plan
+        The run that is rendered.
+    source : str, optional
+        Where the overrides came from (e.g. ``"profiles/smoke.yml"``).
+
+    Returns
+    -------
+    str
+        An ``admonition`` directive holding a table: parameter, value, meaning.
+    """
+    rows = ["| parameter | value | meaning |", "| --- | --- | --- |"]
+    overridden = False
+    for param in plan.chapter.parameters:
+        value = plan.parameters[param.name]
+        cell = _fmt_value(value)
+        if value != param.default:
+            overridden = True
+            cell += f" (default {_fmt_value(param.default)})"
+        meaning = param.meaning.replace("|", "\\|")
+        rows.append(f"| `{param.name}` | {cell} | {meaning} |")
+    origin = "the chapter's `parameters` cell"
+    if overridden and source:
+        origin += f", overridden by `{source}`"
+    footer = (
+        f"Values from {origin}. Executed copy: `{plan.run_dir.name}`. "
+        f"Rerun with other values: `dln-book run {plan.chapter.name} -p NAME=VALUE`."
+    )
+    table = "\n".join(rows)
+    return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
+
+
+def render_executed(plan: Plan, source: str | None = None) -> str:
+    """Notebook JSON to render for a chapter: its executed copy, prepared for the page.
+
+    The ``parameters`` and ``injected-parameters`` cells get the ``remove-cell`` tag and
+    the parameters box is inserted after the title cell.
+
+    Parameters
+    ----------
+    plan : Plan
+        A run that is cached (its executed copy exists).
+    source : str, optional
+        Origin of the overrides, shown in the box.
+
+    Returns
+    -------
+    str
+        Notebook JSON.
+    """
+    nb = json.loads(plan.executed_notebook.read_text(encoding="utf-8"))
+    cells = nb.get("cells", [])
+    for cell in cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if any(tag in tags for tag in HIDDEN_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    box = {
+        "cell_type": "markdown",
+        "id": "dlnbook-parameters",
+        "metadata": {},
+        "source": parameters_box(plan, source),
+    }
+    at = 1 if cells and cells[0].get("cell_type") == "markdown" else 0
+    cells.insert(at, box)
+    return json.dumps(nb)
+
+
+class _BookRunner:
+    """Holds the plans of one Sphinx build; its methods are the event handlers."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, Plan] = {}
+        self.source: str | None = None
+
+    def _profile_path(self, app: Sphinx) -> Path | None:
+        from_env = os.environ.get("DLNBOOK_PARAMS_FILE")
+        if from_env:
+            return Path(from_env).resolve()
+        if app.config.dlnbook_params_file:
+            return (Path(app.srcdir) / app.config.dlnbook_params_file).resolve()
+        return None
+
+    def builder_inited(self, app: Sphinx) -> None:
+        cfg = app.config
+        srcdir = Path(app.srcdir)
+        cache_dir = Path(cfg.dlnbook_cache_dir or Path(app.outdir).parent / "executed")
+        try:
+            chapters = discover_chapters(srcdir / cfg.dlnbook_chapters_dir)
+            profile_path = self._profile_path(app)
+            profile = load_profile(profile_path) if profile_path else {}
+            if profile_path:
+                try:
+                    self.source = profile_path.relative_to(srcdir).as_posix()
+                except ValueError:
+                    self.source = str(profile_path)
+                check_profile(profile, (c.name for c in chapters), self.source)
+            plans = plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None)
+        except (ChapterError, RuntimeError) as exc:
+            raise ExtensionError(f"dlnbook: {exc}") from None
+        try:
+            run_plans(
+                plans,
+                jobs=cfg.dlnbook_jobs or None,
+                timeout=cfg.dlnbook_timeout or None,
+                log=lambda msg: logger.info(f"dlnbook: {msg}"),
+            )
+        except ChapterFailure as exc:
+            raise ExtensionError(f"dlnbook: {exc}") from None
+        prune_cache(plans)
+        self.plans = {
+            plan.chapter.path.relative_to(srcdir).with_suffix("").as_posix(): plan for plan in plans
+        }
+
+    def env_get_outdated(
+        self,
+        app: Sphinx,
+        env: BuildEnvironment,
+        added: set[str],
+        changed: set[str],
+        removed: set[str],
+    ) -> list[str]:
+        keys = getattr(env, "dlnbook_keys", {})
+        return [
+            docname
+            for docname, plan in self.plans.items()
+            if keys.get(docname) != plan.key and docname not in added | changed
+        ]
+
+    def source_read(self, app: Sphinx, docname: str, source: list[str]) -> None:
+        plan = self.plans.get(docname)
+        if plan is None:
+            return
+        source[0] = render_executed(plan, self.source)
+        if not hasattr(app.env, "dlnbook_keys"):
+            app.env.dlnbook_keys = {}
+        app.env.dlnbook_keys[docname] = plan.key
+
+    @staticmethod
+    def env_purge_doc(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+        getattr(env, "dlnbook_keys", {}).pop(docname, None)
+
+    @staticmethod
+    def env_merge_info(
+        app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
+    ) -> None:
+        if not hasattr(env, "dlnbook_keys"):
+            env.dlnbook_keys = {}
+        for docname, key in getattr(other, "dlnbook_keys", {}).items():
+            if docname in docnames:
+                env.dlnbook_keys[docname] = key
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the configuration values and event handlers (Sphinx entry point)."""
+    app.add_config_value("dlnbook_chapters_dir", "chapters", "env", [str])
+    app.add_config_value("dlnbook_params_file", "", "", [str])
+    app.add_config_value("dlnbook_cache_dir", "", "", [str])
+    app.add_config_value("dlnbook_jobs", 0, "", [int])
+    app.add_config_value("dlnbook_timeout", 0, "", [int, float])
+    app.add_config_value("dlnbook_core_dir", "", "", [str])
+    runner = _BookRunner()
+    app.connect("builder-inited", runner.builder_inited)
+    app.connect("env-get-outdated", runner.env_get_outdated)
+    app.connect("source-read", runner.source_read)
+    app.connect("env-purge-doc", runner.env_purge_doc)
+    app.connect("env-merge-info", runner.env_merge_info)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
