@@ -85,8 +85,10 @@ def balanced(end_to_end: np.ndarray, dims: Sequence[int], seed: int | None = Non
     n = len(dims) - 1
     r = min(dims)
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
-    if np.any(s[..., r:] > 1e-12 * np.maximum(s[..., :1], 1e-300)):
+    if np.any(s[..., r:] > 1e-12 * s[..., :1]):
         raise ValueError(f"end_to_end has rank > {r} = min(dims): no chain of these widths fits it")
+    # Singular values at rounding level are zeros: their N-th roots would amplify the noise.
+    s = np.where(s > max(W.shape[-2:]) * np.finfo(np.float64).eps * s[..., :1], s, 0.0)
     root = s[..., :r] ** (1.0 / n)
     lead = W.shape[:-2]
     rng = np.random.default_rng(seed) if seed is not None else None

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+import dlncore as dc
+
+
+@pytest.fixture
+def problem() -> dc.Problem:
+    """A small generic problem: d_x = 5, d_y = 4, m = 30, noisy rank-3 teacher."""
+    return dc.synthetic_problem(5, 4, 30, 3, seed=11, noise=0.1)
+
+
+def naive_gradients(X, Y, weights):
+    """Backpropagation through the samples, written independently of dlncore."""
+    acts = [X]
+    for w in weights:
+        acts.append(w @ acts[-1])
+    delta = acts[-1] - Y
+    grads = [None] * len(weights)
+    for j in reversed(range(len(weights))):
+        grads[j] = delta @ acts[j].T
+        delta = weights[j].T @ delta
+    return grads
+
+
+def naive_loss(X, Y, weights):
+    out = X
+    for w in weights:
+        out = w @ out
+    return 0.5 * np.sum((out - Y) ** 2)
