@@ -1,0 +1,234 @@
+"""Fast tests of dlnbook: parameters cells, overrides, profiles, hashing, rendering."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from dlnbook.chapters import (
+    ChapterError,
+    discover_chapters,
+    effective_parameters,
+    load_chapter,
+    parse_override,
+    parse_parameters_source,
+)
+from dlnbook.profiles import check_profile, load_profile
+from dlnbook.runner import hash_tree, notebook_digest, plan_runs, prune_cache
+from dlnbook.sphinx_ext import render_executed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_chapter(path: Path, params: str, extra: str = "x = 1") -> Path:
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Title"),
+            new_code_cell(params, metadata={"tags": ["parameters"]}),
+            new_code_cell(extra),
+        ]
+    )
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parse_parameters_cell():
+    source = (
+        "# comment-only lines and blank lines are fine\n\n"
+        "seed = 0  # random seed\n"
+        "eta = 3e-5  # step size # with a hash\n"
+        "depths = [2, 3, 5]  # depths\n"
+        "name = 'a # b'  # a string containing a hash\n"
+    )
+    params = parse_parameters_source(source)
+    assert [p.name for p in params] == ["seed", "eta", "depths", "name"]
+    assert [p.default for p in params] == [0, 3e-5, [2, 3, 5], "a # b"]
+    assert params[1].meaning == "step size # with a hash"
+    assert params[3].meaning == "a string containing a hash"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("seed = 0", "needs a one-line '# meaning'"),
+        ("seed = np.int64(0)  # seed", "must be a Python literal"),
+        ("a, b = 1, 2  # two", "expected 'name = literal"),
+        ("print(1)  # call", "expected 'name = literal"),
+        ("steps = (  # open", "expected 'name = literal"),
+        ("x = 1  # one\nx = 2  # two", "assigned twice"),
+    ],
+)
+def test_parse_parameters_rejects_bad_lines(line, message):
+    with pytest.raises(ChapterError, match=message):
+        parse_parameters_source(line, "nb.ipynb")
+
+
+def test_load_chapter_requires_one_parameters_cell(tmp_path):
+    nb = new_notebook(cells=[new_code_cell("x = 1  # x")])
+    nbformat.write(nb, tmp_path / "c.ipynb")
+    with pytest.raises(ChapterError, match="exactly one code cell tagged 'parameters', found 0"):
+        load_chapter(tmp_path / "c.ipynb")
+
+
+def test_repository_chapters_are_valid():
+    chapters = discover_chapters(REPO / "chapters")
+    assert [c.name for c in chapters] == [
+        "01_setting",
+        "02_boundedness",
+        "03_critical_points",
+        "04_two_layers",
+        "05_deep_rank",
+        "06_gd_vs_flow",
+        "07_experiments",
+    ]
+    for chapter in chapters:
+        assert "seed" in chapter.defaults, f"{chapter.name}: seeds must be parameters"
+    smoke = load_profile(REPO / "profiles" / "smoke.yml")
+    check_profile(smoke, [c.name for c in chapters])
+    for chapter in chapters:
+        effective_parameters(chapter, smoke.get(chapter.name))
+
+
+def test_repository_notebooks_have_no_outputs():
+    for path in sorted((REPO / "chapters").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [], f"{path.name}: commit notebooks without outputs"
+                assert cell["execution_count"] is None, f"{path.name}: execution counts"
+
+
+def test_effective_parameters_merge_and_check(tmp_path):
+    chapter = load_chapter(
+        write_chapter(
+            tmp_path / "c.ipynb",
+            "seed = 0  # seed\neta = 0.1  # step\nfast = False  # flag\ndepths = [2]  # N",
+        )
+    )
+    params = effective_parameters(chapter, {"seed": 3, "eta": 1, "depths": [2, 3]})
+    assert params == {"seed": 3, "eta": 1.0, "fast": False, "depths": [2, 3]}
+    assert isinstance(params["eta"], float)
+    assert effective_parameters(chapter, {"eta": "1e-3"})["eta"] == 1e-3  # YAML's 1e-3
+    with pytest.raises(ChapterError, match="has no parameter 'steps'.*known: seed, eta"):
+        effective_parameters(chapter, {"steps": 1})
+    with pytest.raises(ChapterError, match="'seed' of chapter 'c' expects an int"):
+        effective_parameters(chapter, {"seed": 1.5})
+    with pytest.raises(ChapterError, match="expects a bool"):
+        effective_parameters(chapter, {"fast": 1})
+    with pytest.raises(ChapterError, match="expects a number"):
+        effective_parameters(chapter, {"eta": "big"})
+
+
+def test_parse_override():
+    assert parse_override("steps=100") == ("steps", 100)
+    assert parse_override("eta = 1e-3") == ("eta", 1e-3)
+    assert parse_override("depths=[2, 3]") == ("depths", [2, 3])
+    assert parse_override("label=hello") == ("label", "hello")
+    with pytest.raises(ChapterError, match="NAME=VALUE"):
+        parse_override("steps")
+
+
+def test_load_profile_errors(tmp_path):
+    (tmp_path / "ok.yml").write_text("a:\n  steps: 5\nb:\n")
+    assert load_profile(tmp_path / "ok.yml") == {"a": {"steps": 5}, "b": {}}
+    (tmp_path / "empty.yml").write_text("")
+    assert load_profile(tmp_path / "empty.yml") == {}
+    (tmp_path / "bad.yml").write_text("a: [1, 2]\n")
+    with pytest.raises(ChapterError, match="entry 'a' must map parameter names"):
+        load_profile(tmp_path / "bad.yml")
+    with pytest.raises(ChapterError, match="cannot read parameter profile"):
+        load_profile(tmp_path / "missing.yml")
+    with pytest.raises(ChapterError, match="unknown chapter.*zz"):
+        check_profile({"zz": {}}, ["a", "b"], "p.yml")
+
+
+def test_hash_tree_follows_content_not_caches(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = hash_tree(tmp_path / "pkg")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    (tmp_path / "pkg" / ".hidden").write_text("junk")
+    assert hash_tree(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert hash_tree(tmp_path / "pkg") != before
+
+
+def test_notebook_digest_ignores_outputs(tmp_path):
+    path = write_chapter(tmp_path / "c.ipynb", "seed = 0  # seed")
+    before = notebook_digest(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    nb.cells[2].execution_count = 7
+    nbformat.write(nb, path)
+    assert notebook_digest(path) == before
+    nb.cells[2].source = "x = 2"
+    nbformat.write(nb, path)
+    assert notebook_digest(path) != before
+
+
+def test_plan_keys(tmp_path):
+    core = tmp_path / "core"
+    core.mkdir()
+    (core / "m.py").write_text("x = 1\n")
+    a = load_chapter(write_chapter(tmp_path / "a.ipynb", "seed = 0  # seed"))
+    b = load_chapter(write_chapter(tmp_path / "b.ipynb", "seed = 0  # seed", extra="y = 2"))
+    base = plan_runs([a, b], {}, tmp_path / "cache", core)
+    assert base[0].key != base[1].key
+    assert base[0].run_dir == (tmp_path / "cache" / f"a-{base[0].key[:12]}").resolve()
+    assert not base[0].is_cached
+    changed_param = plan_runs([a, b], {"a": {"seed": 1}}, tmp_path / "cache", core)
+    assert changed_param[0].key != base[0].key
+    assert changed_param[1].key == base[1].key
+    assert plan_runs([a, b], {"a": {"seed": 0}}, tmp_path / "cache", core)[0].key == base[0].key
+    (core / "m.py").write_text("x = 2\n")
+    changed_core = plan_runs([a, b], {}, tmp_path / "cache", core)
+    assert all(new.key != old.key for new, old in zip(changed_core, base, strict=True))
+
+
+def test_prune_cache_keeps_current_and_recent(tmp_path):
+    core = tmp_path / "core"
+    core.mkdir()
+    chapter = load_chapter(write_chapter(tmp_path / "a.ipynb", "seed = 0  # seed"))
+    (plan,) = plan_runs([chapter], {}, tmp_path / "cache", core)
+    plan.run_dir.mkdir(parents=True)
+    old = [tmp_path / "cache" / f"a-{i:012x}" for i in range(4)]
+    for directory in old:
+        directory.mkdir()
+    other = tmp_path / "cache" / "ab-000000000000"
+    other.mkdir()
+    deleted = prune_cache([plan], keep=3)
+    assert len(deleted) == 2
+    assert plan.run_dir.is_dir() and other.is_dir()
+    assert sum(d.is_dir() for d in old) == 2
+
+
+def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
+    core = tmp_path / "core"
+    core.mkdir()
+    chapter = load_chapter(
+        write_chapter(tmp_path / "a.ipynb", "seed = 0  # random seed\nsteps = 10  # GD steps")
+    )
+    (plan,) = plan_runs([chapter], {"a": {"steps": 3}}, tmp_path / "cache", core)
+    nb = nbformat.read(chapter.path, as_version=4)
+    injected = new_code_cell("seed = 0\nsteps = 3", metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(2, injected)
+    plan.run_dir.mkdir(parents=True)
+    nbformat.write(nb, plan.executed_notebook)
+
+    rendered = json.loads(render_executed(plan, "profiles/x.yml"))
+    cells = rendered["cells"]
+    for cell in cells:
+        cell["source"] = "".join(cell["source"])
+    assert cells[0]["source"] == "# Title"
+    box = cells[1]["source"]
+    assert box.startswith("````{admonition} Parameters of this run")
+    assert "| `seed` | `0` | random seed |" in box
+    assert "| `steps` | `3` (default `10`) | GD steps |" in box
+    assert "overridden by `profiles/x.yml`" in box
+    tags = {c["source"].split("\n")[0]: c["metadata"].get("tags", []) for c in cells[2:]}
+    assert "remove-cell" in tags["seed = 0  # random seed"]
+    assert "remove-cell" in tags["seed = 0"]
+    assert "remove-cell" not in tags["x = 1"]
