@@ -5,12 +5,14 @@ starts at once, ``(B, d_j, d_{j−1})``. The loss is ``L^N = ½‖Y − W_N⋯W_
 """
 
 from dlncore import init, metrics, plotting
+from dlncore.bounds import norm_bounds
 from dlncore.data import synthetic_data, synthetic_problem, teacher_spectrum
 from dlncore.descent import BUILTIN_METRICS, gd, geometric_grid
 from dlncore.flow import gradient_flow
 from dlncore.network import check_weights, end_to_end, prefix_products, widths
 from dlncore.problem import Problem
 from dlncore.results import Run
+from dlncore.stepsize import largest_convergent_step
 from dlncore.theory import hessian, hessian_vector_product, step_size_bound
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "hessian",
     "hessian_vector_product",
     "init",
+    "largest_convergent_step",
     "metrics",
+    "norm_bounds",
     "plotting",
     "prefix_products",
     "step_size_bound",

@@ -9,6 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dlncore.bounds import (
+    curvature_bound,
+    data_constants,
+    drift_bound,
+    end_to_end_radius,
+    factor_bound,
+    gradient_bound,
+)
 from dlncore.metrics import imbalance
 from dlncore.network import chain, check_weights
 from dlncore.problem import Problem
@@ -95,20 +103,16 @@ def step_size_bound(
     n = len(ws)
     l0 = np.atleast_1d(np.asarray(problem.loss(ws), dtype=np.float64))
     d0 = np.atleast_1d(imbalance(ws))
-    lam = float(problem._sxx_eig[-1])
-    sig = float(np.sqrt(problem._sxx_eig[0]))
-    y_op = float(np.linalg.norm(problem.Y.astype(np.float64), ord=2))
-    c_n = n - 1 + (n - 1) // 2
+    lam = data_constants(problem)[0]
+    radius = end_to_end_radius(problem, l0)
 
     def curvature_times_eta(eta: np.ndarray) -> np.ndarray:
-        delta = d0 + 2 * eta * l0
-        radius = (y_op + np.sqrt(2 * l0)) / sig
-        b0 = np.sqrt(radius ** (2 / n) + c_n * delta)
-        g = np.sqrt(2 * n * l0 * lam) * b0 ** (n - 1)
+        delta = d0 + drift_bound(eta, l0)
+        b0 = factor_bound(radius, delta, n)
+        g = gradient_bound(problem, l0, b0, n)
         b1 = b0 + eta * g
         rho = np.sqrt(2 * l0) + np.sqrt(n * lam) * b1 ** (n - 1) * eta * g
-        ell = n * lam * b1 ** (2 * n - 2) + (n - 1) * b1 ** (n - 2) * np.sqrt(lam) * rho
-        return eta * ell
+        return eta * curvature_bound(problem, b1, rho, n)
 
     lo = np.zeros_like(l0)
     hi = np.ones_like(l0)
