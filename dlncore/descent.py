@@ -182,19 +182,21 @@ def gd(
     names = list(metrics) if not isinstance(metrics, Mapping) else list(metrics.keys())
     funcs = _metric_functions(problem, metrics, start)
     need_path = "path_length" in names
+    grid_list = grid.tolist()
 
     bshape = () if batch is None else (batch,)
 
-    def flat(eta: np.ndarray) -> np.ndarray:  # η as a float, or one per start, shape (B,)
-        eta = np.asarray(eta, dtype=np.float64).reshape(-1)
-        return eta[0] if batch is None else np.broadcast_to(eta, bshape)
+    def per_start(eta: np.ndarray) -> np.ndarray:  # η as a 0-d array, or one per start (B,)
+        eta = np.asarray(eta, dtype=np.float64)
+        return eta.reshape(()) if batch is None else np.broadcast_to(eta.reshape(-1), bshape)
 
     l0 = np.asarray(problem.loss(ws, exact=False))
     threshold = blowup * np.maximum(l0, 0.5 * problem.y_norm2)
     active = np.ones(bshape, dtype=bool)
     diverged_at = np.full(bshape, -1, dtype=np.int64)
     diverged_loss = np.full(bshape, np.nan)
-    t_now = np.zeros(bshape)
+    t_now = np.zeros(() if batch is None else (batch, 1, 1))  # Σ_{i<k} η_i, shaped like η
+    all_diverged = False
     path = np.zeros(bshape)
     rec_iter, rec_time, rec_loss = [], [], []
     rec_metrics: dict[str, list] = {name: [] for name in names}
@@ -203,51 +205,54 @@ def gd(
     if progress:
         bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "gd", leave=False)
     chunk = max(1, steps // 200)
+    one = np.ones((), dtype=problem.dtype)
     began = _time.perf_counter()
 
     with np.errstate(all="ignore"):
         for k in range(steps + 1):
-            loss, grads = problem.loss_and_gradients(ws)
+            eta = eta_of(k) if k < steps else one
+            if batch is not None and not active.all():
+                eta = eta * active.reshape(-1, 1, 1)
+            # moves[j] = η_k ∇_{W_j} L(W(k)): the step is folded into the backward pass
+            loss, moves = problem.loss_and_gradients(ws, eta)
             ok = loss <= threshold
-            if not np.all(ok[active] if batch is not None else ok):
+            if not (ok if batch is None else ok.all()):
                 newly = active & ~ok
                 diverged_at[newly] = k
                 diverged_loss[newly] = np.where(np.isfinite(loss), loss, np.inf)[newly]
                 active = active & ok
-                if batch is not None:
-                    for g in grads:
-                        g[~active] = 0.0
-            record_now = next_rec < grid.size and grid[next_rec] == k
-            stop = k == steps or not np.any(active)
+                all_diverged = not active.any()
+                for move in moves:  # frozen starts do not move (even if their gradient overflowed)
+                    move[~active] = 0.0
+            stop = k == steps or all_diverged
+            record_now = next_rec < len(grid_list) and grid_list[next_rec] == k
             if record_now or stop or need_path:
-                gnorm2 = sum(np.sum(g.astype(np.float64) ** 2, axis=(-2, -1)) for g in grads)
+                move2 = sum(np.sum(m.astype(np.float64) ** 2, axis=(-2, -1)) for m in moves)
+                step_length = np.sqrt(move2)
             if record_now or stop:
                 exact = np.asarray(problem.loss(ws))
                 rec_iter.append(k)
-                rec_time.append(t_now.copy())
+                rec_time.append(per_start(t_now).copy())
                 rec_loss.append(np.where(active | (diverged_at == k), exact, np.nan))
+                eta_now = per_start(eta)
                 for name in names:
                     if name == "grad_norm":
-                        value = np.sqrt(gnorm2)
+                        value = step_length / np.where(eta_now > 0, eta_now, np.inf)
                     elif name == "path_length":
                         value = path.copy()
                     elif name == "step_length":
-                        value = np.sqrt(gnorm2) * (flat(eta_of(k)) if k < steps else 0.0)
+                        value = step_length if k < steps else np.zeros(bshape)
                     else:
                         value = np.asarray(funcs[name](ws), dtype=np.float64)
                     rec_metrics[name].append(value)
                 next_rec += 1
             if stop:
                 break
-            eta = eta_of(k)
-            if batch is not None and not np.all(active):
-                eta = eta * active.reshape(-1, 1, 1)
-            for w, g in zip(ws, grads, strict=True):
-                w -= eta * g
-            eta_flat = flat(eta)
-            t_now += eta_flat
+            for w, move in zip(ws, moves, strict=True):
+                w -= move
+            t_now += eta
             if need_path:
-                path += eta_flat * np.sqrt(gnorm2)
+                path += step_length
             if bar is not None and (k + 1) % chunk == 0:
                 bar.update(chunk)
     if bar is not None:

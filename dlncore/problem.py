@@ -120,22 +120,30 @@ class Problem:
         # ½ tr(W Σxx Wᵀ) − tr(W Σyxᵀ) + ½‖Y‖²
         return 0.5 * np.sum(W * (WS - 2 * self.syx), axis=(-2, -1)) + 0.5 * self.y_norm2
 
-    def loss_and_gradients(self, weights: Weights) -> tuple[np.ndarray, Weights]:
+    def loss_and_gradients(
+        self, weights: Weights, scale: float | np.ndarray = 1.0
+    ) -> tuple[np.ndarray, Weights]:
         """Covariance-form loss and gradients ``∇_{W_j} L^N = A_jᵀ (W Σxx − Σyx) B_jᵀ``.
 
         ``A_j = W_N⋯W_{j+1}``, ``B_j = W_{j−1}⋯W_1``. Uses ``3N − 2`` matrix products and does
-        not validate ``weights`` (see :meth:`gradients` for the checked version).
+        not validate ``weights`` (see :meth:`gradients` for the checked version). The gradients
+        come multiplied by ``scale`` (a number, or shape ``(B, 1, 1)``): gradient descent folds
+        its step sizes into the backward pass this way.
         """
+        mm = np.dot if weights[0].ndim == 2 else np.matmul  # np.dot: less overhead in 2-D
         prefix = prefix_products(weights)
         W = prefix[-1]
-        WS = W @ self.sxx
-        loss = self._trace_loss(W, WS)
-        T = WS - self.syx  # A_jᵀ E for j = N
+        E = mm(W, self.sxx) - self.syx  # W Σxx − Σyx
+        if W.ndim == 2:
+            loss = 0.5 * np.vdot(W, E - self.syx) + 0.5 * self.y_norm2
+        else:
+            loss = 0.5 * np.sum(W * (E - self.syx), axis=(-2, -1)) + 0.5 * self.y_norm2
+        T = E * scale  # scale · A_jᵀ E, for j = N
         n = len(weights)
         grads: Weights = [None] * n  # type: ignore[list-item]
         for j in range(n - 1, 0, -1):
-            grads[j] = T @ np.swapaxes(prefix[j - 1], -1, -2)
-            T = np.swapaxes(weights[j], -1, -2) @ T
+            grads[j] = mm(T, prefix[j - 1].mT)
+            T = mm(weights[j].mT, T)
         grads[0] = T
         return loss, grads
 
