@@ -179,3 +179,20 @@ def drift_identity_residual(
     )
     change = np.max([op(b - a) for a, b in zip(d_old, d_new, strict=True)], axis=0)
     return residual, change
+
+
+def descent_margin(
+    problem: Problem, weights: Sequence[np.ndarray], step_size: float | np.ndarray
+) -> np.ndarray:
+    """``L(W) − L(W − η∇L(W)) − (η/2)‖∇L(W)‖²``: non-negative iff the descent condition holds.
+
+    ``step_size`` is a number or one step per start (shape ``(B,)``). Losses in the exact
+    (residual) form; the result is per start.
+    """
+    ws = problem.check(weights)
+    grads = problem.gradients(ws)
+    eta = np.asarray(step_size, dtype=np.float64)
+    eta_b = eta.reshape(-1, 1, 1) if eta.ndim == 1 else eta
+    new = [w - eta_b * g for w, g in zip(ws, grads, strict=True)]
+    g2 = sum(np.sum(g * g, axis=(-2, -1)) for g in grads)
+    return np.asarray(problem.loss(ws)) - np.asarray(problem.loss(new)) - 0.5 * eta * g2

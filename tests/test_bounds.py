@@ -174,3 +174,16 @@ def test_norm_bounds_along_gd(problem) -> None:
     single = bounds.norm_bounds(problem, [w[0] for w in ws], float(eta[0]))
     assert np.isclose(single.factor, nb.factor[0])
     assert depth == len(ws)
+
+
+def test_descent_margin_closed_form_for_one_layer(problem) -> None:
+    # N = 1: L(W − ηG) = L(W) − η‖G‖² + (η²/2)‖G X‖², so the margin is (η/2)‖G‖² − (η²/2)‖GX‖².
+    ws = dc.init.gaussian([problem.d_x, problem.d_y], 0.8, seed=3, batch=3)
+    etas = np.array([0.1, 0.7, 2.0])
+    G = problem.gradients(ws)[0]
+    expected = 0.5 * etas * np.sum(G * G, axis=(1, 2)) - 0.5 * etas**2 * np.sum(
+        (G @ problem.X) ** 2, axis=(1, 2)
+    )
+    np.testing.assert_allclose(bounds.descent_margin(problem, ws, etas), expected, rtol=1e-9)
+    single = bounds.descent_margin(problem, [ws[0][1]], 0.7)
+    np.testing.assert_allclose(single, expected[1], rtol=1e-9)
