@@ -1,0 +1,204 @@
+"""Gradient descent against gradient flow: the gap on a fixed time horizon, and balancedness.
+
+GD with step ``η`` for ``n = T/η`` steps is compared with the gradient flow at the common times
+``t_i = i T / R``; all step sizes run in ONE batched :func:`dlncore.gd` call (one start per step
+size, each with its own constant step), and the flow is integrated once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlncore import metrics as _m
+from dlncore.descent import gd
+from dlncore.flow import gradient_flow
+from dlncore.network import Weights, end_to_end
+from dlncore.problem import Problem
+from dlncore.results import Run
+
+
+def _flat_factors(weights: Sequence[np.ndarray]) -> np.ndarray:
+    """All entries of ``W_1, ..., W_N`` in one vector per start: shape ``(P,)`` or ``(B, P)``."""
+    lead = weights[0].shape[:-2]
+    return np.concatenate([np.reshape(w, lead + (-1,)) for w in weights], axis=-1)
+
+
+def imbalance_increment(
+    problem: Problem, weights: Sequence[np.ndarray], step_size: float
+) -> list[np.ndarray]:
+    """``η² (G_{j+1}ᵀ G_{j+1} − G_j G_jᵀ)`` for ``j = 1..N−1``, ``G_j = ∇_{W_j} L^N``.
+
+    By the book's identity this is exactly ``D_j(k+1) − D_j(k)`` for one GD step of size ``η``
+    from ``weights`` (``D_j = W_{j+1}ᵀ W_{j+1} − W_j W_jᵀ``): the first-order terms cancel
+    because ``G_j W_jᵀ = W_{j+1}ᵀ G_{j+1}``.
+    """
+    grads = problem.gradients(weights)
+    eta2 = float(step_size) ** 2
+    return [
+        eta2 * (np.swapaxes(b, -1, -2) @ b - a @ np.swapaxes(a, -1, -2))
+        for a, b in zip(grads[:-1], grads[1:], strict=True)
+    ]
+
+
+@dataclass
+class FlowGap:
+    """GD trajectories for several step sizes compared with the gradient flow.
+
+    Attributes
+    ----------
+    step_sizes : array (B,)
+        ``η_b = T / n_b``.
+    step_counts : array (B,) of int
+        ``n_b``: GD steps to reach ``T``.
+    times : array (R + 1,)
+        Common comparison times ``t_i = i T / R``.
+    gap_end_to_end : array (B, R + 1)
+        ``‖W_GD(t_i) − W_flow(t_i)‖_F`` for the end-to-end matrices.
+    gap_factors : array (B, R + 1)
+        ``(Σ_j ‖W_j^GD(t_i) − W_j^flow(t_i)‖_F²)^{1/2}`` over all factors.
+    flow_error : float
+        ``max_i`` factor distance between the flow and a second flow integrated with tolerances
+        ``loosen`` times larger: an (over-)estimate of the flow's own integration error.
+    gd_run, flow_run : Run
+        The batched GD run (start ``b`` uses ``η_b``; it keeps running past ``T`` until the
+        largest ``n_b``, and only records with ``k ≤ n_b`` belong to the comparison) and the flow.
+    """
+
+    step_sizes: np.ndarray
+    step_counts: np.ndarray
+    times: np.ndarray
+    gap_end_to_end: np.ndarray
+    gap_factors: np.ndarray
+    flow_error: float
+    gd_run: Run
+    flow_run: Run
+
+    @property
+    def max_gap_end_to_end(self) -> np.ndarray:
+        """``max_i ‖W_GD(t_i) − W_flow(t_i)‖_F`` per step size, shape ``(B,)``."""
+        return self.gap_end_to_end.max(axis=1)
+
+    @property
+    def max_gap_factors(self) -> np.ndarray:
+        """``max_i`` factor distance per step size, shape ``(B,)``."""
+        return self.gap_factors.max(axis=1)
+
+
+def gd_flow_gap(
+    problem: Problem,
+    weights: Sequence[np.ndarray],
+    t_final: float,
+    step_counts: Sequence[int],
+    num_times: int = 20,
+    *,
+    metrics: Sequence[str] = (),
+    rtol: float = 1e-12,
+    atol: float = 1e-14,
+    loosen: float = 100.0,
+    progress: bool | str = False,
+) -> FlowGap:
+    """Distance between GD (step ``η_b = T/n_b``, ``n_b`` steps) and the flow on ``[0, T]``.
+
+    Parameters
+    ----------
+    problem : Problem
+    weights : list of arrays
+        One (unbatched) start ``[W_1(0), ..., W_N(0)]``, shared by GD and the flow.
+    t_final : float
+        Horizon ``T``.
+    step_counts : sequence of int
+        ``n_b``, each a positive multiple of ``num_times``.
+    num_times : int
+        ``R``: the comparison uses ``t_i = i T / R``, ``i = 0..R``.
+    metrics : sequence of str
+        Extra built-in weight metrics (e.g. ``"imbalance_drift"``) recorded by both runs.
+    rtol, atol : float
+        Tolerances of the flow; a check flow runs with ``loosen`` times larger tolerances.
+    progress : bool or str
+        Progress bar of the GD run.
+
+    Returns
+    -------
+    FlowGap
+    """
+    ws = problem.check(weights)
+    if ws[0].ndim != 2:
+        raise ValueError("gd_flow_gap takes a single (unbatched) start")
+    counts = np.asarray(step_counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0 or np.any(counts <= 0):
+        raise ValueError(f"step_counts must be positive integers, got {step_counts!r}")
+    if np.any(counts % num_times):
+        raise ValueError(f"every step count must be a multiple of num_times = {num_times}")
+    if not np.isfinite(t_final) or t_final <= 0:
+        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
+    etas = t_final / counts.astype(np.float64)
+    batch = counts.size
+    start = [np.broadcast_to(w, (batch,) + w.shape).copy() for w in ws]
+    # record iteration i n_b / R of start b (for every i, b): the union over starts
+    own = np.outer(counts // num_times, np.arange(num_times + 1))  # (B, R + 1)
+    record = np.unique(own)
+
+    def tracked(start_weights: Weights) -> dict:
+        funcs = {"factors": _flat_factors, "end_to_end": end_to_end}
+        for name in metrics:
+            if name == "imbalance_drift":
+                funcs[name] = lambda w: _m.imbalance_drift(w, start_weights)
+            elif hasattr(_m, name):
+                funcs[name] = getattr(_m, name)
+            else:
+                raise ValueError(f"unknown weight metric {name!r}")
+        return funcs
+
+    run = gd(
+        problem,
+        start,
+        etas[None, :],
+        int(counts.max()),
+        record=record,
+        metrics=tracked(start),
+        progress=progress,
+    )
+    times = t_final * np.arange(num_times + 1) / num_times
+    flow = gradient_flow(
+        problem, ws, t_final, record=times, metrics=tracked(ws), rtol=rtol, atol=atol
+    )
+    check = gradient_flow(
+        problem,
+        ws,
+        t_final,
+        record=times,
+        metrics={"factors": _flat_factors},
+        rtol=rtol * loosen,
+        atol=atol * loosen,
+    )
+    rows = np.searchsorted(run.iterations, own)  # (B, R + 1) record index of (b, t_i)
+    cols = np.arange(batch)[:, None]
+    g_e2e = run.metrics["end_to_end"][rows, cols]  # (B, R + 1, d_y, d_x)
+    g_fac = run.metrics["factors"][rows, cols]  # (B, R + 1, P)
+    gap_e2e = np.linalg.norm(g_e2e - flow.metrics["end_to_end"][None], axis=(-2, -1))
+    gap_fac = np.linalg.norm(g_fac - flow.metrics["factors"][None], axis=-1)
+    flow_error = float(
+        np.max(np.linalg.norm(flow.metrics["factors"] - check.metrics["factors"], axis=-1))
+    )
+    return FlowGap(
+        step_sizes=etas,
+        step_counts=counts,
+        times=times,
+        gap_end_to_end=gap_e2e,
+        gap_factors=gap_fac,
+        flow_error=flow_error,
+        gd_run=run,
+        flow_run=flow,
+    )
+
+
+def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (the order of a power law ``y ∝ x^p``)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.size < 2 or np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("need at least two positive (x, y) pairs of equal shape")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
