@@ -251,12 +251,19 @@ def _execute(
     key: str,
     timeout: float | None,
     threads: int,
+    finalize: Callable[[Path, Path], None] | None = None,
+    stream_stderr: bool = False,
 ) -> tuple[float, str | None]:
     """Execute one chapter into ``run_dir`` (runs in a worker process).
 
     The notebook runs in a temporary sibling directory that is renamed to ``run_dir`` on
     success and deleted on failure (the failed notebook is kept in ``failed/`` for reading).
+    ``finalize(directory, executed_notebook)`` runs in that directory before the rename; if
+    it raises, the run fails. With ``stream_stderr`` the chapter's stderr (e.g. its tqdm
+    progress bars) is copied to this process's stderr as it arrives.
     """
+    import sys
+
     import papermill  # imported here: heavy, and only needed by workers
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -276,7 +283,19 @@ def _execute(
             progress_bar=False,
             log_output=False,
             execution_timeout=timeout,
+            stderr_file=sys.stderr if stream_stderr else None,
         )
+        record = {
+            "chapter": name,
+            "notebook": notebook,
+            "key": key,
+            "parameters": parameters,
+            "seconds": round(time.monotonic() - start, 3),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (tmp / RUN_RECORD).write_text(json.dumps(record, indent=2, default=repr) + "\n")
+        if finalize is not None:
+            finalize(tmp, output)
     except BaseException as exc:  # noqa: BLE001 - any failure must be reported, not cached
         seconds = time.monotonic() - start
         if output.is_file():
@@ -286,15 +305,6 @@ def _execute(
         shutil.rmtree(tmp, ignore_errors=True)
         return seconds, _describe_error(exc)
     seconds = time.monotonic() - start
-    record = {
-        "chapter": name,
-        "notebook": notebook,
-        "key": key,
-        "parameters": parameters,
-        "seconds": round(seconds, 3),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (tmp / RUN_RECORD).write_text(json.dumps(record, indent=2, default=repr) + "\n")
     if final.exists():  # a concurrent build produced the same run; keep that one
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -313,6 +323,8 @@ def run_plans(
     timeout: float | None = None,
     log: Callable[[str], None] = print,
     heartbeat: float = 60.0,
+    finalize: Callable[[Path, Path], None] | None = None,
+    stream_stderr: bool = False,
 ) -> list[Outcome]:
     """Execute the chapters whose run is not cached, in parallel.
 
@@ -329,6 +341,12 @@ def run_plans(
         "still running" line every ``heartbeat`` seconds.
     heartbeat : float
         Seconds between "still running" lines.
+    finalize : callable, optional
+        A module-level function ``finalize(directory, executed_notebook)`` (it is pickled by
+        reference into the worker) that adds files to a successful run before its directory
+        appears; if it raises, the run fails like a failing chapter.
+    stream_stderr : bool
+        Copy each chapter's stderr (its progress bars, warnings) to the terminal live.
 
     Returns
     -------
@@ -367,6 +385,8 @@ def run_plans(
                     plan.key,
                     timeout,
                     threads,
+                    finalize,
+                    stream_stderr,
                 )
                 running[pool.submit(_execute, *args)] = (plan, time.monotonic())
                 log(f"{plan.chapter.name}: started")
