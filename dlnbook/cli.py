@@ -1,0 +1,365 @@
+"""``dln-book``: list the chapters' parameters, rerun a chapter, build the book with overrides.
+
+Usage (from the book's folder, or with ``--book DIR``)::
+
+    dln-book list
+    dln-book run CHAPTER -p NAME=VALUE ... [--force]
+    dln-book build --params FILE.yml [--out DIR]
+
+Exit status: 0 on success, 2 on bad input (nothing is written), 1 if a chapter fails or the
+book build fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlnbook.chapters import (
+    Chapter,
+    ChapterError,
+    discover_chapters,
+    effective_parameters,
+    parse_override,
+)
+from dlnbook.export import PARAMETERS_FILE, finalize_run
+from dlnbook.profiles import check_profile, load_profile
+from dlnbook.ranges import check_ranges, parameter_range
+from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
+
+__all__ = ["main", "resolve_chapter"]
+
+PROG = "dln-book"
+
+
+class UsageError(Exception):
+    """Bad input on the command line: reported in one line, exit status 2."""
+
+
+# --- the book: its configuration and chapters ------------------------------------------
+
+
+def _book_config(book: Path) -> dict[str, Any]:
+    """The ``sphinx.config`` section of ``_config.yml`` (empty when there is none)."""
+    path = book / "_config.yml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return dict((data.get("sphinx") or {}).get("config") or {})
+
+
+def _chapters(book: Path) -> list[Chapter]:
+    folder = book / _book_config(book).get("dlnbook_chapters_dir", "chapters")
+    if not folder.is_dir():
+        raise UsageError(
+            f"no chapters folder {folder}: run {PROG} in the book's folder or pass --book DIR"
+        )
+    chapters = discover_chapters(folder)
+    if not chapters:
+        raise UsageError(f"no chapter notebooks in {folder}")
+    return chapters
+
+
+def _core_dir(book: Path) -> Path | None:
+    configured = _book_config(book).get("dlnbook_core_dir")
+    return (book / configured) if configured else None
+
+
+def resolve_chapter(chapters: Sequence[Chapter], text: str) -> Chapter:
+    """Find a chapter by file stem (``02_boundedness``), number (``2``, ``02``) or name
+    without number (``boundedness``); a trailing ``.ipynb`` and folders are ignored.
+
+    Parameters
+    ----------
+    chapters : sequence of Chapter
+        The book's chapters.
+    text : str
+        What the user typed.
+
+    Returns
+    -------
+    Chapter
+
+    Raises
+    ------
+    UsageError
+        If no chapter or more than one chapter matches.
+    """
+    key = Path(text).name.removesuffix(".ipynb")
+    for test in (
+        lambda c: c.name == key,
+        lambda c: (
+            key.isdigit()
+            and c.name.split("_")[0].isdigit()
+            and int(c.name.split("_")[0]) == int(key)
+        ),
+        lambda c: c.name.partition("_")[2] == key,
+    ):
+        found = [c for c in chapters if test(c)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(c.name for c in found)
+            raise UsageError(f"chapter {text!r} is ambiguous: {names}")
+    names = ", ".join(c.name for c in chapters)
+    raise UsageError(f"unknown chapter {text!r} (chapters: {names})")
+
+
+def _validated(chapter: Chapter, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Effective parameters of a chapter, checked for names, types and ranges."""
+    params = effective_parameters(chapter, overrides)
+    check_ranges(chapter, params)
+    return params
+
+
+# --- list ------------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "any"
+    if isinstance(value, list | tuple) and value:
+        inner = {_type_name(v) for v in value}
+        return f"{type(value).__name__}[{inner.pop() if len(inner) == 1 else 'any'}]"
+    return type(value).__name__
+
+
+def _title(chapter: Chapter) -> str:
+    """The first ``# heading`` of the notebook's first markdown cell, if any."""
+    nb = json.loads(chapter.path.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+            break
+    return ""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every chapter with its parameters: name, type, default, range, meaning."""
+    for chapter in _chapters(args.book):
+        rows = [("parameter", "type", "default", "range", "meaning")]
+        for param in chapter.parameters:
+            allowed = parameter_range(param)
+            meaning = param.meaning
+            if allowed is not None and allowed.source == "comment":
+                meaning = meaning[: meaning.rindex("[")].rstrip()
+            rows.append(
+                (
+                    param.name,
+                    _type_name(param.default),
+                    repr(param.default),
+                    str(allowed) if allowed else "any",
+                    meaning,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        title = _title(chapter)
+        print(f"{chapter.name}" + (f": {title}" if title else ""))
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            print("  " + "  ".join([*cells, row[4]]).rstrip())
+        print()
+    print(f"Rerun a chapter: {PROG} run CHAPTER -p NAME=VALUE (CHAPTER: name or number)")
+    return 0
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, value = parse_override(item)
+        overrides[name] = value
+    return overrides
+
+
+def _describe_run(run_dir: Path, name: str) -> None:
+    """Print where the files of a finished run are."""
+    figures = sorted((run_dir / "figures").glob("*")) if (run_dir / "figures").is_dir() else []
+    results = sorted(p for p in run_dir.rglob("*.npz"))
+    lines = [
+        ("notebook", run_dir / f"{name}.ipynb"),
+        ("html", run_dir / f"{name}.html"),
+        ("parameters", run_dir / PARAMETERS_FILE),
+    ]
+    print(f"Run folder: {run_dir}")
+    for label, path in lines:
+        print(f"  {label:<10}  {path.relative_to(run_dir)}")
+    stems = sorted({p.stem for p in figures})
+    print(f"  {'figures':<10}  " + (", ".join(f"figures/{s}.png|svg" for s in stems) or "none"))
+    listed = ", ".join(p.relative_to(run_dir).as_posix() for p in results)
+    print(f"  {'results':<10}  " + (listed or "none"))
+
+
+def _report_failure(exc: ChapterFailure) -> int:
+    for outcome in exc.failures:
+        partial = outcome.plan.run_dir.parent / "failed" / f"{outcome.plan.chapter.name}.ipynb"
+        print(f"{PROG}: chapter {outcome.plan.chapter.name} failed:", file=sys.stderr)
+        print(outcome.error, file=sys.stderr)
+        if partial.is_file():
+            print(f"Partial notebook for inspection: {partial}", file=sys.stderr)
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
+    chapters = _chapters(args.book)
+    chapter = resolve_chapter(chapters, args.chapter)
+    overrides = _parse_overrides(args.params)
+    _validated(chapter, overrides)
+    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
+    changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
+    print(
+        f"{chapter.name} with "
+        + (", ".join(f"{k}={v!r}" for k, v in changed.items()) or "its default parameters")
+    )
+    previous = _set_aside(plan) if args.force and plan.is_cached else None
+    try:
+        run_plans([plan], jobs=1, timeout=args.timeout, finalize=finalize_run, stream_stderr=True)
+    except ChapterFailure as exc:
+        if previous is not None:
+            previous.rename(plan.run_dir)
+        return _report_failure(exc)
+    except BaseException:
+        if previous is not None and not plan.run_dir.exists():
+            previous.rename(plan.run_dir)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    _describe_run(plan.run_dir, chapter.name)
+    return 0
+
+
+def _set_aside(plan: Plan) -> Path:
+    """Move a cached run out of the way (``--force``); restored if the new run fails."""
+    aside = plan.run_dir.with_name(f".{plan.run_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    plan.run_dir.rename(aside)
+    return aside
+
+
+# --- build -----------------------------------------------------------------------------
+
+
+def _profile_digest(profile: dict[str, dict[str, Any]]) -> str:
+    text = json.dumps(profile, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build the whole book with a profile into its own output folder."""
+    book: Path = args.book
+    chapters = _chapters(book)
+    profile = load_profile(args.params)
+    check_profile(profile, (c.name for c in chapters), str(args.params))
+    for chapter in chapters:
+        _validated(chapter, profile.get(chapter.name, {}))
+    stem = args.params.stem
+    out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
+    out = out.resolve()
+    if out == (book / "_build").resolve() or out == book.resolve():
+        raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
+    configured_cache = _book_config(book).get("dlnbook_cache_dir")
+    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
+    plans = plan_runs(chapters, profile, cache, _core_dir(book))
+    try:
+        run_plans(plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=args.jobs == 1)
+    except ChapterFailure as exc:
+        return _report_failure(exc)
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
+    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
+    print(f"building the book into {out}")
+    proc = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, check=False)
+    if proc.returncode != 0:
+        print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
+        return 1
+    print(f"Book built with {args.params}: file://{out / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Rerun the chapters of the book with other parameters.",
+    )
+    parser.add_argument(
+        "--book",
+        type=Path,
+        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
+        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lister = sub.add_parser("list", help="every chapter with its parameters")
+    lister.set_defaults(func=cmd_list)
+
+    runner = sub.add_parser("run", help="execute one chapter with other parameters")
+    runner.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
+    runner.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])",
+    )
+    runner.add_argument("--force", action="store_true", help="execute even if the run exists")
+    runner.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
+    runner.add_argument("--timeout", type=float, help="per-cell timeout in seconds")
+    runner.set_defaults(func=cmd_run)
+
+    builder = sub.add_parser("build", help="build the whole book with a parameter profile")
+    builder.add_argument(
+        "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
+    )
+    builder.add_argument(
+        "--out", type=Path, help="output folder (default: BOOK/_build/params-<name>-<hash>)"
+    )
+    builder.add_argument("--jobs", type=int, help="chapters executed at once (default: cores)")
+    builder.add_argument("--timeout", type=float, help="per-cell timeout in seconds")
+    builder.set_defaults(func=cmd_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dln-book`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 a chapter or the build failed, 2 bad input.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ChapterError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
