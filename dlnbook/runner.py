@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -269,6 +270,9 @@ def _execute(
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # papermill's own parameters-cell parser trips over comments that ours accepts, and
+    # would warn about "unknown" parameters; the chapters were validated before.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     final = Path(run_dir)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
@@ -283,6 +287,7 @@ def _execute(
             progress_bar=False,
             log_output=False,
             execution_timeout=timeout,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning
             stderr_file=sys.stderr if stream_stderr else None,
         )
         record = {
