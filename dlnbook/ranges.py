@@ -76,7 +76,7 @@ def _fmt(number: float) -> str:
 def _parse_annotation(param: Parameter) -> Range | None:
     """The range in a trailing ``[...]`` of the comment, or None if there is none."""
     match = _ANNOTATION.search(param.meaning)
-    if not match or not match.group(1).strip().startswith((">", "<", "chain")):
+    if not match or not match.group(1).strip().startswith((">", "<", "=", "!", "chain")):
         return None  # e.g. "widths [d_0, ..., d_N]" is part of the meaning, not a range
     bounds, chain = [], False
     for item in (part.strip() for part in match.group(1).split(",")):

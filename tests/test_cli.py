@@ -1,0 +1,435 @@
+"""The ``dln-book`` command line: list, run, build, and every kind of bad input.
+
+Most tests use a tiny fixture chapter (a few seconds per papermill run); one runs a real
+chapter with its smoke values and one builds a mini book (both marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from dlnbook.chapters import Parameter, discover_chapters, load_chapter
+from dlnbook.cli import UsageError, main, resolve_chapter
+from dlnbook.ranges import check_ranges, parameter_range
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMETERS = """\
+seed = 0  # random seed of the data [>= 0]
+steps = 30  # gradient descent iterations
+eta = 0.1  # constant step size
+depth = 2  # number of layers N
+widths = [3, 2, 3]  # widths d_0, ..., d_N
+label = 'tiny'  # label of the curve
+fail = False  # raise an error after the first figure (for tests)
+"""
+
+TINY_CODE = """\
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm import tqdm
+
+from dlncore.plotting import save_figure
+
+rng = np.random.default_rng(seed)
+weights = [rng.standard_normal((b, a)) / 2 for a, b in zip(widths[:-1], widths[1:])]
+target = rng.standard_normal((widths[-1], widths[0]))
+
+
+def product(factors, size):
+    out = np.eye(size)
+    for w in factors:
+        out = w @ out
+    return out
+
+
+losses = []
+for _ in tqdm(range(steps), desc="tiny gd", mininterval=0):
+    residual = product(weights, widths[0]) - target
+    losses.append(0.5 * float(np.sum(residual**2)))
+    grads = [
+        product(weights[j + 1 :], widths[j + 1]).T @ residual @ product(weights[:j], widths[0]).T
+        for j in range(len(weights))
+    ]
+    weights = [w - eta * g for w, g in zip(weights, grads)]
+np.savez("results.npz", losses=np.array(losses))
+"""
+
+TINY_FIGURE = """\
+fig, ax = plt.subplots()
+ax.plot(losses, label=label)
+paths = save_figure(fig, "fig-tiny-loss")
+"""
+
+
+def tiny_chapter(title: str = "Tiny chapter") -> nbformat.NotebookNode:
+    """A fast chapter that follows the conventions of chapters/README.md."""
+    figure = {"mystnb": {"figure": {"name": "fig-tiny-loss", "caption": "Loss of the tiny run."}}}
+    return new_notebook(
+        cells=[
+            new_markdown_cell(f"# {title}\n\nA tiny chapter for the tests, $L(W) \\ge 0$."),
+            new_code_cell(TINY_PARAMETERS, metadata={"tags": ["parameters"]}),
+            new_code_cell(TINY_CODE),
+            new_code_cell(TINY_FIGURE, metadata=figure),
+            new_code_cell("if fail:\n    raise RuntimeError('tiny chapter failed on purpose')"),
+            new_markdown_cell("{numref}`fig-tiny-loss` shows the loss."),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    """A book folder with two chapters: ``01_tiny`` and ``02_other`` (same code)."""
+    root = tmp_path_factory.mktemp("cli-book")
+    (root / "chapters").mkdir()
+    nbformat.write(tiny_chapter(), root / "chapters" / "01_tiny.ipynb")
+    nbformat.write(tiny_chapter("Other chapter"), root / "chapters" / "02_other.ipynb")
+    return root
+
+
+def dln(book: Path, *args: str) -> int:
+    return main(["--book", str(book), *args])
+
+
+# --- list ------------------------------------------------------------------------------
+
+
+def test_list_shows_parameters_types_defaults_ranges_and_meanings(book, capfd):
+    assert dln(book, "list") == 0
+    out = capfd.readouterr().out
+    assert "01_tiny: Tiny chapter" in out and "02_other: Other chapter" in out
+    assert re.search(r"^  seed\s+int\s+0\s+>= 0\s+random seed of the data$", out, re.M)
+    assert re.search(r"^  steps\s+int\s+30\s+>= 0\s+gradient descent iterations$", out, re.M)
+    assert re.search(r"eta\s+float\s+0\.1\s+> 0\s+constant step size$", out, re.M)
+    assert re.search(r"depth\s+int\s+2\s+>= 1\s+number of layers N$", out, re.M)
+    assert re.search(r"widths\s+list\[int\]\s+\[3, 2, 3\]\s+chain\s+widths d_0", out, re.M)
+    assert re.search(r"label\s+str\s+'tiny'\s+any\s+label of the curve$", out, re.M)
+    assert "[>= 0]" not in out  # the range is a column, not part of the meaning
+
+
+def test_list_covers_every_parameter_of_the_repository_chapters(capfd):
+    assert dln(REPO, "list") == 0
+    out = capfd.readouterr().out
+    for chapter in discover_chapters(REPO / "chapters"):
+        assert re.search(rf"^{chapter.name}\b", out, re.M), chapter.name
+        for param in chapter.parameters:
+            assert re.search(
+                rf"^  {param.name}\s+\S+\s+{re.escape(repr(param.default))}", out, re.M
+            )
+
+
+def test_console_script_is_installed(book):
+    exe = Path(sys.executable).with_name("dln-book")
+    proc = subprocess.run(
+        [str(exe), "--book", str(book), "list"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "01_tiny" in proc.stdout
+
+
+# --- chapter names and ranges ----------------------------------------------------------
+
+
+def test_resolve_chapter_by_number_name_or_stem(book):
+    chapters = discover_chapters(book / "chapters")
+    for text in ("01_tiny", "1", "01", "tiny", "chapters/01_tiny.ipynb"):
+        assert resolve_chapter(chapters, text).name == "01_tiny"
+    with pytest.raises(UsageError, match=r"unknown chapter '9' \(chapters: 01_tiny, 02_other\)"):
+        resolve_chapter(chapters, "9")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("steps = 5  # iterations", ">= 0"),
+        ("bottleneck_steps = 5  # iterations", ">= 0"),
+        ("eta = 0.1  # step size", "> 0"),
+        ("eta_max = 0.1  # largest step size", "> 0"),
+        ("one_step_etas = [0.1]  # step sizes", "> 0"),
+        ("step_size = 0.1  # step size", "> 0"),
+        ("depths = [1, 2]  # depths", ">= 1"),
+        ("width = 3  # hidden width", ">= 1"),
+        ("dims = [3, 3]  # widths", "chain"),
+        ("num_step_sizes = 3  # how many", None),
+        ("seed = 0  # seed", None),
+        ("noise = 0.1  # noise level [>= 0, <= 1]", ">= 0, <= 1"),
+        ("steps = 5  # iterations [>= 1]", ">= 1"),
+        ("hidden = [2]  # hidden widths [d_1, ..., d_N-1]", None),
+    ],
+)
+def test_parameter_range_from_comment_or_name(line, expected):
+    from dlnbook.chapters import parse_parameters_source
+
+    (param,) = parse_parameters_source(line)
+    found = parameter_range(param)
+    assert (str(found) if found else None) == expected
+
+
+def test_unreadable_range_annotation_is_an_error():
+    from dlnbook.chapters import ChapterError
+
+    with pytest.raises(ChapterError, match="cannot read range item '=> 0'"):
+        parameter_range(Parameter("noise", 0.1, "noise level [=> 0]"))
+    with pytest.raises(ChapterError, match="cannot read range item 'positive'"):
+        parameter_range(Parameter("noise", 0.1, "noise level [> 0, positive]"))
+
+
+def test_chain_is_checked_against_depth_and_data_widths(tmp_path):
+    from dlnbook.chapters import ChapterError
+
+    nb = tiny_chapter()
+    nb.cells[1].source += "d_x = 3  # input dimension\n"
+    nbformat.write(nb, tmp_path / "c.ipynb")
+    chapter = load_chapter(tmp_path / "c.ipynb")
+    check_ranges(chapter, {**chapter.defaults, "widths": [3, 5, 3]})
+    check_ranges(chapter, {**chapter.defaults, "widths": [3, 5, 5, 3], "depth": 3})
+    with pytest.raises(ChapterError, match="must start with d_x = 3"):
+        check_ranges(chapter, {**chapter.defaults, "widths": [4, 2, 3]})
+    with pytest.raises(ChapterError, match="needs every width >= 1"):
+        check_ranges(chapter, {**chapter.defaults, "widths": [3, 0, 3]})
+
+
+# --- bad input: exit 2, one message, nothing written -----------------------------------
+
+BAD_RUNS = [
+    (["9"], r"unknown chapter '9' \(chapters: 01_tiny, 02_other\)"),
+    (["nothing"], r"unknown chapter 'nothing'"),
+    (
+        ["1", "-p", "stepz=5"],
+        r"chapter '01_tiny' has no parameter 'stepz' \(known: seed, steps, eta, depth, widths, "
+        r"label, fail\)",
+    ),
+    (["1", "-p", "steps=2.5"], r"parameter 'steps' of chapter '01_tiny' expects an int, got 2.5"),
+    (["1", "-p", "steps=many"], r"'steps' .* expects an int, got 'many'"),
+    (["1", "-p", "fail=1"], r"'fail' .* expects a bool, got 1"),
+    (["1", "-p", "widths=3"], r"'widths' .* expects a list, got 3"),
+    (["1", "-p", "steps=-5"], r"parameter 'steps' of chapter '01_tiny' must be >= 0, got -5"),
+    (["1", "-p", "eta=0"], r"parameter 'eta' of chapter '01_tiny' must be > 0, got 0.0"),
+    (["1", "-p", "eta=-1e-3"], r"'eta' .* must be > 0, got -0.001"),
+    (["1", "-p", "depth=0", "widths=[3]"], r"'depth' .* must be >= 1, got 0"),
+    (["1", "-p", "seed=-1"], r"'seed' .* must be >= 0, got -1"),
+    (["1", "-p", "widths=[3, 2, 2, 3]"], r"needs depth \+ 1 = 3 widths for depth 2.*chain"),
+    (["1", "-p", "widths=[3, 2.5, 3]"], r"'widths' .* at least two integer widths"),
+    (["1", "-p", "steps"], r"expected NAME=VALUE, got 'steps'"),
+    (["1", "-p", "=5"], r"expected NAME=VALUE, got '=5'"),
+    (["1", "-p", "2x=5"], r"expected NAME=VALUE, got '2x=5'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_RUNS)
+def test_bad_run_input_exits_2_with_one_message_and_writes_nothing(
+    book, tmp_path, capfd, args, message
+):
+    runs = tmp_path / "runs"
+    assert dln(book, "run", *args, "--runs-dir", str(runs)) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dln-book: error: "), captured.err
+    assert re.search(message, lines[0]), lines[0]
+    assert not runs.exists()
+
+
+def test_default_runs_folder_untouched_on_bad_input(book, capfd):
+    assert dln(book, "run", "1", "-p", "steps=-1") == 2
+    assert not (book / "runs").exists()
+
+
+def test_missing_chapters_folder_is_a_usage_error(tmp_path, capfd):
+    assert main(["--book", str(tmp_path), "list"]) == 2
+    assert "no chapters folder" in capfd.readouterr().err
+
+
+def test_argparse_errors_exit_2(book, capfd):
+    with pytest.raises(SystemExit) as exc:
+        main(["--book", str(book), "run"])
+    assert exc.value.code == 2
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(book, tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+def run_ok(book: Path, runs: Path, capfd, *args: str) -> tuple[Path, str]:
+    """Run a chapter, return its run folder (from the output) and stdout + stderr."""
+    assert dln(book, "run", *args, "--runs-dir", str(runs)) == 0
+    captured = capfd.readouterr()
+    out = captured.out + captured.err
+    (folder,) = re.findall(r"^Run folder: (.+)$", out, re.M)
+    return Path(folder), out
+
+
+def test_run_writes_notebook_html_figures_parameters_and_results(book, runs, capfd):
+    run_dir, out = run_ok(book, runs, capfd, "tiny")
+    assert run_dir.parent == runs.resolve() and re.fullmatch(r"01_tiny-[0-9a-f]{12}", run_dir.name)
+    assert "01_tiny: started" in out and re.search(r"01_tiny: done in .* \[1/1\]", out)
+    assert re.search(r"tiny gd: +\d+%", out)  # the chapter's own progress bar, live
+    names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
+    expected = {"01_tiny.ipynb", "01_tiny.html", "parameters.json", "run.json", "results.npz"}
+    assert expected | {"figures/fig-tiny-loss.png", "figures/fig-tiny-loss.svg"} <= names
+    assert (
+        json.loads((run_dir / "parameters.json").read_text())
+        == load_chapter(book / "chapters" / "01_tiny.ipynb").defaults
+    )
+    html = (run_dir / "01_tiny.html").read_text()
+    assert "Tiny chapter" in html and "data:image/png;base64," in html
+    assert not re.findall(r'<script[^>]+src="[^"]*"', html)  # no CDN: MathJax is inlined
+    assert "window.MathJax" in html and "MathJax" in html[html.index("window.MathJax") + 20 :]
+
+
+def test_run_with_a_changed_parameter_records_it_and_changes_the_data(book, runs, capfd):
+    default_dir, _ = run_ok(book, runs, capfd, "01_tiny")
+    changed_dir, out = run_ok(book, runs, capfd, "1", "-p", "seed=3", "-p", "steps=40")
+    assert "01_tiny with seed=3, steps=40" in out
+    assert changed_dir != default_dir
+    params = json.loads((changed_dir / "parameters.json").read_text())
+    assert params["seed"] == 3 and params["steps"] == 40 and params["eta"] == 0.1
+    assert json.loads((changed_dir / "run.json").read_text())["parameters"] == params
+    default_losses = np.load(default_dir / "results.npz")["losses"]
+    changed_losses = np.load(changed_dir / "results.npz")["losses"]
+    assert default_losses.shape == (30,) and changed_losses.shape == (40,)
+    assert not np.allclose(default_losses, changed_losses[:30])
+    assert (default_dir / "figures" / "fig-tiny-loss.svg").read_bytes() != (
+        changed_dir / "figures" / "fig-tiny-loss.svg"
+    ).read_bytes()
+
+
+def test_same_parameters_reuse_the_folder_unless_force(book, runs, capfd):
+    first, _ = run_ok(book, runs, capfd, "1", "-p", "seed=5")
+    record = (first / "run.json").read_text()
+    again, out = run_ok(book, runs, capfd, "01_tiny", "-p", "seed=5", "steps=30")
+    assert again == first and "up to date" in out and "started" not in out
+    assert (first / "run.json").read_text() == record
+    forced, out = run_ok(book, runs, capfd, "1", "-p", "seed=5", "--force")
+    assert forced == first and "01_tiny: started" in out
+    assert (
+        json.loads((first / "run.json").read_text())["finished"] >= json.loads(record)["finished"]
+    )
+    assert (first / "01_tiny.html").is_file()
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")]  # nothing set aside
+
+
+def test_failing_chapter_exits_1_with_error_and_partial_notebook(book, tmp_path, capfd):
+    runs = tmp_path / "runs"
+    assert dln(book, "run", "1", "-p", "fail=True", "--runs-dir", str(runs)) == 1
+    err = capfd.readouterr().err
+    assert "chapter 01_tiny failed" in err
+    assert "RuntimeError: tiny chapter failed on purpose" in err
+    (partial,) = re.findall(r"^Partial notebook for inspection: (.+)$", err, re.M)
+    executed = nbformat.read(partial, as_version=4)
+    assert any(
+        out.get("ename") == "RuntimeError" for c in executed.cells for out in c.get("outputs", [])
+    )
+    assert [p.name for p in runs.iterdir()] == ["failed"]  # no run folder
+
+
+def broken_finalize(directory: Path, notebook: Path) -> None:
+    """Stands in for the HTML export in the worker process, and fails."""
+    raise RuntimeError("export broke")
+
+
+def test_failed_forced_rerun_keeps_the_previous_run(book, runs, capfd, monkeypatch):
+    first, _ = run_ok(book, runs, capfd, "1", "-p", "seed=7")
+    monkeypatch.setattr("dlnbook.cli.finalize_run", broken_finalize)
+    assert dln(book, "run", "1", "-p", "seed=7", "--force", "--runs-dir", str(runs)) == 1
+    assert "RuntimeError: export broke" in capfd.readouterr().err
+    assert (first / "run.json").is_file() and (first / "01_tiny.html").is_file()
+    assert not [p for p in runs.iterdir() if p.name.startswith(".")]
+
+
+# --- a real chapter --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_a_real_chapter_with_smoke_values(tmp_path, capfd):
+    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yml").read_text())
+    chapters = {c.name: c for c in discover_chapters(REPO / "chapters")}
+    name = "01_setting" if "01_setting" in chapters else next(iter(chapters))
+    overrides = [f"{k}={v!r}" for k, v in smoke.get(name, {}).items()]
+    seed = next(p.name for p in chapters[name].parameters if p.name.startswith("seed"))
+    run_dir, out = run_ok(REPO, tmp_path, capfd, name, "-p", *overrides, f"{seed}=5")
+    params = json.loads((run_dir / "parameters.json").read_text())
+    assert params[seed] == 5
+    nb = json.loads(chapters[name].path.read_text())
+    figures = [
+        c["metadata"]["mystnb"]["figure"]["name"]
+        for c in nb["cells"]
+        if c.get("metadata", {}).get("mystnb", {}).get("figure")
+    ]
+    for fig in figures:
+        for ext in ("png", "svg"):
+            assert (run_dir / "figures" / f"{fig}.{ext}").stat().st_size > 0
+    assert (run_dir / f"{name}.html").stat().st_size > 0
+    assert not (REPO / "runs" / run_dir.name).exists()
+
+
+# --- build -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ({"09_missing": {"steps": 1}}, r"names unknown chapter\(s\) 09_missing"),
+        ({"01_tiny": {"stepz": 1}}, r"chapter '01_tiny' has no parameter 'stepz' \(known: seed"),
+        ({"02_other": {"eta": -0.5}}, r"'eta' of chapter '02_other' must be > 0, got -0.5"),
+        ({"01_tiny": {"steps": "x"}}, r"'steps' .* expects an int"),
+        ([1, 2], r"expected a mapping chapter -> parameters"),
+    ],
+)
+def test_bad_build_profile_exits_2_and_writes_nothing(book, tmp_path, capfd, profile, message):
+    params = tmp_path / "p.yml"
+    params.write_text(yaml.safe_dump(profile))
+    out = tmp_path / "out"
+    assert dln(book, "build", "--params", str(params), "--out", str(out)) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not out.exists() and not (book / "_build").exists()
+
+
+def test_build_refuses_the_default_output_folder(book, tmp_path, capfd):
+    params = tmp_path / "p.yml"
+    params.write_text("01_tiny:\n  steps: 3\n")
+    assert dln(book, "build", "--params", str(params), "--out", str(book)) == 2
+    assert "would overwrite the default book" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_build_with_params_into_its_own_folder(tmp_path, capfd):
+    from tests.book.conftest import make_mini_book
+
+    root = make_mini_book(tmp_path / "book", {"01_tiny": tiny_chapter()})
+    shutil.copy(REPO / "bibliography.md", root / "bibliography.md")
+    params = tmp_path / "fast.yml"
+    params.write_text("01_tiny:\n  steps: 7\n  label: 'changed label'\n")
+    assert dln(root, "build", "--params", str(params), "--jobs", "1") == 0
+    out = capfd.readouterr().out
+    (index,) = re.findall(r"^Book built with .*: file://(.+)$", out, re.M)
+    assert "01_tiny: started" in out
+    html_dir = Path(index).parent
+    assert html_dir.parent.parent.parent == root / "_build"
+    assert re.fullmatch(r"params-fast-[0-9a-f]{8}", html_dir.parent.parent.name)
+    page = (html_dir / "chapters" / "01_tiny.html").read_text()
+    assert "Parameters of this run" in page and "changed label" in page
+    assert not (root / "_build" / "html").exists() and not (root / "runs").exists()
+    # same file again: reused, nothing executed
+    assert dln(root, "build", "--params", str(params)) == 0
+    assert "01_tiny: up to date" in capfd.readouterr().out
