@@ -46,7 +46,7 @@ from dlnbook.chapters import ChapterError, discover_chapters
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
-__all__ = ["parameters_box", "render_executed", "setup"]
+__all__ = ["figure_problems", "parameters_box", "render_executed", "setup"]
 
 logger = logging.getLogger(__name__)
 HIDDEN_TAGS = ("parameters", "injected-parameters")
@@ -128,6 +128,41 @@ def render_executed(plan: Plan, source: str | None = None) -> str:
     return json.dumps(nb)
 
 
+def figure_problems(nb: dict[str, Any]) -> list[str]:
+    """Explain figure cells that do not display exactly one image.
+
+    MyST-NB turns every image output of a cell with ``mystnb.figure`` metadata into a figure
+    with that name: no image leaves the name undefined, two images (e.g. a cell ending in
+    ``fig`` while the inline backend also shows the figure) duplicate it.
+
+    Parameters
+    ----------
+    nb : dict
+        Executed notebook (JSON structure).
+
+    Returns
+    -------
+    list of str
+        One message per offending cell; empty when all figure cells are fine.
+    """
+    problems = []
+    for cell in nb.get("cells", []):
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if not figure or cell.get("cell_type") != "code":
+            continue
+        images = sum(
+            any(mime.startswith("image/") for mime in output.get("data", {}))
+            for output in cell.get("outputs", [])
+        )
+        if images != 1:
+            problems.append(
+                f"figure cell {figure.get('name')!r} displays {images} images, "
+                "expected exactly 1: create the figure once and do not end the cell with "
+                "`fig` (the inline backend already shows it; end with an assignment)"
+            )
+    return problems
+
+
 class _BookRunner:
     """Holds the plans of one Sphinx build; its methods are the event handlers."""
 
@@ -194,6 +229,8 @@ class _BookRunner:
         if plan is None:
             return
         source[0] = render_executed(plan, self.source)
+        for problem in figure_problems(json.loads(source[0])):
+            logger.warning(f"dlnbook: {plan.chapter.name}: {problem}", location=docname)
         if not hasattr(app.env, "dlnbook_keys"):
             app.env.dlnbook_keys = {}
         app.env.dlnbook_keys[docname] = plan.key

@@ -17,7 +17,7 @@ from dlnbook.chapters import (
 )
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.runner import hash_tree, notebook_digest, plan_runs, prune_cache
-from dlnbook.sphinx_ext import render_executed
+from dlnbook.sphinx_ext import figure_problems, render_executed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,8 @@ def test_repository_chapters_are_valid():
         "07_experiments",
     ]
     for chapter in chapters:
-        assert "seed" in chapter.defaults, f"{chapter.name}: seeds must be parameters"
+        seeds = [name for name in chapter.defaults if "seed" in name]
+        assert seeds, f"{chapter.name}: seeds must be parameters"
     smoke = load_profile(REPO / "profiles" / "smoke.yml")
     check_profile(smoke, [c.name for c in chapters])
     for chapter in chapters:
@@ -232,3 +233,20 @@ def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
     assert "remove-cell" in tags["seed = 0  # random seed"]
     assert "remove-cell" in tags["seed = 0"]
     assert "remove-cell" not in tags["x = 1"]
+
+
+def test_figure_problems_flags_missing_and_duplicate_images():
+    def cell(n_images):
+        image = {"output_type": "display_data", "data": {"image/png": "x"}, "metadata": {}}
+        text = {"output_type": "stream", "name": "stdout", "text": "hi"}
+        return {
+            "cell_type": "code",
+            "metadata": {"mystnb": {"figure": {"name": f"fig-{n_images}"}}},
+            "outputs": [text] + [image] * n_images,
+        }
+
+    nb = {"cells": [cell(1), cell(0), cell(2), {"cell_type": "code", "outputs": []}]}
+    problems = figure_problems(nb)
+    assert len(problems) == 2
+    assert problems[0].startswith("figure cell 'fig-0' displays 0 images")
+    assert problems[1].startswith("figure cell 'fig-2' displays 2 images")

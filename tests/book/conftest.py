@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "profiles" / "smoke.yml"
@@ -108,3 +109,28 @@ def make_mini_book(root: Path, chapters: dict[str, nbformat.NotebookNode]) -> Pa
 def read_chapter(name: str) -> nbformat.NotebookNode:
     """A repository chapter notebook."""
     return nbformat.read(REPO / "chapters" / f"{name}.ipynb", as_version=4)
+
+
+def tiny_chapter(title: str, figure: str) -> nbformat.NotebookNode:
+    """A self-contained chapter following the conventions: title, parameters, one figure."""
+    plot = (
+        "from pathlib import Path\n\n"
+        "import matplotlib.pyplot as plt\n"
+        "import numpy as np\n\n"
+        "values = np.random.default_rng(seed).standard_normal(steps).cumsum()\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.plot(values)\n"
+        'Path("figures").mkdir(exist_ok=True)\n'
+        f'fig.savefig("figures/{figure}.png")\n'
+        f'fig.savefig("figures/{figure}.svg")'
+    )
+    cells = [
+        new_markdown_cell(f"# {title}\n\nA random walk $x_k$; see {{numref}}`{figure}`."),
+        new_code_cell(
+            "seed = 0  # random seed\nsteps = 20  # number of steps",
+            metadata={"tags": ["parameters"]},
+        ),
+        new_code_cell(plot, metadata={"mystnb": {"figure": {"name": figure, "caption": title}}}),
+    ]
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return new_notebook(cells=cells, metadata={"kernelspec": kernelspec})

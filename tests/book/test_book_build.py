@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell
 
 from dlnbook.chapters import discover_chapters
 from dlnbook.profiles import load_profile
-from tests.book.conftest import REPO, SMOKE, build_book, make_mini_book, read_chapter
+from tests.book.conftest import REPO, SMOKE, build_book, make_mini_book, tiny_chapter
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +107,11 @@ def test_no_change_rebuild_executes_nothing_and_is_fast(smoke_book):
 
 
 def test_cache_reexecutes_exactly_the_affected_chapters(tmp_path):
-    a, b = "01_setting", "04_two_layers"
-    book = make_mini_book(tmp_path / "book", {a: read_chapter(a), b: read_chapter(b)})
+    a, b = "01_alpha", "02_beta"
+    chapters = {a: tiny_chapter("Alpha", "fig-alpha"), b: tiny_chapter("Beta", "fig-beta")}
+    book = make_mini_book(tmp_path / "book", chapters)
     profile = tmp_path / "profile.yml"
-    profile.write_text(yaml.safe_dump({a: {"steps": 20}, b: {"steps": 20}}))
+    profile.write_text(yaml.safe_dump({a: {"steps": 10}}))
     out = tmp_path / "out"
 
     def build():
@@ -125,12 +126,12 @@ def test_cache_reexecutes_exactly_the_affected_chapters(tmp_path):
         f.write("\n# a change to the library sources\n")
     assert sorted(build().started) == [a, b]
 
-    profile.write_text(yaml.safe_dump({a: {"steps": 20, "seed": 7}, b: {"steps": 20}}))
+    profile.write_text(yaml.safe_dump({a: {"steps": 10, "seed": 7}}))
     assert build().started == [a]
     page = (out / "_build" / "html" / "chapters" / f"{a}.html").read_text()
     assert re.search(r'<span class="pre">7</span></code> \(default', page), "box not updated"
 
-    nb = read_chapter(b)
+    nb = chapters[b]
     nb.cells.append(new_code_cell("print('an edited notebook')"))
     nbformat.write(nb, book / "chapters" / f"{b}.ipynb")
     assert build().started == [b]
@@ -138,15 +139,15 @@ def test_cache_reexecutes_exactly_the_affected_chapters(tmp_path):
 
 
 def test_failing_chapter_fails_the_build_and_is_not_cached(tmp_path):
-    good, bad = "01_setting", "02_boundedness"
-    broken = read_chapter(bad)
+    good, bad = "01_alpha", "02_beta"
+    broken = tiny_chapter("Beta", "fig-beta")
     broken.cells.append(new_code_cell("raise RuntimeError('planted failure 42')"))
-    book = make_mini_book(tmp_path / "book", {good: read_chapter(good), bad: broken})
-    profile = tmp_path / "profile.yml"
-    profile.write_text(yaml.safe_dump({good: {"steps": 20}, bad: {"steps": 20}}))
+    book = make_mini_book(
+        tmp_path / "book", {good: tiny_chapter("Alpha", "fig-alpha"), bad: broken}
+    )
     out = tmp_path / "out"
 
-    first = build_book(book, out, profile)
+    first = build_book(book, out)
     assert first.returncode != 0
     assert f"chapter {bad} failed" in first.output
     assert "RuntimeError: planted failure 42" in first.output
@@ -155,7 +156,16 @@ def test_failing_chapter_fails_the_build_and_is_not_cached(tmp_path):
     assert len(list(executed.glob(f"{good}-*"))) == 1
     assert (executed / "failed" / f"{bad}.ipynb").is_file()
 
-    second = build_book(book, out, profile)
+    second = build_book(book, out)
     assert second.returncode != 0
     assert second.started == [bad]
     assert "planted failure 42" in second.output
+
+
+def test_figure_cell_showing_two_images_fails_with_a_clear_message(tmp_path):
+    nb = tiny_chapter("Alpha", "fig-alpha")
+    nb.cells[-1].source += "\nfig"  # displays the figure a second time
+    book = make_mini_book(tmp_path / "book", {"01_alpha": nb})
+    result = build_book(book, tmp_path / "out")
+    assert result.returncode != 0
+    assert "01_alpha: figure cell 'fig-alpha' displays 2 images" in result.output
