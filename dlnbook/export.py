@@ -6,7 +6,9 @@ loaded for mermaid diagrams) and MathJax 2 (needed for every formula). Here requ
 mermaid are left out and MathJax 3 (the SVG build shipped with ``sphinx-mathjax-offline``,
 the package that already serves MathJax to the book) is inlined, so the page is one file
 that renders completely offline. Images are embedded as data URIs; the CSS is inlined by
-nbconvert.
+nbconvert. MyST roles and directives, which nbconvert does not know, are turned into plain
+Markdown first (:mod:`dlnbook.plain_myst`); cells tagged ``remove-cell``, ``remove-input``
+or ``remove-output`` are treated as the book treats them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dlnbook.plain_myst import flatten_myst
 from dlnbook.runner import RUN_RECORD
 
 __all__ = ["finalize_run", "mathjax_script", "write_html"]
@@ -72,14 +75,21 @@ def write_html(notebook: str | Path, target: str | Path) -> Path:
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
+    config = Config()
+    config.TagRemovePreprocessor.enabled = True
+    config.TagRemovePreprocessor.remove_cell_tags = {"remove-cell"}
+    config.TagRemovePreprocessor.remove_input_tags = {"remove-input"}
+    config.TagRemovePreprocessor.remove_all_outputs_tags = {"remove-output"}
     exporter = HTMLExporter(
+        config=config,
         template_name="lab",
         template_file="dlnbook-standalone.html.j2",
         extra_loaders=[jinja2.DictLoader({"dlnbook-standalone.html.j2": _TEMPLATE})],
         embed_images=True,
     )
-    nb = nbformat.read(notebook, as_version=4)
+    nb = flatten_myst(nbformat.read(notebook, as_version=4))
     body, _ = exporter.from_notebook_node(
         nb, resources={"dlnbook_mathjax": mathjax_script().replace("</script", "<\\/script")}
     )

@@ -291,6 +291,7 @@ def test_run_writes_notebook_html_figures_parameters_and_results(book, runs, cap
     )
     html = (run_dir / "01_tiny.html").read_text()
     assert "Tiny chapter" in html and "data:image/png;base64," in html
+    assert "Fig. 1.</strong> Loss of the tiny run." in html and "{numref}" not in html
     assert not re.findall(r'<script[^>]+src="[^"]*"', html)  # no CDN: MathJax is inlined
     assert "window.MathJax" in html and "MathJax" in html[html.index("window.MathJax") + 20 :]
 
