@@ -277,7 +277,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     cache = book / configured_cache if configured_cache else out / "_build" / "executed"
     plans = plan_runs(chapters, profile, cache, _core_dir(book))
     try:
-        run_plans(plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=args.jobs == 1)
+        # progress bars only when chapters run one at a time; in parallel they would garble
+        one_at_a_time = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
+        run_plans(plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=one_at_a_time)
     except ChapterFailure as exc:
         return _report_failure(exc)
     exe = Path(sys.executable).with_name("jupyter-book")
