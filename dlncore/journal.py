@@ -1,0 +1,177 @@
+"""The journal version's experiments (chapter 7): problem, initialization and one run per job.
+
+The published runs fix ``d = 70``, the target rank, the depths, ``η = 3·10⁻⁵`` and ``10⁶``
+iterations; everything else (samples, distributions, scales, widths) is the book's choice and
+enters here through explicit arguments. Every job rebuilds its data from seeds, so jobs can run
+in separate processes (:func:`dlncore.parallel.run_many`) with identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dlncore.data import synthetic_data, teacher_spectrum
+from dlncore.descent import gd
+from dlncore.init import gaussian, orthogonal
+from dlncore.metrics import end_to_end_norm
+from dlncore.network import Weights
+from dlncore.problem import Problem
+from dlncore.results import Run
+from dlncore.tanh import tanh_gd
+
+
+def normalized_gaussian(dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
+    """Gaussian factors (entries ``N(0, 1/d_{j−1})``) rescaled by one common factor
+    ``c = (norm / ‖W_N⋯W_1‖_op)^{1/N}`` so that the end-to-end matrix has spectral norm ``norm``.
+    """
+    if not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"norm must be positive and finite, got {norm!r}")
+    weights = gaussian(dims, 1.0, seed)
+    weights = [w / np.sqrt(w.shape[-1]) for w in weights]
+    c = (norm / float(end_to_end_norm(weights))) ** (1.0 / len(weights))
+    return [c * w for w in weights]
+
+
+def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
+    """Initial factors with ``‖W_N⋯W_1‖_op = norm``: ``"gaussian"`` (:func:`normalized_gaussian`)
+    or ``"orthogonal"`` (Haar-random semi-orthogonal factors, each scaled by ``norm^{1/N}``;
+    with non-increasing-then-non-decreasing widths every singular value of the product is
+    ``norm``)."""
+    if kind == "gaussian":
+        return normalized_gaussian(dims, seed, norm)
+    if kind == "orthogonal":
+        if not (np.isfinite(norm) and norm > 0):
+            raise ValueError(f"norm must be positive and finite, got {norm!r}")
+        return orthogonal(dims, seed, scale=norm ** (1.0 / (len(dims) - 1)))
+    raise ValueError(f"unknown initialization {kind!r}; use 'gaussian' or 'orthogonal'")
+
+
+def journal_data(
+    d: int, samples: int, rank: int, spectrum: str, top: float, input_scale: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``X`` (``d × m``, entries ``N(0, input_scale²/m)``) and targets ``Y = A X`` of a
+    Haar-random rank-``rank`` teacher ``A`` with :func:`dlncore.teacher_spectrum` values."""
+    X, Y, _ = synthetic_data(
+        d, d, samples, teacher_spectrum(rank, spectrum, top), seed, input_scale=input_scale
+    )
+    return X, Y
+
+
+def journal_problem(
+    d: int,
+    samples: int,
+    rank: int,
+    spectrum: str,
+    top: float,
+    input_scale: float,
+    seed: int,
+    dtype: str = "float64",
+) -> Problem:
+    """The linear regression problem of :func:`journal_data` in ``dtype``."""
+    X, Y = journal_data(d, samples, rank, spectrum, top, input_scale, seed)
+    return Problem(X, Y, dtype=np.dtype(dtype))
+
+
+def linear_run(
+    *,
+    d: int,
+    samples: int,
+    rank: int,
+    spectrum: str,
+    top: float,
+    input_scale: float,
+    data_seed: int,
+    depth: int,
+    width: int,
+    init_seed: int,
+    init_norm: float,
+    step_size: float,
+    steps: int,
+    record: int = 200,
+    dtype: str = "float64",
+    init: str = "gaussian",
+) -> Run:
+    """GD on the deep linear network ``[d, width, ..., width, d]`` of the given depth, from
+    :func:`normalized_gaussian`; records the loss and ``‖W_N⋯W_1‖_op``."""
+    problem = journal_problem(d, samples, rank, spectrum, top, input_scale, data_seed, dtype)
+    dims = [d] + [width] * (depth - 1) + [d]
+    start = journal_init(init, dims, init_seed, init_norm)
+    run = gd(
+        problem, start, step_size, steps, record=record, metrics=("end_to_end_norm", "grad_norm")
+    )
+    run.info.update(depth=depth, step_size=step_size, samples=samples)
+    return run
+
+
+def tanh_run(
+    *,
+    d: int,
+    samples: int,
+    rank: int,
+    spectrum: str,
+    top: float,
+    input_scale: float,
+    data_seed: int,
+    depth: int,
+    width: int,
+    init_seed: int,
+    init_norm: float,
+    step_size: float,
+    steps: int,
+    record: int = 200,
+    dtype: str = "float64",
+    init: str = "gaussian",
+) -> Run:
+    """GD on ``W_N tanh(⋯ tanh(W_1 X))`` with widths ``[d, width, ..., width, d]``; same data
+    and initialization recipe as :func:`linear_run`."""
+    X, Y = journal_data(d, samples, rank, spectrum, top, input_scale, data_seed)
+    dims = [d] + [width] * (depth - 1) + [d]
+    start = journal_init(init, dims, init_seed, init_norm)
+    run = tanh_gd(X, Y, start, step_size, steps, record=record, dtype=np.dtype(dtype))
+    run.info.update(depth=depth)
+    return run
+
+
+def first_below(iterations: np.ndarray, values: np.ndarray, level: float) -> float:
+    """First recorded iteration with ``values < level`` (``nan`` if never): e.g. when a loss
+    curve drops below a level under all its plateaus."""
+    below = np.flatnonzero(np.asarray(values) < level)
+    return float(np.asarray(iterations)[below[0]]) if below.size else float("nan")
+
+
+def moving_fraction(problem: Problem, weights: Sequence[np.ndarray], step_size: float) -> float:
+    """Fraction of weight entries that one more GD step (in the problem's dtype) changes.
+
+    In floating point an entry ``w`` only moves when ``|η g|`` exceeds about half a unit in
+    the last place of ``w``; a fraction near 0 means GD has stalled at a round-off floor.
+    """
+    ws = problem.check(weights)
+    grads = problem.gradients(ws)
+    eta = problem.dtype.type(step_size)
+    changed = sum(int(np.count_nonzero(w - eta * g != w)) for w, g in zip(ws, grads, strict=True))
+    return changed / sum(w.size for w in ws)
+
+
+def stall_gradient_norm(weights: Sequence[np.ndarray], step_size: float, eps: float) -> float:
+    """``eps ‖θ‖_F / (2η)``: if every entry satisfies ``|η g| < eps |w| / 2`` (no entry moves),
+    then ``‖∇L‖_F`` is below this value. Used to place the round-off floor of GD."""
+    norm = float(np.sqrt(sum(np.sum(np.asarray(w, dtype=np.float64) ** 2) for w in weights)))
+    return eps * norm / (2.0 * step_size)
+
+
+def loss_at_gradient(run: Run, gradient_norm: float) -> float:
+    """Loss of ``run`` where its recorded ``grad_norm`` first falls below ``gradient_norm``,
+    interpolated log-linearly between the two neighbouring records (``nan`` if never)."""
+    g = np.asarray(run.metrics["grad_norm"], dtype=np.float64)
+    loss = np.asarray(run.loss, dtype=np.float64)
+    below = np.flatnonzero(g < gradient_norm)
+    if below.size == 0:
+        return float("nan")
+    i = below[0]
+    if i == 0:
+        return float(loss[0])
+    x = np.log([g[i - 1], g[i]])
+    y = np.log([loss[i - 1], loss[i]])
+    return float(np.exp(np.interp(np.log(gradient_norm), x[::-1], y[::-1])))

@@ -1,0 +1,170 @@
+"""Tests of the tanh network, the journal helpers and the parallel job runner."""
+
+import numpy as np
+import pytest
+
+import dlncore as dc
+from dlncore.journal import linear_run, normalized_gaussian, tanh_run
+from dlncore.parallel import run_many
+from dlncore.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+
+
+def _tanh_case(seed: int = 0, depth: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((4, 7))
+    Y = rng.standard_normal((3, 7))
+    dims = [4] + [5] * (depth - 1) + [3]
+    weights = [0.7 * rng.standard_normal((dims[j + 1], dims[j])) for j in range(depth)]
+    return X, Y, weights
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_tanh_gradients_match_central_differences(depth):
+    X, Y, weights = _tanh_case(depth, depth)
+    loss, grads = tanh_loss_and_gradients(weights, X, Y)
+    assert loss == pytest.approx(tanh_loss(weights, X, Y), rel=1e-14)
+    h = 1e-6
+    for j, w in enumerate(weights):
+        fd = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            plus = [v.copy() for v in weights]
+            minus = [v.copy() for v in weights]
+            plus[j][idx] += h
+            minus[j][idx] -= h
+            fd[idx] = (tanh_loss(plus, X, Y) - tanh_loss(minus, X, Y)) / (2 * h)
+        assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_tanh_forward_is_the_network():
+    X, Y, (w1, w2, w3) = _tanh_case(1)
+    out = w3 @ np.tanh(w2 @ np.tanh(w1 @ X))
+    assert tanh_loss([w1, w2, w3], X, Y) == pytest.approx(0.5 * np.sum((out - Y) ** 2))
+
+
+def test_tanh_gd_matches_a_plain_loop():
+    X, Y, weights = _tanh_case(2)
+    eta, steps = 0.01, 30
+    run = tanh_gd(X, Y, weights, eta, steps, record=5)
+    ws = [w.copy() for w in weights]
+    for _ in range(steps):
+        _, g = tanh_loss_and_gradients(ws, X, Y)
+        ws = [w - eta * gj for w, gj in zip(ws, g, strict=True)]
+    for a, b in zip(run.weights, ws, strict=True):
+        assert np.allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert run.loss[-1] == pytest.approx(tanh_loss(ws, X, Y), rel=1e-12)
+    assert run.loss[-1] < run.loss[0]
+    assert run.iterations[0] == 0 and run.iterations[-1] == steps
+
+
+def test_tanh_gd_flags_divergence():
+    X, Y, weights = _tanh_case(3)
+    run = tanh_gd(X, Y, [5 * w for w in weights], 10.0, 200, blowup=10.0)
+    assert bool(run.diverged) and run.info["steps"] < 200
+
+
+def test_normalized_gaussian_has_the_requested_norm():
+    for depth in (2, 3, 5):
+        dims = [7] + [4] * (depth - 1) + [6]
+        w = normalized_gaussian(dims, seed=3, norm=1.7)
+        assert dc.metrics.end_to_end_norm(w) == pytest.approx(1.7, rel=1e-12)
+        raw = dc.init.gaussian(dims, 1.0, seed=3)
+        ratios = [np.ptp(a / b) for a, b in zip(w, raw, strict=True)]
+        assert max(ratios) < 1e-12  # one common rescaling of the Gaussian factors
+
+
+def _small(kind: str, **extra):
+    spec = dict(
+        d=6,
+        samples=20,
+        rank=3,
+        spectrum="flat",
+        top=1.0,
+        input_scale=1.5,
+        data_seed=0,
+        depth=3,
+        width=3,
+        init_seed=1,
+        init_norm=1.0,
+        step_size=1e-2,
+        steps=40,
+        record=5,
+    )
+    spec.update(extra)
+    return (linear_run if kind == "linear" else tanh_run, spec)
+
+
+def test_run_many_matches_serial_runs_in_order():
+    jobs = [_small("linear"), _small("tanh"), _small("linear", dtype="float32", depth=2)]
+    serial = run_many(jobs, max_workers=1)
+    parallel = run_many(jobs, max_workers=2)
+    for a, b in zip(serial, parallel, strict=True):
+        assert np.array_equal(a.loss, b.loss)
+        for wa, wb in zip(a.weights, b.weights, strict=True):
+            assert np.array_equal(wa, wb)
+    assert serial[0].info["kind"] == "gd" and serial[1].info["kind"] == "tanh-gd"
+    assert serial[2].weights[0].dtype == np.float32
+
+
+def test_first_below():
+    from dlncore.journal import first_below
+
+    it = np.array([0, 10, 100, 1000])
+    assert first_below(it, np.array([5.0, 3.0, 1e-4, 1e-9]), 1e-3) == 100
+    assert np.isnan(first_below(it, np.array([5.0, 3.0, 2.0, 1.0]), 1e-3))
+
+
+def test_moving_fraction_detects_a_stall():
+    from dlncore.journal import moving_fraction
+
+    problem = dc.synthetic_problem(5, 4, 20, 2, seed=0, dtype=np.float32)
+    weights = [w.astype(np.float32) for w in dc.init.gaussian([5, 3, 4], 0.5, seed=1)]
+    assert moving_fraction(problem, weights, 1e-2) == 1.0
+    assert moving_fraction(problem, weights, 1e-12) == 0.0
+    # brute force: count entries changed by a step taken in float32 by hand
+    eta = np.float32(1e-6)
+    grads = problem.gradients(weights)
+    moved = sum(int(np.sum((w - eta * g) != w)) for w, g in zip(weights, grads, strict=True))
+    total = sum(w.size for w in weights)
+    assert moving_fraction(problem, weights, 1e-6) == moved / total
+
+
+def test_stall_gradient_norm_bounds_stalled_gradients():
+    from dlncore.journal import stall_gradient_norm
+
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((3, 4)), rng.standard_normal((2, 3))]
+    eta, eps = 1e-3, 1e-7
+    # gradients with |eta g| < eps |w| / 2 entrywise have norm below the bound
+    grads = [0.999 * eps * np.abs(w) / (2 * eta) for w in weights]
+    gnorm = np.sqrt(sum(np.sum(g**2) for g in grads))
+    assert gnorm < stall_gradient_norm(weights, eta, eps)
+    assert stall_gradient_norm(weights, eta, eps) == pytest.approx(gnorm / 0.999, rel=1e-12)
+
+
+def test_loss_at_gradient_interpolates_log_linearly():
+    from dlncore.journal import loss_at_gradient
+
+    run = dc.Run(
+        iterations=np.arange(4),
+        time=np.arange(4.0),
+        loss=np.array([1.0, 1e-2, 1e-4, 1e-6]),
+        metrics={"grad_norm": np.array([10.0, 1.0, 0.1, 0.01])},
+        weights=[np.zeros((1, 1))],
+        diverged=np.array(False),
+        diverged_at=np.array(-1),
+        diverged_loss=np.array(np.nan),
+    )
+    assert loss_at_gradient(run, np.sqrt(0.1)) == pytest.approx(1e-3, rel=1e-12)
+    assert np.isnan(loss_at_gradient(run, 1e-3))
+
+
+def test_journal_init_orthogonal_has_unit_singular_values():
+    from dlncore.journal import journal_init
+
+    for depth in (2, 3, 5):
+        dims = [8] + [4] * (depth - 1) + [8]
+        w = journal_init("orthogonal", dims, seed=2, norm=1.3)
+        s = dc.metrics.singular_values(w)[:4]
+        assert np.allclose(s, 1.3, rtol=1e-12)
+    with pytest.raises(ValueError):
+        journal_init("uniform", [3, 3], seed=0)
