@@ -37,7 +37,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sphinx.application import Sphinx
+from sphinx.application import ENV_PICKLE_FILENAME, Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
@@ -250,6 +250,15 @@ class _BookRunner:
                 env.dlnbook_keys[docname] = key
 
 
+def _forget_env_after_failed_build(app: Sphinx, exc: Exception | None) -> None:
+    """With ``-W --keep-going``, a build with warnings fails but Sphinx keeps its saved
+    environment, so the next build would skip the faulty pages and pass. Delete it, as
+    Sphinx itself does after an error, so that the next build reads every page again."""
+    fails_on_warnings = app.warningiserror or app.keep_going  # keep_going: only set with -W
+    if exc is None and fails_on_warnings and getattr(app, "_warncount", 0):
+        (Path(app.doctreedir) / ENV_PICKLE_FILENAME).unlink(missing_ok=True)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the configuration values and event handlers (Sphinx entry point)."""
     app.add_config_value("dlnbook_chapters_dir", "chapters", "env", [str])
@@ -264,4 +273,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", runner.source_read)
     app.connect("env-purge-doc", runner.env_purge_doc)
     app.connect("env-merge-info", runner.env_merge_info)
+    app.connect("build-finished", _forget_env_after_failed_build)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -166,6 +166,11 @@ def test_figure_cell_showing_two_images_fails_with_a_clear_message(tmp_path):
     nb = tiny_chapter("Alpha", "fig-alpha")
     nb.cells[-1].source += "\nfig"  # displays the figure a second time
     book = make_mini_book(tmp_path / "book", {"01_alpha": nb})
+    message = "01_alpha: figure cell 'fig-alpha' displays 2 images"
     result = build_book(book, tmp_path / "out")
     assert result.returncode != 0
-    assert "01_alpha: figure cell 'fig-alpha' displays 2 images" in result.output
+    assert message in result.output
+    again = build_book(book, tmp_path / "out")  # a failed build must not leave a passing cache
+    assert again.returncode != 0
+    assert again.started == []
+    assert message in again.output
