@@ -1,6 +1,6 @@
 # Two commands: `make book` builds the book into _build/html, `make test` runs the test suite.
 # Both create .venv (Python 3.11) and install the pinned requirements and the package first.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dln-book-installed
