@@ -405,6 +405,15 @@ def test_bad_build_profile_exits_2_and_writes_nothing(book, tmp_path, capfd, pro
     assert not out.exists() and not (book / "_build").exists()
 
 
+def test_missing_or_invalid_profile_file_exits_2(book, tmp_path, capfd):
+    assert dln(book, "build", "--params", str(tmp_path / "none.yml")) == 2
+    assert "cannot read parameter profile" in capfd.readouterr().err
+    (tmp_path / "bad.yml").write_text("01_tiny: [unclosed\n")
+    assert dln(book, "build", "--params", str(tmp_path / "bad.yml")) == 2
+    assert "is not valid YAML" in capfd.readouterr().err
+    assert not (book / "_build").exists()
+
+
 def test_build_refuses_the_default_output_folder(book, tmp_path, capfd):
     params = tmp_path / "p.yml"
     params.write_text("01_tiny:\n  steps: 3\n")
