@@ -6,7 +6,7 @@ import time as _time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
 from dlncore import metrics as _m
 from dlncore.network import Weights, batch_size
