@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
 Job = tuple[Callable[..., Any], Mapping[str, Any]]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

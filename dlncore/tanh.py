@@ -10,7 +10,7 @@ import time as _time
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
 from dlncore.descent import geometric_grid
 from dlncore.metrics import end_to_end_norm
