@@ -200,7 +200,8 @@ def gd(
     path = np.zeros(bshape)
     rec_iter, rec_time, rec_loss = [], [], []
     rec_metrics: dict[str, list] = {name: [] for name in names}
-    next_rec = 0
+    pending_records = iter(grid_list[1:] + [-1])
+    next_rec = grid_list[0]  # next iteration to record (-1: none left)
     bar = None
     if progress:
         bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "gd", leave=False)
@@ -225,7 +226,7 @@ def gd(
                 for move in moves:  # frozen starts do not move (even if their gradient overflowed)
                     move[~active] = 0.0
             stop = k == steps or all_diverged
-            record_now = next_rec < len(grid_list) and grid_list[next_rec] == k
+            record_now = k == next_rec
             if record_now or stop or need_path:
                 move2 = sum(np.sum(m.astype(np.float64) ** 2, axis=(-2, -1)) for m in moves)
                 step_length = np.sqrt(move2)
@@ -245,7 +246,7 @@ def gd(
                     else:
                         value = np.asarray(funcs[name](ws), dtype=np.float64)
                     rec_metrics[name].append(value)
-                next_rec += 1
+                next_rec = next(pending_records)
             if stop:
                 break
             for w, move in zip(ws, moves, strict=True):
