@@ -35,7 +35,7 @@ from dlnbook.chapters import (
 )
 from dlnbook.export import PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, parameter_range
+from dlnbook.ranges import check_ranges, meaning_without_range, parameter_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
 
 __all__ = ["main", "resolve_chapter"]
@@ -153,9 +153,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = [("parameter", "type", "default", "range", "meaning")]
         for param in chapter.parameters:
             allowed = parameter_range(param)
-            meaning = param.meaning
-            if allowed is not None and allowed.source == "comment":
-                meaning = meaning[: meaning.rindex("[")].rstrip()
+            meaning = meaning_without_range(param)
             rows.append(
                 (
                     param.name,

@@ -32,7 +32,7 @@ from typing import Any
 
 from dlnbook.chapters import Chapter, ChapterError, Parameter
 
-__all__ = ["Range", "check_ranges", "parameter_range"]
+__all__ = ["Range", "check_ranges", "meaning_without_range", "parameter_range"]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -125,6 +125,13 @@ def parameter_range(param: Parameter) -> Range | None:
         If the comment ends with a bracket that starts like a range but cannot be read.
     """
     return _parse_annotation(param) or _range_from_name(param.name)
+
+
+def meaning_without_range(param: Parameter) -> str:
+    """The parameter's one-line meaning, without a trailing range bracket."""
+    if _parse_annotation(param) is None:
+        return param.meaning
+    return param.meaning[: param.meaning.rindex("[")].rstrip()
 
 
 def _numbers(value: Any) -> list[Any]:

@@ -44,6 +44,7 @@ from sphinx.util import logging
 
 from dlnbook.chapters import ChapterError, discover_chapters
 from dlnbook.profiles import check_profile, load_profile
+from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
 __all__ = ["figure_problems", "parameters_box", "render_executed", "setup"]
@@ -80,7 +81,7 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
         if value != param.default:
             overridden = True
             cell += f" (default {_fmt_value(param.default)})"
-        meaning = param.meaning.replace("|", "\\|")
+        meaning = meaning_without_range(param).replace("|", "\\|")
         rows.append(f"| `{param.name}` | {cell} | {meaning} |")
     origin = "the chapter's `parameters` cell"
     if overridden and source:
@@ -193,6 +194,8 @@ class _BookRunner:
                     self.source = str(profile_path)
                 check_profile(profile, (c.name for c in chapters), self.source)
             plans = plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None)
+            for plan in plans:  # the same range rules as `dln-book run`
+                check_ranges(plan.chapter, plan.parameters)
         except (ChapterError, RuntimeError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
         try:

@@ -209,9 +209,8 @@ def test_prune_cache_keeps_current_and_recent(tmp_path):
 def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
     core = tmp_path / "core"
     core.mkdir()
-    chapter = load_chapter(
-        write_chapter(tmp_path / "a.ipynb", "seed = 0  # random seed\nsteps = 10  # GD steps")
-    )
+    source = "seed = 0  # random seed\nsteps = 10  # GD steps [>= 0]"
+    chapter = load_chapter(write_chapter(tmp_path / "a.ipynb", source))
     (plan,) = plan_runs([chapter], {"a": {"steps": 3}}, tmp_path / "cache", core)
     nb = nbformat.read(chapter.path, as_version=4)
     injected = new_code_cell("seed = 0\nsteps = 3", metadata={"tags": ["injected-parameters"]})

@@ -162,6 +162,17 @@ def test_failing_chapter_fails_the_build_and_is_not_cached(tmp_path):
     assert "planted failure 42" in second.output
 
 
+def test_profile_value_out_of_range_fails_before_anything_runs(tmp_path):
+    book = make_mini_book(tmp_path / "book", {"01_alpha": tiny_chapter("Alpha", "fig-alpha")})
+    profile = tmp_path / "bad.yml"
+    profile.write_text("01_alpha:\n  steps: -5\n")
+    result = build_book(book, tmp_path / "out", params_file=profile)
+    assert result.returncode != 0
+    assert "parameter 'steps' of chapter '01_alpha' must be >= 0, got -5" in result.output
+    assert result.started == []
+    assert not list((tmp_path / "out" / "_build" / "executed").glob("01_alpha-*"))
+
+
 def test_figure_cell_showing_two_images_fails_with_a_clear_message(tmp_path):
     nb = tiny_chapter("Alpha", "fig-alpha")
     nb.cells[-1].source += "\nfig"  # displays the figure a second time
