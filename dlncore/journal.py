@@ -9,6 +9,7 @@ in separate processes (:func:`dlncore.parallel.run_many`) with identical results
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,88 +49,67 @@ def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -
     raise ValueError(f"unknown initialization {kind!r}; use 'gaussian' or 'orthogonal'")
 
 
-def journal_data(
-    d: int, samples: int, rank: int, spectrum: str, top: float, input_scale: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``X`` (``d × m``, entries ``N(0, input_scale²/m)``) and targets ``Y = A X`` of a
-    Haar-random rank-``rank`` teacher ``A`` with :func:`dlncore.teacher_spectrum` values."""
-    X, Y, _ = synthetic_data(
-        d, d, samples, teacher_spectrum(rank, spectrum, top), seed, input_scale=input_scale
-    )
-    return X, Y
+@dataclass(frozen=True)
+class Experiment:
+    """One journal experiment's recipe: data, initialization and GD settings (not the depth).
+
+    ``X`` (``d × samples``) has entries ``N(0, input_scale²/samples)``; the targets are
+    ``Y = A X`` for a Haar-random rank-``rank`` teacher ``A`` with
+    :func:`dlncore.teacher_spectrum` values (``spectrum``, ``top``); hidden widths are
+    ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``).
+    Picklable, so runs can go to :func:`dlncore.parallel.run_many`.
+    """
+
+    d: int
+    samples: int
+    rank: int
+    spectrum: str
+    top: float
+    input_scale: float
+    data_seed: int
+    width: int
+    init_seed: int
+    init_norm: float
+    step_size: float
+    steps: int
+    record: int = 200
+    init: str = "gaussian"
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs ``X`` and targets ``Y``, rebuilt from ``data_seed``."""
+        values = teacher_spectrum(self.rank, self.spectrum, self.top)
+        X, Y, _ = synthetic_data(
+            self.d, self.d, self.samples, values, self.data_seed, input_scale=self.input_scale
+        )
+        return X, Y
+
+    def problem(self, dtype: str = "float64") -> Problem:
+        """The linear regression problem of :meth:`data` in ``dtype``."""
+        return Problem(*self.data(), dtype=np.dtype(dtype))
+
+    def start(self, depth: int) -> Weights:
+        """Initial factors of the network ``[d, width, ..., width, d]`` of the given depth."""
+        dims = [self.d] + [self.width] * (depth - 1) + [self.d]
+        return journal_init(self.init, dims, self.init_seed, self.init_norm)
 
 
-def journal_problem(
-    d: int,
-    samples: int,
-    rank: int,
-    spectrum: str,
-    top: float,
-    input_scale: float,
-    seed: int,
-    dtype: str = "float64",
-) -> Problem:
-    """The linear regression problem of :func:`journal_data` in ``dtype``."""
-    X, Y = journal_data(d, samples, rank, spectrum, top, input_scale, seed)
-    return Problem(X, Y, dtype=np.dtype(dtype))
-
-
-def linear_run(
-    *,
-    d: int,
-    samples: int,
-    rank: int,
-    spectrum: str,
-    top: float,
-    input_scale: float,
-    data_seed: int,
-    depth: int,
-    width: int,
-    init_seed: int,
-    init_norm: float,
-    step_size: float,
-    steps: int,
-    record: int = 200,
-    dtype: str = "float64",
-    init: str = "gaussian",
-) -> Run:
-    """GD on the deep linear network ``[d, width, ..., width, d]`` of the given depth, from
-    :func:`normalized_gaussian`; records the loss and ``‖W_N⋯W_1‖_op``."""
-    problem = journal_problem(d, samples, rank, spectrum, top, input_scale, data_seed, dtype)
-    dims = [d] + [width] * (depth - 1) + [d]
-    start = journal_init(init, dims, init_seed, init_norm)
+def linear_run(experiment: Experiment, depth: int, dtype: str = "float64") -> Run:
+    """GD on the deep linear network of the given depth; records the loss, ``‖W_N⋯W_1‖_op``
+    and the gradient norm."""
+    e = experiment
+    metrics = ("end_to_end_norm", "grad_norm")
     run = gd(
-        problem, start, step_size, steps, record=record, metrics=("end_to_end_norm", "grad_norm")
+        e.problem(dtype), e.start(depth), e.step_size, e.steps, record=e.record, metrics=metrics
     )
-    run.info.update(depth=depth, step_size=step_size, samples=samples)
+    run.info.update(depth=depth, step_size=e.step_size, samples=e.samples)
     return run
 
 
-def tanh_run(
-    *,
-    d: int,
-    samples: int,
-    rank: int,
-    spectrum: str,
-    top: float,
-    input_scale: float,
-    data_seed: int,
-    depth: int,
-    width: int,
-    init_seed: int,
-    init_norm: float,
-    step_size: float,
-    steps: int,
-    record: int = 200,
-    dtype: str = "float64",
-    init: str = "gaussian",
-) -> Run:
-    """GD on ``W_N tanh(⋯ tanh(W_1 X))`` with widths ``[d, width, ..., width, d]``; same data
-    and initialization recipe as :func:`linear_run`."""
-    X, Y = journal_data(d, samples, rank, spectrum, top, input_scale, data_seed)
-    dims = [d] + [width] * (depth - 1) + [d]
-    start = journal_init(init, dims, init_seed, init_norm)
-    run = tanh_gd(X, Y, start, step_size, steps, record=record, dtype=np.dtype(dtype))
+def tanh_run(experiment: Experiment, depth: int) -> Run:
+    """GD on ``W_N tanh(⋯ tanh(W_1 X))`` with the same data and initialization recipe."""
+    e = experiment
+    X, Y = e.data()
+    run = tanh_gd(X, Y, e.start(depth), e.step_size, e.steps, record=e.record)
     run.info.update(depth=depth)
     return run
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dlncore as dc
-from dlncore.journal import linear_run, normalized_gaussian, tanh_run
+from dlncore.journal import Experiment, linear_run, normalized_gaussian, tanh_run
 from dlncore.parallel import run_many
 from dlncore.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
 
@@ -72,25 +72,26 @@ def test_normalized_gaussian_has_the_requested_norm():
         assert max(ratios) < 1e-12  # one common rescaling of the Gaussian factors
 
 
-def _small(kind: str, **extra):
-    spec = dict(
-        d=6,
-        samples=20,
-        rank=3,
-        spectrum="flat",
-        top=1.0,
-        input_scale=1.5,
-        data_seed=0,
-        depth=3,
-        width=3,
-        init_seed=1,
-        init_norm=1.0,
-        step_size=1e-2,
-        steps=40,
-        record=5,
-    )
-    spec.update(extra)
-    return (linear_run if kind == "linear" else tanh_run, spec)
+SMALL = Experiment(
+    d=6,
+    samples=20,
+    rank=3,
+    spectrum="flat",
+    top=1.0,
+    input_scale=1.5,
+    data_seed=0,
+    width=3,
+    init_seed=1,
+    init_norm=1.0,
+    step_size=1e-2,
+    steps=40,
+    record=5,
+)
+
+
+def _small(kind: str, depth: int = 3, **extra):
+    func = linear_run if kind == "linear" else tanh_run
+    return (func, dict(experiment=SMALL, depth=depth, **extra))
 
 
 def test_run_many_matches_serial_runs_in_order():
