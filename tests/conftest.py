@@ -28,3 +28,18 @@ def naive_loss(X, Y, weights):
     for w in weights:
         out = w @ out
     return 0.5 * np.sum((out - Y) ** 2)
+
+
+def central_differences(loss, weights, h=1e-6):
+    """Central-difference gradients of ``loss(weights)`` with respect to every factor."""
+    grads = []
+    for j, w in enumerate(weights):
+        fd = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            plus = [v.copy() for v in weights]
+            minus = [v.copy() for v in weights]
+            plus[j][idx] += h
+            minus[j][idx] -= h
+            fd[idx] = (loss(plus) - loss(minus)) / (2 * h)
+        grads.append(fd)
+    return grads

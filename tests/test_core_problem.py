@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import minimize
 
 import dlncore as dc
-from tests.conftest import naive_gradients, naive_loss
+from tests.conftest import central_differences, naive_gradients, naive_loss
 
 SHAPES = [
     [5, 4],  # N = 1
@@ -19,17 +19,8 @@ SHAPES = [
 def test_gradients_match_central_differences(problem, dims):
     weights = dc.init.gaussian(dims, 0.7, seed=3)
     grads = problem.gradients(weights)
-    h = 1e-6
-    for j, w in enumerate(weights):
-        fd = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            plus = [x.copy() for x in weights]
-            minus = [x.copy() for x in weights]
-            plus[j][idx] += h
-            minus[j][idx] -= h
-            fd[idx] = (
-                naive_loss(problem.X, problem.Y, plus) - naive_loss(problem.X, problem.Y, minus)
-            ) / (2 * h)
+    fds = central_differences(lambda ws: naive_loss(problem.X, problem.Y, ws), weights)
+    for j, fd in enumerate(fds):
         np.testing.assert_allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
 
 

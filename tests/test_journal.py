@@ -7,6 +7,7 @@ import dlncore as dc
 from dlncore.journal import Experiment, linear_run, normalized_gaussian, tanh_run
 from dlncore.parallel import run_many
 from dlncore.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+from tests.conftest import central_differences
 
 
 def _tanh_case(seed: int = 0, depth: int = 3):
@@ -23,15 +24,8 @@ def test_tanh_gradients_match_central_differences(depth):
     X, Y, weights = _tanh_case(depth, depth)
     loss, grads = tanh_loss_and_gradients(weights, X, Y)
     assert loss == pytest.approx(tanh_loss(weights, X, Y), rel=1e-14)
-    h = 1e-6
-    for j, w in enumerate(weights):
-        fd = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            plus = [v.copy() for v in weights]
-            minus = [v.copy() for v in weights]
-            plus[j][idx] += h
-            minus[j][idx] -= h
-            fd[idx] = (tanh_loss(plus, X, Y) - tanh_loss(minus, X, Y)) / (2 * h)
+    fds = central_differences(lambda ws: tanh_loss(ws, X, Y), weights)
+    for j, fd in enumerate(fds):
         assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
 
 
