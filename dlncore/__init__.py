@@ -4,7 +4,7 @@ Weights are lists ``[W_1, ..., W_N]`` with ``W_j`` of shape ``(d_j, d_{j−1})``
 starts at once, ``(B, d_j, d_{j−1})``. The loss is ``L^N = ½‖Y − W_N⋯W_1 X‖_F²``.
 """
 
-from dlncore import init, journal, metrics, parallel, plotting, saddles, tanh, tracking
+from dlncore import init, metrics, plotting, saddles, tracking
 from dlncore.bounds import norm_bounds
 from dlncore.data import synthetic_data, synthetic_problem, teacher_spectrum
 from dlncore.descent import BUILTIN_METRICS, gd, geometric_grid
@@ -27,18 +27,15 @@ __all__ = [
     "hessian",
     "hessian_vector_product",
     "init",
-    "journal",
     "largest_convergent_step",
     "metrics",
     "norm_bounds",
-    "parallel",
     "plotting",
     "prefix_products",
     "saddles",
     "step_size_bound",
     "synthetic_data",
     "synthetic_problem",
-    "tanh",
     "teacher_spectrum",
     "tracking",
     "widths",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import dlncore as dc
-from dlncore.journal import Experiment, linear_run, normalized_gaussian, tanh_run
-from dlncore.parallel import run_many
-from dlncore.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+from dlncore.experiments.journal import Experiment, linear_run, normalized_gaussian, tanh_run
+from dlncore.experiments.parallel import run_many
+from dlncore.experiments.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
 from tests.conftest import central_differences
 
 
@@ -101,7 +101,7 @@ def test_run_many_matches_serial_runs_in_order():
 
 
 def test_first_below():
-    from dlncore.journal import first_below
+    from dlncore.experiments.journal import first_below
 
     it = np.array([0, 10, 100, 1000])
     assert first_below(it, np.array([5.0, 3.0, 1e-4, 1e-9]), 1e-3) == 100
@@ -109,7 +109,7 @@ def test_first_below():
 
 
 def test_moving_fraction_detects_a_stall():
-    from dlncore.journal import moving_fraction
+    from dlncore.experiments.journal import moving_fraction
 
     problem = dc.synthetic_problem(5, 4, 20, 2, seed=0, dtype=np.float32)
     weights = [w.astype(np.float32) for w in dc.init.gaussian([5, 3, 4], 0.5, seed=1)]
@@ -124,7 +124,7 @@ def test_moving_fraction_detects_a_stall():
 
 
 def test_stall_gradient_norm_bounds_stalled_gradients():
-    from dlncore.journal import stall_gradient_norm
+    from dlncore.experiments.journal import stall_gradient_norm
 
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal((3, 4)), rng.standard_normal((2, 3))]
@@ -137,7 +137,7 @@ def test_stall_gradient_norm_bounds_stalled_gradients():
 
 
 def test_loss_at_gradient_interpolates_log_linearly():
-    from dlncore.journal import loss_at_gradient
+    from dlncore.experiments.journal import loss_at_gradient
 
     run = dc.Run(
         iterations=np.arange(4),
@@ -154,7 +154,7 @@ def test_loss_at_gradient_interpolates_log_linearly():
 
 
 def test_journal_init_orthogonal_has_unit_singular_values():
-    from dlncore.journal import journal_init
+    from dlncore.experiments.journal import journal_init
 
     for depth in (2, 3, 5):
         dims = [8] + [4] * (depth - 1) + [8]

@@ -3,7 +3,7 @@
 The published runs fix ``d = 70``, the target rank, the depths, ``η = 3·10⁻⁵`` and ``10⁶``
 iterations; everything else (samples, distributions, scales, widths) is the book's choice and
 enters here through explicit arguments. Every job rebuilds its data from seeds, so jobs can run
-in separate processes (:func:`dlncore.parallel.run_many`) with identical results.
+in separate processes (:func:`dlncore.experiments.parallel.run_many`) with identical results.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 
 from dlncore.data import synthetic_data, teacher_spectrum
 from dlncore.descent import gd
+from dlncore.experiments.tanh import tanh_gd
 from dlncore.init import gaussian, orthogonal
 from dlncore.metrics import end_to_end_norm
 from dlncore.network import Weights
 from dlncore.problem import Problem
 from dlncore.results import Run
-from dlncore.tanh import tanh_gd
 
 
 def normalized_gaussian(dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
@@ -57,7 +57,7 @@ class Experiment:
     ``Y = A X`` for a Haar-random rank-``rank`` teacher ``A`` with
     :func:`dlncore.teacher_spectrum` values (``spectrum``, ``top``); hidden widths are
     ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``).
-    Picklable, so runs can go to :func:`dlncore.parallel.run_many`.
+    Picklable, so runs can go to :func:`dlncore.experiments.parallel.run_many`.
     """
 
     d: int
