@@ -7,8 +7,11 @@ numbered figures, glued values, citations, offline MathJax). Only the ``dlnbook.
 extension is left out: the chapter has already run. The result is a folder, ``html/``,
 holding ``<chapter>.html`` and its ``_static/`` assets; it opens offline from the disk.
 
-References to labels of other chapters cannot be resolved in a page of its own; they are
-shown as their label text, with a warning.
+Figures and statements are numbered as in the book, which numbers them continuously over
+its pages (``_toc.yml`` order). A page of its own cannot link to other chapters: a
+``{prf:ref}`` to a statement of another page shows the same words as in the book
+(``Proposition 3``) without the link. Any other reference Sphinx cannot resolve is shown
+as its label, with a warning.
 """
 
 from __future__ import annotations
@@ -20,17 +23,29 @@ import sys
 import tempfile
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from dlnbook.chapters import load_chapter
 from dlnbook.runner import RUN_RECORD, Plan
 
-__all__ = ["PAGE_DIR", "PARAMETERS_FILE", "finalize_run", "find_book_root", "write_page"]
+__all__ = [
+    "PAGE_DIR",
+    "PARAMETERS_FILE",
+    "book_numbering",
+    "finalize_run",
+    "find_book_root",
+    "numbered_items",
+    "write_page",
+]
 
 PARAMETERS_FILE = "parameters.json"
 #: Folder of a run that holds the standalone page and its assets.
 PAGE_DIR = "html"
 _EXTENSION = "dlnbook.sphinx_ext"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PRF_FENCE = re.compile(r"^\s*(?:`{3,}|:{3,})\{prf:(\w+)\}")
+_OPTION = re.compile(r"^\s*:(\w+):\s*(.*)$")
+_PRF_REF = re.compile(r"\{prf:ref\}`([^`<>]+)`")
 _BIBLIOGRAPHY = """## References
 
 ```{bibliography}
@@ -47,6 +62,139 @@ def find_book_root(chapter: str | Path) -> Path:
         if (folder / "_config.yml").is_file():
             return folder
     return path.parent.parent
+
+
+def _toc_documents(book: Path) -> list[Path]:
+    """Source files of the book's pages in the order of ``_toc.yml`` (empty without one)."""
+    import yaml
+
+    toc = book / "_toc.yml"
+    if not toc.is_file():
+        return []
+    files: list[str] = []
+
+    def walk(entry: Any) -> None:
+        if isinstance(entry, list):
+            for item in entry:
+                walk(item)
+        elif isinstance(entry, dict):
+            for key in ("root", "file"):
+                if isinstance(entry.get(key), str):
+                    files.append(entry[key])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key))
+
+    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
+    paths = []
+    for name in files:
+        for suffix in (".ipynb", ".md"):
+            if (book / (name + suffix)).is_file():
+                paths.append((book / (name + suffix)).resolve())
+                break
+    return paths
+
+
+def numbered_items(path: Path) -> list[tuple[str, str | None]]:
+    """What a page numbers, in order: ``(kind, label)`` for each figure and ``prf:`` statement.
+
+    Kinds are ``"figure"`` (a code cell with ``mystnb.figure`` metadata, which displays
+    exactly one image) and the statement kinds (``"theorem"``, ``"lemma"``, ...). Proofs and
+    statements with ``:nonumber:`` are not numbered and not listed.
+    """
+    if path.suffix == ".md":
+        blocks = [("markdown", path.read_text(encoding="utf-8"), {})]
+    else:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        blocks = [
+            (c.get("cell_type"), "".join(c.get("source", "")), c.get("metadata", {}))
+            for c in nb.get("cells", [])
+        ]
+    items: list[tuple[str, str | None]] = []
+    for kind, text, metadata in blocks:
+        figure = metadata.get("mystnb", {}).get("figure")
+        if kind == "code" and figure:
+            items.append(("figure", figure.get("name")))
+        if kind != "markdown":
+            continue
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            fence = _PRF_FENCE.match(line)
+            if fence is None or fence.group(1) == "proof":
+                continue
+            options = {}
+            for option in lines[i + 1 :]:
+                match = _OPTION.match(option)
+                if match is None:
+                    break
+                options[match.group(1)] = match.group(2).strip()
+            if "nonumber" not in options:
+                items.append((fence.group(1), options.get("label")))
+    return items
+
+
+def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """How the book numbers around one chapter.
+
+    The book numbers figures and each kind of ``prf:`` statement continuously over its
+    pages, in the order of ``_toc.yml``.
+
+    Parameters
+    ----------
+    book : Path
+        The book folder.
+    chapter : Path
+        The chapter notebook.
+
+    Returns
+    -------
+    offsets : dict
+        Kind -> number of items of that kind on the pages before the chapter.
+    others : dict
+        Label of a statement on another page -> how a reference to it reads, e.g.
+        ``{"prop-step-size": "Proposition 3"}``.
+    """
+    counters: dict[str, int] = {}
+    offsets: dict[str, int] = {}
+    others: dict[str, str] = {}
+    chapter = chapter.resolve()
+    for path in _toc_documents(book):
+        if path == chapter:
+            offsets = dict(counters)
+        for kind, label in numbered_items(path):
+            counters[kind] = counters.get(kind, 0) + 1
+            if label and path != chapter and kind != "figure":
+                others[label] = f"{kind.title()} {counters[kind]}"
+    return offsets, others
+
+
+def _resolve_other_pages(nb: dict[str, Any], others: dict[str, str]) -> None:
+    """Replace ``{prf:ref}`` roles (in markdown cells and figure captions) to statements of
+    other pages by the book's words for them (``Proposition 3``): a page of its own cannot
+    link there."""
+
+    def text(match: re.Match) -> str:
+        return others.get(match.group(1).strip(), match.group(0))
+
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            cell["source"] = _PRF_REF.sub(text, "".join(cell.get("source", "")))
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+        if isinstance(figure.get("caption"), str):
+            figure["caption"] = _PRF_REF.sub(text, figure["caption"])
+
+
+def _shift_numbers(offsets: dict[str, int]) -> Any:
+    """An ``env-get-updated`` handler that continues the book's numbering on the page."""
+
+    def shift(app: Any, env: Any) -> list[str]:
+        for numbers in env.toc_fignumbers.values():
+            for kind, by_id in numbers.items():
+                offset = offsets.get(kind, 0)
+                for target, number in by_id.items():
+                    by_id[target] = (number[0] + offset, *number[1:])
+        return []
+
+    return shift
 
 
 def _page_config(book: Path, srcdir: Path, name: str) -> dict:
@@ -114,6 +262,8 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     book = find_book_root(plan.chapter.path)
     name = plan.chapter.name
     nb = json.loads(render_executed(plan, executed=executed))
+    offsets, others = book_numbering(book, plan.chapter.path)
+    _resolve_other_pages(nb, others)
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         srcdir = Path(tmp) / "src"
         srcdir.mkdir()
@@ -141,6 +291,7 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
                     warning=warnings,
                     freshenv=True,
                 )
+                app.connect("env-get-updated", _shift_numbers(offsets), priority=900)
                 app.build()
         except Exception as exc:
             raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc

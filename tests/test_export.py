@@ -20,7 +20,8 @@ PNG = (
 )
 TEXT = (
     "# Tiny chapter\n\n"
-    "By {prf:ref}`thm-tiny` and {cite}`nguegnang2024`, see {numref}`fig-tiny`; "
+    "By {prf:ref}`thm-tiny`, {prf:ref}`lem-first` and {cite}`nguegnang2024`, "
+    "see {numref}`fig-tiny`; "
     "the gap is {glue:text}`gap:.1e`, and $L(W) \\ge 0$.\n\n"
     "```{prf:theorem} Tiny\n:label: thm-tiny\n\nThe loss is {glue:text}`verdict`.\n```"
 )
@@ -34,14 +35,32 @@ def glue_output(name: str, text: str):
     )
 
 
+FIRST = (
+    "# First chapter\n\n"
+    "```{prf:theorem} First\n:label: thm-first\n\nA.\n```\n\n"
+    "```{prf:lemma} First lemma\n:label: lem-first\n\nB.\n```\n\n"
+    "```{prf:lemma} Unnumbered\n:label: lem-unnumbered\n:nonumber:\n\nC.\n```"
+)
+
+
 @pytest.fixture
 def run(tmp_path):
-    """A chapter of a book with the repository's configuration, and its executed copy."""
+    """The second chapter of a book with the repository's configuration, and its executed
+    copy; the book's intro and first chapter hold a figure and numbered statements."""
     book = tmp_path / "book"
     (book / "chapters").mkdir(parents=True)
     shutil.copy(REPO / "_config.yml", book)
     shutil.copy(REPO / "references.bib", book)
-    figure = {"mystnb": {"figure": {"name": "fig-tiny", "caption": "Loss, gap {glue:text}`gap`."}}}
+    chapters = "".join(f"- file: chapters/{name}\n" for name in ("01_first", "02_tiny"))
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}")
+    (book / "intro.md").write_text("# Intro\n\n```{prf:theorem} Main\n:nonumber:\n\nD.\n```\n")
+    first = {"mystnb": {"figure": {"name": "fig-first", "caption": "First."}}}
+    nbformat.write(
+        new_notebook(cells=[new_markdown_cell(FIRST), new_code_cell("plot()", metadata=first)]),
+        book / "chapters" / "01_first.ipynb",
+    )
+    caption = "Loss, gap {glue:text}`gap`, by {prf:ref}`thm-first`."
+    figure = {"mystnb": {"figure": {"name": "fig-tiny", "caption": caption}}}
     nb = new_notebook(
         cells=[
             new_markdown_cell(TEXT),
@@ -51,9 +70,9 @@ def run(tmp_path):
         ],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
     )
-    nbformat.write(nb, book / "chapters" / "01_tiny.ipynb")
-    chapter = load_chapter(book / "chapters" / "01_tiny.ipynb")
-    (plan,) = plan_runs([chapter], {"01_tiny": {"steps": 2}}, tmp_path / "runs", tmp_path)
+    nbformat.write(nb, book / "chapters" / "02_tiny.ipynb")
+    chapter = load_chapter(book / "chapters" / "02_tiny.ipynb")
+    (plan,) = plan_runs([chapter], {"02_tiny": {"steps": 2}}, tmp_path / "runs", tmp_path)
     nb.cells.insert(2, new_code_cell("steps = 2", metadata={"tags": ["injected-parameters"]}))
     nb.cells[3].outputs = [glue_output("gap", "0.000123"), glue_output("verdict", "'bounded'")]
     nb.cells[4].outputs = [new_output("display_data", data={"image/png": PNG})]
@@ -65,18 +84,20 @@ def run(tmp_path):
 
 def test_page_shows_what_the_book_shows(run, capfd):
     page = write_page(run, run.executed_notebook, run.run_dir / "html")
-    assert page == run.run_dir / "html" / "01_tiny.html"
+    assert page == run.run_dir / "html" / "02_tiny.html"
     html = page.read_text()
     assert "Tiny chapter" in html and "Parameters of this run" in html
     assert re.search(r'<span class="pre">2</span></code> \(default', html)  # the box
     assert "proof theorem admonition" in html  # sphinx-proof's theorem box
-    assert re.search(r'<span class="caption-number">Fig\. 1 </span>', html)
-    assert re.search(r'<span class="std std-numref">Fig\. 1</span>', html)
+    # numbered as in the book: continuing after the figure and theorem of the first chapter
+    assert re.search(r'<span class="caption-number">Fig\. 2 </span>', html)
+    assert re.search(r'<span class="std std-numref">Fig\. 2</span>', html)
+    assert re.search(r'<span class="caption-number">Theorem 2 </span>', html)
+    assert re.search(r">Theorem 2</a>, Lemma 1 and", html)  # lem-first: another page, no link
     glued = '<span class="pasted-text">{}</span>'
-    assert f"Loss, gap {glued.format('0.000123')}." in html  # glued values
+    assert f"Loss, gap {glued.format('0.000123')}, by Theorem 1." in html  # glued values
     assert f"the gap is {glued.format('1.2e-04')}" in html
     assert f"The loss is {glued.format('bounded')}." in html
-    assert re.search(r">Theorem 1</a>", html)
     assert ">NRT24</a>]" in html and "Nguegnang" in html  # citation and its reference entry
     assert 'class="math notranslate nohighlight"' in html
     assert "{numref}" not in html and "{glue" not in html and "steps = 2" not in html
@@ -95,6 +116,6 @@ def test_page_warns_about_what_it_cannot_render(run, capfd):
     nbformat.write(nb, run.chapter.path)
     write_page(run, run.executed_notebook, run.run_dir / "html")
     err = capfd.readouterr().err
-    assert "page of 01_tiny: " in err
+    assert "page of 02_tiny: " in err
     assert "label 'thm-elsewhere' not found" in err
     assert "unknownrole" in err
