@@ -12,6 +12,8 @@ from dlnbook.chapters import load_chapter
 from dlnbook.export import write_page
 from dlnbook.runner import plan_runs
 
+# Sphinx runs in this process; an extension of Jupyter Book uses a docutils API it deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:nodes.Node.traverse:PendingDeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
 # a 1x1 PNG
 PNG = (
