@@ -33,7 +33,7 @@ from dlnbook.chapters import (
     effective_parameters,
     parse_override,
 )
-from dlnbook.export import PARAMETERS_FILE, finalize_run
+from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range, parameter_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
@@ -191,7 +191,7 @@ def _describe_run(run_dir: Path, name: str) -> None:
     results = sorted(p for p in run_dir.rglob("*.npz"))
     lines = [
         ("notebook", run_dir / f"{name}.ipynb"),
-        ("html", run_dir / f"{name}.html"),
+        ("page", run_dir / PAGE_DIR / f"{name}.html"),
         ("parameters", run_dir / PARAMETERS_FILE),
     ]
     print(f"Run folder: {run_dir}")

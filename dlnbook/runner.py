@@ -1,7 +1,8 @@
 """Cached, parallel execution of chapters with papermill.
 
-Every run of a chapter is identified by a *key*: the SHA-256 of the notebook's cells, its
-effective parameters and the sources of ``dlncore``. The executed copy lives in
+Every run of a chapter is identified by a *key*: the SHA-256 of what changes its results, the
+notebook's code cells and kernel, its effective parameters and the code of ``dlncore`` (its
+syntax trees: comments and docstrings do not count). The executed copy lives in
 ``<cache_dir>/<chapter>-<key[:12]>/``, which is also the working directory of the run, so the
 chapter's raw results (``*.npz``) and figure files (``figures/``) land next to it, together
 with ``run.json`` (what ran, with which parameters, how long it took). A run directory only
@@ -10,6 +11,7 @@ appears once the chapter finished without error, so its existence means "cached"
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -71,10 +73,39 @@ def find_core_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def hash_tree(directory: str | Path) -> str:
-    """SHA-256 over the relative paths and contents of the files below a directory.
+def _code_fingerprint(source: bytes) -> str:
+    """What a Python module computes: its syntax tree without docstrings.
 
-    ``__pycache__`` folders, ``*.pyc`` files and hidden files are ignored.
+    Comments, blank lines, formatting and docstrings (any statement that is only a string
+    literal) do not appear in the result; everything else does. A file that does not parse
+    is fingerprinted by its bytes, so that editing it still counts as a change.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return hashlib.sha256(source).hexdigest()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            node.body = [
+                stmt
+                for stmt in body
+                if not (
+                    isinstance(stmt, ast.Expr)
+                    and isinstance(stmt.value, ast.Constant)
+                    and isinstance(stmt.value.value, str)
+                )
+            ]
+    return ast.dump(tree)
+
+
+def hash_tree(directory: str | Path) -> str:
+    """SHA-256 of the Python code below a directory, insensitive to comments and docstrings.
+
+    Every ``*.py`` file counts with its relative path and its syntax tree without docstrings
+    (see :func:`_code_fingerprint`), so reformatting, comments, docstrings and blank lines
+    change nothing, while any change to the code does. Other files (editor backups such as
+    ``m.py~``, data, caches) and hidden files and folders are ignored.
 
     Parameters
     ----------
@@ -88,36 +119,40 @@ def hash_tree(directory: str | Path) -> str:
     """
     root = Path(directory)
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
+    for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        if (
-            not path.is_file()
-            or "__pycache__" in rel.parts
-            or path.suffix == ".pyc"
-            or any(part.startswith(".") for part in rel.parts)
-        ):
+        if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
             continue
         digest.update(rel.as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(_code_fingerprint(path.read_bytes()).encode() + b"\0")
     return digest.hexdigest()
 
 
-def notebook_digest(path: str | Path) -> str:
-    """SHA-256 of what a notebook runs and renders: cell types, sources and metadata.
+#: Cell tags that change how a notebook executes (papermill's injection point, cells allowed
+#: to raise or skipped); other tags only change how the page shows the cell.
+EXECUTION_TAGS = frozenset({"parameters", "raises-exception", "skip-execution"})
 
-    Outputs, execution counts and notebook-level metadata other than the kernel are
-    ignored, so saving a notebook with outputs does not invalidate its cached run.
+
+def notebook_digest(path: str | Path) -> str:
+    """SHA-256 of what a notebook computes: its code cells and its kernel.
+
+    Only the source of each code cell (in order), its execution-relevant tags
+    (:data:`EXECUTION_TAGS`) and the kernel's name count. Markdown cells, figure captions and
+    other cell metadata, outputs and execution counts are ignored: the page takes its text
+    from the current notebook (see :func:`dlnbook.sphinx_ext.render_executed`), so editing
+    prose or saving a notebook with outputs does not invalidate its cached run.
     """
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     cells = [
         [
-            cell.get("cell_type"),
             "".join(cell.get("source", "")),
-            cell.get("metadata", {}),
+            sorted(EXECUTION_TAGS.intersection(cell.get("metadata", {}).get("tags", []))),
         ]
         for cell in nb.get("cells", [])
+        if cell.get("cell_type") == "code"
     ]
-    payload = {"cells": cells, "kernelspec": nb.get("metadata", {}).get("kernelspec")}
+    kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
+    payload = {"code_cells": cells, "kernel": kernel}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,16 +1,16 @@
-"""Sphinx extension: execute stale chapters with papermill, render their executed copies.
+"""Sphinx extension: execute stale chapters with papermill, render them with their outputs.
 
 Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``) with
 ``execute.execute_notebooks: "off"``. Then ``jupyter-book build .``
 
 1. at ``builder-inited``: discovers the chapters, merges the parameter profile, and runs
-   every chapter whose key (notebook, effective parameters, ``dlncore`` sources) has no
+   every chapter whose key (code cells, kernel, effective parameters, ``dlncore`` code) has no
    cached run, in parallel; any failing chapter aborts the build;
 2. at ``env-get-outdated``: marks chapters whose key changed since the last build as
    outdated, so Sphinx re-reads them although their source file did not change;
-3. at ``source-read``: replaces a chapter's source by its executed copy, hides the
-   ``parameters`` and ``injected-parameters`` cells and adds a box listing the parameters
-   the chapter ran with.
+3. at ``source-read``: replaces a chapter's source by the current notebook with the outputs
+   of its executed copy (so prose edits need no rerun), hides the ``parameters`` cell and
+   adds a box listing the parameters the chapter ran with.
 
 Configuration values (``sphinx.config`` in ``_config.yml``):
 
@@ -32,7 +32,10 @@ Configuration values (``sphinx.config`` in ``_config.yml``):
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import logging as pylogging
 import os
 from pathlib import Path
 from typing import Any
@@ -41,16 +44,17 @@ from sphinx.application import ENV_PICKLE_FILENAME, Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
+from sphinx.util.logging import NAMESPACE as SPHINX_LOGGER
+from sphinx.util.logging import is_suppressed_warning
 
 from dlnbook.chapters import ChapterError, discover_chapters
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
-__all__ = ["figure_problems", "parameters_box", "render_executed", "setup"]
+__all__ = ["figure_problems", "merge_outputs", "parameters_box", "render_executed", "setup"]
 
 logger = logging.getLogger(__name__)
-HIDDEN_TAGS = ("parameters", "injected-parameters")
 
 
 def _fmt_value(value: Any) -> str:
@@ -94,11 +98,60 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
 
 
-def render_executed(plan: Plan, source: str | None = None) -> str:
-    """Notebook JSON to render for a chapter: its executed copy, prepared for the page.
+def _tags(cell: dict[str, Any]) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
 
-    The ``parameters`` and ``injected-parameters`` cells get the ``remove-cell`` tag and
-    the parameters box is inserted after the title cell.
+
+def merge_outputs(source: dict[str, Any], executed: dict[str, Any]) -> dict[str, Any]:
+    """The current source notebook with the outputs of its executed copy.
+
+    Text (markdown cells, captions and other cell metadata) comes from ``source``, outputs
+    and execution counts from ``executed``. Code cells are matched in order, skipping
+    papermill's ``injected-parameters`` cell; the run's key covers the code cells, so they
+    agree unless the notebook changed after the run was planned.
+
+    Parameters
+    ----------
+    source : dict
+        The chapter notebook as it is now (JSON structure); not modified.
+    executed : dict
+        Its executed copy (JSON structure).
+
+    Returns
+    -------
+    dict
+        A new notebook (JSON structure) without the ``injected-parameters`` cell.
+
+    Raises
+    ------
+    ValueError
+        If the code cells of the two notebooks differ.
+    """
+    nb = copy.deepcopy(source)
+    done = [
+        cell
+        for cell in executed.get("cells", [])
+        if cell.get("cell_type") == "code" and "injected-parameters" not in _tags(cell)
+    ]
+    code = [cell for cell in nb.get("cells", []) if cell.get("cell_type") == "code"]
+    sources = ["".join(cell.get("source", "")) for cell in code]
+    if sources != ["".join(cell.get("source", "")) for cell in done]:
+        raise ValueError("the code cells of the notebook changed since it was executed")
+    for cell, ran in zip(code, done, strict=True):
+        cell["outputs"] = ran.get("outputs", [])
+        cell["execution_count"] = ran.get("execution_count")
+    metadata = nb.setdefault("metadata", {})
+    if "language_info" in executed.get("metadata", {}):
+        metadata["language_info"] = executed["metadata"]["language_info"]
+    return nb
+
+
+def render_executed(plan: Plan, source: str | None = None, executed: Path | None = None) -> str:
+    """Notebook JSON to render for a chapter: its current text with the outputs of its run.
+
+    The chapter notebook as it is now is merged with the outputs of its executed copy
+    (:func:`merge_outputs`), so prose edits show without a rerun. The ``parameters`` cell
+    gets the ``remove-cell`` tag and the parameters box is inserted after the title cell.
 
     Parameters
     ----------
@@ -106,17 +159,21 @@ def render_executed(plan: Plan, source: str | None = None) -> str:
         A run that is cached (its executed copy exists).
     source : str, optional
         Origin of the overrides, shown in the box.
+    executed : Path, optional
+        The executed copy; by default ``plan.executed_notebook``.
 
     Returns
     -------
     str
         Notebook JSON.
     """
-    nb = json.loads(plan.executed_notebook.read_text(encoding="utf-8"))
+    current = json.loads(plan.chapter.path.read_text(encoding="utf-8"))
+    ran = json.loads((executed or plan.executed_notebook).read_text(encoding="utf-8"))
+    nb = merge_outputs(current, ran)
     cells = nb.get("cells", [])
     for cell in cells:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if any(tag in tags for tag in HIDDEN_TAGS) and "remove-cell" not in tags:
+        if "parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
     box = {
         "cell_type": "markdown",
@@ -231,7 +288,10 @@ class _BookRunner:
         plan = self.plans.get(docname)
         if plan is None:
             return
-        source[0] = render_executed(plan, self.source)
+        try:
+            source[0] = render_executed(plan, self.source)
+        except ValueError as exc:
+            raise ExtensionError(f"dlnbook: {plan.chapter.name}: {exc}; build again") from None
         for problem in figure_problems(json.loads(source[0])):
             logger.warning(f"dlnbook: {plan.chapter.name}: {problem}", location=docname)
         if not hasattr(app.env, "dlnbook_keys"):
@@ -253,12 +313,33 @@ class _BookRunner:
                 env.dlnbook_keys[docname] = key
 
 
-def _forget_env_after_failed_build(app: Sphinx, exc: Exception | None) -> None:
+class _WarningCounter(pylogging.Handler):
+    """Counts the warnings a Sphinx build reports (those not in ``suppress_warnings``).
+
+    Attached to Sphinx's ``sphinx`` logger namespace with the standard :mod:`logging` API;
+    warnings of parallel readers are re-emitted there by Sphinx and counted too.
+    """
+
+    def __init__(self, app: Sphinx) -> None:
+        super().__init__(pylogging.WARNING)
+        self.app = app
+        self.count = 0
+
+    def emit(self, record: pylogging.LogRecord) -> None:
+        kind, subtype = getattr(record, "type", ""), getattr(record, "subtype", "")
+        if not is_suppressed_warning(kind, subtype, self.app.config.suppress_warnings):
+            self.count += 1
+
+
+def _forget_env_after_failed_build(
+    counter: _WarningCounter, app: Sphinx, exc: Exception | None
+) -> None:
     """With ``-W --keep-going``, a build with warnings fails but Sphinx keeps its saved
     environment, so the next build would skip the faulty pages and pass. Delete it, as
     Sphinx itself does after an error, so that the next build reads every page again."""
+    pylogging.getLogger(SPHINX_LOGGER).removeHandler(counter)
     fails_on_warnings = app.warningiserror or app.keep_going  # keep_going: only set with -W
-    if exc is None and fails_on_warnings and getattr(app, "_warncount", 0):
+    if exc is None and fails_on_warnings and counter.count:
         (Path(app.doctreedir) / ENV_PICKLE_FILENAME).unlink(missing_ok=True)
 
 
@@ -276,5 +357,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", runner.source_read)
     app.connect("env-purge-doc", runner.env_purge_doc)
     app.connect("env-merge-info", runner.env_merge_info)
-    app.connect("build-finished", _forget_env_after_failed_build)
+    counter = _WarningCounter(app)
+    pylogging.getLogger(SPHINX_LOGGER).addHandler(counter)
+    app.connect("build-finished", functools.partial(_forget_env_after_failed_build, counter))
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -283,17 +283,17 @@ def test_run_writes_notebook_html_figures_parameters_and_results(book, runs, cap
     assert "01_tiny: started" in out and re.search(r"01_tiny: done in .* \[1/1\]", out)
     assert re.search(r"tiny gd: +\d+%", out)  # the chapter's own progress bar, live
     names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")}
-    expected = {"01_tiny.ipynb", "01_tiny.html", "parameters.json", "run.json", "results.npz"}
-    assert expected | {"figures/fig-tiny-loss.png", "figures/fig-tiny-loss.svg"} <= names
+    expected = {"01_tiny.ipynb", "html/01_tiny.html", "parameters.json", "run.json"}
+    expected |= {"results.npz", "figures/fig-tiny-loss.png", "figures/fig-tiny-loss.svg"}
+    assert expected <= names
+    assert re.search(r"^  page +html/01_tiny.html$", out, re.M)
     assert (
         json.loads((run_dir / "parameters.json").read_text())
         == load_chapter(book / "chapters" / "01_tiny.ipynb").defaults
     )
-    html = (run_dir / "01_tiny.html").read_text()
-    assert "Tiny chapter" in html and "data:image/png;base64," in html
-    assert "Fig. 1.</strong> Loss of the tiny run." in html and "{numref}" not in html
-    assert not re.findall(r'<script[^>]+src="[^"]*"', html)  # no CDN: MathJax is inlined
-    assert "window.MathJax" in html and "MathJax" in html[html.index("window.MathJax") + 20 :]
+    html = (run_dir / "html" / "01_tiny.html").read_text()  # details: tests/test_export.py
+    assert "Tiny chapter" in html and "Parameters of this run" in html
+    assert 'Fig. 1 </span><span class="caption-text">Loss of the tiny run.' in html
 
 
 def test_run_with_a_changed_parameter_records_it_and_changes_the_data(book, runs, capfd):
@@ -324,7 +324,7 @@ def test_same_parameters_reuse_the_folder_unless_force(book, runs, capfd):
     assert (
         json.loads((first / "run.json").read_text())["finished"] >= json.loads(record)["finished"]
     )
-    assert (first / "01_tiny.html").is_file()
+    assert (first / "html" / "01_tiny.html").is_file()
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]  # nothing set aside
 
 
@@ -352,7 +352,7 @@ def test_failed_forced_rerun_keeps_the_previous_run(book, runs, capfd, monkeypat
     monkeypatch.setattr("dlnbook.cli.finalize_run", broken_finalize)
     assert dln(book, "run", "1", "-p", "seed=7", "--force", "--runs-dir", str(runs)) == 1
     assert "RuntimeError: export broke" in capfd.readouterr().err
-    assert (first / "run.json").is_file() and (first / "01_tiny.html").is_file()
+    assert (first / "run.json").is_file() and (first / "html" / "01_tiny.html").is_file()
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]
 
 
@@ -378,7 +378,7 @@ def test_run_a_real_chapter_with_smoke_values(tmp_path, capfd):
     for fig in figures:
         for ext in ("png", "svg"):
             assert (run_dir / "figures" / f"{fig}.{ext}").stat().st_size > 0
-    assert (run_dir / f"{name}.html").stat().st_size > 0
+    assert (run_dir / "html" / f"{name}.html").stat().st_size > 0
     assert not (REPO / "runs" / run_dir.name).exists()
 
 

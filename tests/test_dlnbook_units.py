@@ -1,4 +1,4 @@
-"""Fast tests of dlnbook: parameters cells, overrides, profiles, hashing, rendering."""
+"""Fast tests of dlnbook: parameters cells, overrides, profiles, cache pruning, rendering."""
 
 import json
 from pathlib import Path
@@ -16,7 +16,7 @@ from dlnbook.chapters import (
     parse_parameters_source,
 )
 from dlnbook.profiles import check_profile, load_profile
-from dlnbook.runner import hash_tree, notebook_digest, plan_runs, prune_cache
+from dlnbook.runner import plan_runs, prune_cache
 from dlnbook.sphinx_ext import figure_problems, render_executed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,50 +145,6 @@ def test_load_profile_errors(tmp_path):
         check_profile({"zz": {}}, ["a", "b"], "p.yml")
 
 
-def test_hash_tree_follows_content_not_caches(tmp_path):
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
-    before = hash_tree(tmp_path / "pkg")
-    (tmp_path / "pkg" / "__pycache__").mkdir()
-    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
-    (tmp_path / "pkg" / ".hidden").write_text("junk")
-    assert hash_tree(tmp_path / "pkg") == before
-    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
-    assert hash_tree(tmp_path / "pkg") != before
-
-
-def test_notebook_digest_ignores_outputs(tmp_path):
-    path = write_chapter(tmp_path / "c.ipynb", "seed = 0  # seed")
-    before = notebook_digest(path)
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
-    nb.cells[2].execution_count = 7
-    nbformat.write(nb, path)
-    assert notebook_digest(path) == before
-    nb.cells[2].source = "x = 2"
-    nbformat.write(nb, path)
-    assert notebook_digest(path) != before
-
-
-def test_plan_keys(tmp_path):
-    core = tmp_path / "core"
-    core.mkdir()
-    (core / "m.py").write_text("x = 1\n")
-    a = load_chapter(write_chapter(tmp_path / "a.ipynb", "seed = 0  # seed"))
-    b = load_chapter(write_chapter(tmp_path / "b.ipynb", "seed = 0  # seed", extra="y = 2"))
-    base = plan_runs([a, b], {}, tmp_path / "cache", core)
-    assert base[0].key != base[1].key
-    assert base[0].run_dir == (tmp_path / "cache" / f"a-{base[0].key[:12]}").resolve()
-    assert not base[0].is_cached
-    changed_param = plan_runs([a, b], {"a": {"seed": 1}}, tmp_path / "cache", core)
-    assert changed_param[0].key != base[0].key
-    assert changed_param[1].key == base[1].key
-    assert plan_runs([a, b], {"a": {"seed": 0}}, tmp_path / "cache", core)[0].key == base[0].key
-    (core / "m.py").write_text("x = 2\n")
-    changed_core = plan_runs([a, b], {}, tmp_path / "cache", core)
-    assert all(new.key != old.key for new, old in zip(changed_core, base, strict=True))
-
-
 def test_prune_cache_keeps_current_and_recent(tmp_path):
     core = tmp_path / "core"
     core.mkdir()
@@ -206,17 +162,26 @@ def test_prune_cache_keeps_current_and_recent(tmp_path):
     assert sum(d.is_dir() for d in old) == 2
 
 
+def executed_copy(plan, injected: str) -> nbformat.NotebookNode:
+    """Write what papermill would: the chapter with an injected cell and outputs."""
+    nb = nbformat.read(plan.chapter.path, as_version=4)
+    nb.cells.insert(2, new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.outputs = [nbformat.v4.new_output("stream", text=f"output {i}")]
+        cell.execution_count = i + 1
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    plan.run_dir.mkdir(parents=True)
+    nbformat.write(nb, plan.executed_notebook)
+    return nb
+
+
 def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
     core = tmp_path / "core"
     core.mkdir()
     source = "seed = 0  # random seed\nsteps = 10  # GD steps [>= 0]"
     chapter = load_chapter(write_chapter(tmp_path / "a.ipynb", source))
     (plan,) = plan_runs([chapter], {"a": {"steps": 3}}, tmp_path / "cache", core)
-    nb = nbformat.read(chapter.path, as_version=4)
-    injected = new_code_cell("seed = 0\nsteps = 3", metadata={"tags": ["injected-parameters"]})
-    nb.cells.insert(2, injected)
-    plan.run_dir.mkdir(parents=True)
-    nbformat.write(nb, plan.executed_notebook)
+    executed_copy(plan, "seed = 0\nsteps = 3")
 
     rendered = json.loads(render_executed(plan, "profiles/x.yml"))
     cells = rendered["cells"]
@@ -228,10 +193,36 @@ def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
     assert "| `seed` | `0` | random seed |" in box
     assert "| `steps` | `3` (default `10`) | GD steps |" in box
     assert "overridden by `profiles/x.yml`" in box
-    tags = {c["source"].split("\n")[0]: c["metadata"].get("tags", []) for c in cells[2:]}
-    assert "remove-cell" in tags["seed = 0  # random seed"]
-    assert "remove-cell" in tags["seed = 0"]
-    assert "remove-cell" not in tags["x = 1"]
+    assert [c["source"] for c in cells[2:]] == [source, "x = 1"]  # no injected cell
+    assert "remove-cell" in cells[2]["metadata"]["tags"]
+    assert "remove-cell" not in cells[3]["metadata"].get("tags", [])
+    assert ["".join(c["outputs"][0]["text"]) for c in cells[2:]] == ["output 0", "output 2"]
+    assert cells[3]["execution_count"] == 3
+    assert rendered["metadata"]["language_info"]["name"] == "python"
+
+
+def test_render_executed_takes_the_text_from_the_current_notebook(tmp_path):
+    chapter = load_chapter(write_chapter(tmp_path / "a.ipynb", "seed = 0  # seed"))
+    (plan,) = plan_runs([chapter], {}, tmp_path / "cache", tmp_path)
+    executed_copy(plan, "seed = 0")
+    nb = nbformat.read(chapter.path, as_version=4)
+    nb.cells[0].source = "# New title\n\nFixed prose."
+    nb.cells.insert(2, new_markdown_cell("A new paragraph."))
+    nb.cells[3].metadata["mystnb"] = {"figure": {"name": "fig-a", "caption": "New caption."}}
+    nbformat.write(nb, chapter.path)
+    (replanned,) = plan_runs([load_chapter(chapter.path)], {}, tmp_path / "cache", tmp_path)
+    assert replanned.key == plan.key  # prose reruns nothing
+
+    cells = json.loads(render_executed(replanned))["cells"]
+    assert "".join(cells[0]["source"]) == "# New title\n\nFixed prose."
+    assert "".join(cells[3]["source"]) == "A new paragraph."
+    assert cells[4]["metadata"]["mystnb"]["figure"]["caption"] == "New caption."
+    assert "".join(cells[4]["outputs"][0]["text"]) == "output 2"
+
+    nb.cells[3].source = "x = 2"  # not what ran (the build plans again first)
+    nbformat.write(nb, chapter.path)
+    with pytest.raises(ValueError, match="code cells of the notebook changed"):
+        render_executed(replanned)
 
 
 def test_figure_problems_flags_missing_and_duplicate_images():

@@ -123,7 +123,10 @@ def test_cache_reexecutes_exactly_the_affected_chapters(tmp_path):
     assert build().started == []
 
     with (book / "core" / "plotting.py").open("a") as f:
-        f.write("\n# a change to the library sources\n")
+        f.write('\n# a comment in the library sources\n"""and a docstring-like string"""\n')
+    assert build().started == []
+    with (book / "core" / "plotting.py").open("a") as f:
+        f.write("\nLIBRARY_VERSION = 2\n")  # a change to the library code
     assert sorted(build().started) == [a, b]
 
     profile.write_text(yaml.safe_dump({a: {"steps": 10, "seed": 7}}))
@@ -136,6 +139,14 @@ def test_cache_reexecutes_exactly_the_affected_chapters(tmp_path):
     nbformat.write(nb, book / "chapters" / f"{b}.ipynb")
     assert build().started == [b]
     assert build().started == []
+
+    nb.cells[0].source = "# Beta\n\nA corrected sentence about $x_k$."
+    nb.cells[2].metadata["mystnb"]["figure"]["caption"] = "Beta, with a better caption"
+    nbformat.write(nb, book / "chapters" / f"{b}.ipynb")
+    assert build().started == []  # prose is not a reason to rerun
+    page = (out / "_build" / "html" / "chapters" / f"{b}.html").read_text()
+    assert "A corrected sentence" in page and "Beta, with a better caption" in page
+    assert "<pre><span></span>an edited notebook" in page  # the output, from the cached run
 
 
 def test_failing_chapter_fails_the_build_and_is_not_cached(tmp_path):
