@@ -12,6 +12,11 @@ addresses are Jupyter Book's own settings, and nothing else needs to change to p
     ``launch_buttons`` (Binder, Colab), which open the chapter notebooks of the repository.
     When empty, launch buttons are switched off (they need a repository).
 
+Independently of the addresses, ``index.html`` (what the bare address opens) is a redirect to
+the root page that names the favicon, MathJax is loaded on every page (chapter titles carry TeX and
+the navigation shows them everywhere, also on the search and index pages) and the search page
+typesets the titles in its results.
+
 Every page keeps its download button, which serves the chapter notebook as committed
 (``_sources/chapters/NAME.ipynb``), not the executed copy that the page renders. All of it is
 offline-safe: the sitemap and the preview tags are files and ``<meta>`` tags, the buttons are
@@ -26,6 +31,7 @@ Configuration values (``sphinx.config`` in ``_config.yml``):
 
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 from typing import Any
@@ -145,9 +151,74 @@ def _write_preview(app: Sphinx, env: BuildEnvironment) -> None:
     shutil.copyfile(source, target)
 
 
+INDEX_REDIRECT = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+{links}<meta http-equiv="refresh" content="0; url={target}">
+</head>
+<body><p><a href="{target}">{title}</a></p></body>
+</html>
+"""
+
+
+def _write_index_redirect(app: Sphinx, exception: Exception | None) -> None:
+    """``build-finished``: ``index.html``, the page a bare address opens, sends the reader to
+    the root page; unlike the bare redirect ``sphinx-external-toc`` writes, it names the
+    favicon (else the browser asks for ``/favicon.ico`` above the book) and the canonical URL.
+    Runs before that extension's handler, which then leaves the file alone."""
+    config = app.config
+    if exception is not None or app.builder.name != "html" or config.root_doc == "index":
+        return
+    target = f"{config.root_doc}.html"
+    links = ""
+    if config.html_favicon:
+        icon = config.html_favicon
+        href = icon if "://" in icon else f"_static/{Path(icon).name}"
+        links += f'<link rel="icon" href="{html.escape(href)}">\n'
+    if config.html_baseurl:
+        links += f'<link rel="canonical" href="{html.escape(config.html_baseurl + target)}">\n'
+    page = INDEX_REDIRECT.format(title=html.escape(config.html_title), links=links, target=target)
+    (Path(app.outdir) / "index.html").write_text(page, encoding="utf-8")
+
+
+# Search results (chapter titles, some with TeX) appear after MathJax typeset the page.
+TYPESET_SEARCH_RESULTS = """
+document.addEventListener("DOMContentLoaded", () => {
+  const results = document.getElementById("search-results");
+  if (!results) return;
+  let pending = false;
+  const observer = new MutationObserver(() => {
+    if (pending || !(window.MathJax && MathJax.typesetPromise)) return;
+    pending = true;
+    setTimeout(() => {
+      observer.disconnect();
+      MathJax.typesetPromise([results]).finally(() => {
+        pending = false;
+        observer.observe(results, {childList: true, subtree: true});
+      });
+    }, 50);
+  });
+  observer.observe(results, {childList: true, subtree: true});
+});
+"""
+
+
+def _typeset_search_results(
+    app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
+    """``html-page-context``: add :data:`TYPESET_SEARCH_RESULTS` to the search page."""
+    if pagename == "search":
+        app.add_js_file(None, body=TYPESET_SEARCH_RESULTS)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the configuration value and event handlers (Sphinx entry point)."""
     app.add_config_value("dlnbook_preview_figure", "", "html", [str])
+    app.set_html_assets_policy("always")  # MathJax on pages without equations of their own
     app.connect("config-inited", _configure)
     app.connect("env-updated", _write_preview)
+    app.connect("html-page-context", _typeset_search_results)
+    app.connect("build-finished", _write_index_redirect, priority=400)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
