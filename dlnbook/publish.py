@@ -12,10 +12,10 @@ addresses are Jupyter Book's own settings, and nothing else needs to change to p
     ``launch_buttons`` (Binder, Colab), which open the chapter notebooks of the repository.
     When empty, launch buttons are switched off (they need a repository).
 
-Independently of the addresses, ``index.html`` (what the bare address opens) is a redirect to
-the root page that names the favicon, MathJax is loaded on every page (chapter titles carry TeX and
-the navigation shows them everywhere, also on the search and index pages) and the search page
-typesets the titles in its results.
+Independently of the addresses: ``index.html`` (what the bare address opens) redirects to the
+root page and names the favicon; MathJax is loaded on every page (chapter titles carry TeX,
+and the navigation shows them on every page, the search and index pages included); the search
+page typesets the titles in its results.
 
 Every page keeps its download button, which serves the chapter notebook as committed
 (``_sources/chapters/NAME.ipynb``), not the executed copy that the page renders. All of it is

@@ -285,24 +285,21 @@ class Browser:
         self.open("about:blank")  # the start tab's own loads are not the book's
 
     def open(self, url: str) -> None:
-        """Load ``url`` and wait for its load event, or for the page it redirects to with a
-        ``<meta http-equiv="refresh">``; :meth:`requests` starts afresh."""
+        """Load ``url`` and wait until a page without ``<meta http-equiv="refresh">`` (the
+        page itself or where it redirects) has loaded; :meth:`requests` starts afresh."""
         from selenium.common.exceptions import JavascriptException
         from selenium.webdriver.support.wait import WebDriverWait
 
+        def settled(driver: Any) -> bool:
+            return driver.execute_script(
+                "return document.readyState === 'complete'"
+                " && !document.querySelector('meta[http-equiv=refresh i]')"
+            )
+
         self.driver.get_log("performance")
         self.driver.get(url)
-        try:
-            redirects = self.run("return !!document.querySelector('meta[http-equiv=refresh i]')")
-        except JavascriptException:  # the page is being left already
-            redirects = True
-        if redirects:
-            WebDriverWait(self.driver, 30, ignored_exceptions=(JavascriptException,)).until(
-                lambda d: (
-                    d.current_url != url
-                    and d.execute_script("return document.readyState") == "complete"
-                )
-            )
+        wait = WebDriverWait(self.driver, 30, 0.05, ignored_exceptions=(JavascriptException,))
+        wait.until(settled)
 
     def run(self, script: str, *args: Any) -> Any:
         """Run JavaScript in the page (a returned promise is awaited)."""
