@@ -276,13 +276,16 @@ class Browser:
         options.binary_location = chromium
         for arg in (*CHROMIUM_ARGS, f"--user-data-dir={profile_dir}"):
             options.add_argument(arg)
+        # Start on about:blank: the default new tab page loads the search engine's start page.
+        startup = {"restore_on_startup": 4, "startup_urls": ["about:blank"]}
+        options.add_experimental_option("prefs", {"session": startup})
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
         # An explicit driver path: Selenium Manager (which would download one) never runs.
         service = Service(executable_path=chromedriver, log_output=subprocess.DEVNULL)
         self.driver = webdriver.Chrome(options=options, service=service)
         self.driver.set_script_timeout(60)
         self.driver.set_page_load_timeout(60)
-        self.open("about:blank")  # the start tab's own loads are not the book's
+        self.startup_requests = self.requests()
 
     def open(self, url: str) -> None:
         """Load ``url`` and wait until a page without ``<meta http-equiv="refresh">`` (the
@@ -319,7 +322,9 @@ class Browser:
             message = json.loads(entry["message"])["message"]
             params = message["params"]
             method = message["method"]
-            if method == "Network.requestWillBeSent":
+            if method == "Page.frameStartedNavigating":  # a navigation, before its request
+                found.setdefault(params["loaderId"], Request(params["url"]))
+            elif method == "Network.requestWillBeSent":
                 found[params["requestId"]] = Request(params["request"]["url"])
             elif method == "Network.responseReceived" and params["requestId"] in found:
                 found[params["requestId"]].status = params["response"]["status"]

@@ -20,6 +20,11 @@ CHAPTER_PAGES = sorted(f"chapters/{p.stem}.html" for p in (REPO / "chapters").gl
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
 
+def test_browser_starts_without_network(browser):
+    remote = [r.url for r in browser.startup_requests if not r.url.startswith(LOCAL_SCHEMES)]
+    assert not remote, f"Chromium requested at start: {remote}"
+
+
 @pytest.mark.parametrize("page", ["intro.html", *CHAPTER_PAGES])
 def test_page_renders_offline_with_figures_and_math(browser, smoke_book, page):
     browser.open((smoke_book.html / page).as_uri())
