@@ -93,8 +93,8 @@ def smoke_book(tmp_path_factory) -> Build:
 
 
 def make_mini_book(root: Path, chapters: dict[str, nbformat.NotebookNode]) -> Path:
-    """A book with the repository's configuration, the given chapters and its own copy of
-    the ``dlncore`` sources as the hashed library folder (so tests can edit it)."""
+    """A book with the repository's configuration and static files, the given chapters and its
+    own copy of the ``dlncore`` sources as the hashed library folder (so tests can edit it)."""
     root.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     config["sphinx"]["config"]["dlnbook_core_dir"] = str(root / "core")
@@ -107,6 +107,7 @@ def make_mini_book(root: Path, chapters: dict[str, nbformat.NotebookNode]) -> Pa
     (root / "_toc.yml").write_text(yaml.safe_dump(toc))
     (root / "index.md").write_text("# Mini book\n\nA test book.\n")
     shutil.copy(REPO / "references.bib", root / "references.bib")
+    shutil.copytree(REPO / "_static", root / "_static")  # the favicon the configuration names
     shutil.copytree(REPO / "dlncore", root / "core", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "chapters").mkdir(exist_ok=True)
     for name, nb in chapters.items():

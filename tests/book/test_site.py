@@ -277,8 +277,6 @@ def published_book(tmp_path_factory) -> Path:
     config["repository"]["url"] = REPOSITORY_URL
     config["sphinx"]["config"]["dlnbook_preview_figure"] = "fig-alpha"
     (book / "_config.yml").write_text(yaml.safe_dump(config))
-    (book / "_static").mkdir()
-    (book / "_static" / "favicon.svg").write_bytes((REPO / "_static" / "favicon.svg").read_bytes())
     result = build_book(book, root / "out")
     assert result.returncode == 0, result.output[-4000:]
     return result.html
