@@ -15,7 +15,8 @@ addresses are Jupyter Book's own settings, and nothing else needs to change to p
 Independently of the addresses: ``index.html`` (what the bare address opens) redirects to the
 root page and names the favicon; MathJax is loaded on every page (chapter titles carry TeX,
 and the navigation shows them on every page, the search and index pages included); the search
-page typesets the titles in its results.
+page typesets the titles in its results; ``<title>`` shows a title's formulas without their
+TeX delimiters (``rank-k``, not ``rank-\\(k\\)``).
 
 Every page keeps its download button, which serves the chapter notebook as committed
 (``_sources/chapters/NAME.ipynb``), not the executed copy that the page renders. All of it is
@@ -32,6 +33,7 @@ Configuration values (``sphinx.config`` in ``_config.yml``):
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,19 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
+# Inline math as MyST renders it in a title, e.g. "a rank-<span ...>\\(k\\)</span> optimum".
+_INLINE_MATH = re.compile(r'<span class="math notranslate nohighlight">\\\((.*?)\\\)</span>')
+
+
+def _plain_title(
+    app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
+    """``html-page-context``: the page title feeds ``<title>`` and the link preview, where
+    nothing typesets TeX; keep the formula's source without its ``\\( \\)`` delimiters."""
+    if context.get("title"):
+        context["title"] = _INLINE_MATH.sub(r"\1", context["title"])
+
+
 def _typeset_search_results(
     app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
@@ -220,5 +235,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", _configure)
     app.connect("env-updated", _write_preview)
     app.connect("html-page-context", _typeset_search_results)
+    app.connect("html-page-context", _plain_title, priority=400)  # before the link previews
     app.connect("build-finished", _write_index_redirect, priority=400)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -257,6 +257,21 @@ def test_download_button_returns_the_chapter_notebook(site_pages, served_smoke_b
 
 
 @pytest.mark.slow
+def test_page_titles_show_formulas_without_tex_delimiters(smoke_book):
+    with_math = 0
+    for page in smoke_book.html.rglob("*.html"):
+        text = page.read_text()
+        (title,) = re.findall(r"<title>([^<]*)</title>", text) or [""]
+        assert "\\(" not in title and "\\)" not in title, f"{page.name}: {title}"
+        heading = re.search(r"<h1>(.*?)<a class=\"headerlink\"", text)
+        for tex in re.findall(r"\\\((.*?)\\\)", heading.group(1) if heading else ""):
+            with_math += 1
+            assert tex in title, f"{page.name}: {tex!r} missing from {title!r}"
+    if not with_math:
+        pytest.skip("no page heading of this book has a formula")
+
+
+@pytest.mark.slow
 def test_unpublished_book_has_no_site_extras(smoke_book):
     html = smoke_book.html
     assert not (html / "sitemap.xml").exists()
