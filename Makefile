@@ -23,9 +23,11 @@ book: $(STAMP)
 	@echo
 	@echo "Book built. Open: file://$(CURDIR)/_build/html/index.html"
 
+# The workflow files are checked against GitHub's schema as vendored in check-jsonschema (offline).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
