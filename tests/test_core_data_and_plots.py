@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import dlncore as dc  # noqa: E402
+import dlncore.plotting  # noqa: E402
 
 
 def test_teacher_spectra():
