@@ -63,25 +63,54 @@ def _move_length(m, offsets):  # pragma: no cover (compiled)
 
 
 @njit(cache=True)
-def _loss_and_moves(w, m, dims, offsets, sxx, syx, y2, scale):  # pragma: no cover (compiled)
-    """Covariance-form loss at ``w``; writes ``scale · ∇L`` into ``m`` (see Problem)."""
+def _loss_and_moves(w, m, work, dims, offsets, sxx, syx, y2, scale):  # pragma: no cover
+    """Covariance-form loss at ``w``; writes ``scale · ∇L`` into ``m`` (see Problem).
+
+    The same products as :meth:`dlncore.Problem.loss_and_gradients`, in the buffers of
+    ``work``: prefix products ``W_j⋯W_1`` (level ``j``, shape ``(d_j, d_0)``), the backward
+    products ``scale · A_jᵀ E`` (same shapes), ``E = W Σxx − Σyx`` and ``E − Σyx``.
+    """
     n = dims.size - 1
-    prefix = [_views(w, dims, offsets, 0).copy()]
+    d0, dn = dims[0], dims[n]
+    size = 0
+    for j in range(1, n + 1):
+        size += dims[j] * d0
+    prefix, back = work[:size], work[size : 2 * size]
+    E = work[2 * size : 2 * size + dn * d0].reshape((dn, d0))
+    R = work[2 * size + dn * d0 : 2 * size + 2 * dn * d0].reshape((dn, d0))
+    levels = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        levels[j + 1] = levels[j] + dims[j + 1] * d0
+    P = [_views(w, dims, offsets, 0)]
+    Tb = [back[levels[0] : levels[1]].reshape((dims[1], d0))]
     for j in range(1, n):
-        prefix.append(_views(w, dims, offsets, j) @ prefix[j - 1])
-    W = prefix[n - 1]
-    E = W @ sxx - syx
-    loss = 0.5 * np.vdot(W.ravel(), (E - syx).ravel()) + 0.5 * y2
-    T = E * scale
+        level = prefix[levels[j] : levels[j + 1]].reshape((dims[j + 1], d0))
+        np.dot(_views(w, dims, offsets, j), P[j - 1], level)
+        P.append(level)
+        Tb.append(back[levels[j] : levels[j + 1]].reshape((dims[j + 1], d0)))
+    W = P[n - 1]
+    np.dot(W, sxx, E)
+    for a in range(dn):
+        for b in range(d0):
+            E[a, b] -= syx[a, b]
+            R[a, b] = E[a, b] - syx[a, b]
+    loss = 0.5 * np.vdot(W.ravel(), R.ravel()) + 0.5 * y2
+    T = Tb[n - 1]
+    for a in range(dn):
+        for b in range(d0):
+            T[a, b] = E[a, b] * scale
     for j in range(n - 1, 0, -1):
-        _views(m, dims, offsets, j)[:, :] = T @ prefix[j - 1].T
-        T = _views(w, dims, offsets, j).T @ T
+        np.dot(T, P[j - 1].T, _views(m, dims, offsets, j))
+        np.dot(_views(w, dims, offsets, j).T, T, Tb[j - 1])
+        T = Tb[j - 1]
     _views(m, dims, offsets, 0)[:, :] = T
     return loss
 
 
 @njit(cache=True)
-def _advance(w, m, dims, offsets, sxx, syx, y2, eta, k, target, steps, threshold, clock, track):
+def _advance(
+    w, m, work, dims, offsets, sxx, syx, y2, eta, k, target, steps, threshold, clock, track
+):
     """Steps ``k → target``: apply the moves, evaluate the next ones; stop at divergence.
 
     ``clock = [t_k, path_k]`` is updated in place. Returns ``(k, loss, diverged)``.
@@ -93,7 +122,8 @@ def _advance(w, m, dims, offsets, sxx, syx, y2, eta, k, target, steps, threshold
         if track:
             clock[1] += _move_length(m, offsets)
         k += 1
-        loss = _loss_and_moves(w, m, dims, offsets, sxx, syx, y2, eta if k < steps else 1.0)
+        scale = eta if k < steps else 1.0
+        loss = _loss_and_moves(w, m, work, dims, offsets, sxx, syx, y2, scale)
         if not loss <= threshold:
             return k, loss, True
     return k, loss, False
@@ -131,6 +161,8 @@ class CompiledChain:
         self.offsets = np.concatenate([[0], np.cumsum([w.size for w in weights])]).astype(np.int64)
         self._w = np.concatenate([np.ravel(w) for w in weights]).astype(np.float64)
         self._m = np.zeros_like(self._w)
+        columns = weights[0].shape[1]
+        self._work = np.zeros(2 * columns * (sum(self.dims[1:]) + self.dims[-1]))
         self.weights: Weights = self._split(self._w)
         self.moves: Weights = self._split(self._m)
         self.sxx = np.ascontiguousarray(sxx, dtype=np.float64)
@@ -148,7 +180,7 @@ class CompiledChain:
     def step(self, weights: Weights, eta: np.ndarray) -> tuple[np.ndarray, Weights]:
         """The :data:`~dlncore.iterates.StepFunction` on the buffers (``weights`` are ours)."""
         args = (self.dims, self.offsets, self.sxx, self.syx, self.y2, float(eta))
-        loss = _loss_and_moves(self._w, self._m, *args)
+        loss = _loss_and_moves(self._w, self._m, self._work, *args)
         return np.float64(loss), self.moves
 
     def advance(self, it: Iterates, target: int) -> None:
@@ -159,6 +191,7 @@ class CompiledChain:
         k, loss, _ = _advance(
             self._w,
             self._m,
+            self._work,
             self.dims,
             self.offsets,
             self.sxx,

@@ -129,7 +129,12 @@ class Iterates:
         if self.batch is not None and not self.active.all():
             eta = eta * self.active.reshape(-1, 1, 1)
         loss, moves = self.step(self.weights, eta)
-        self.settle(k, loss, moves, eta)
+        ok = loss <= self.threshold
+        if ok if self.batch is None else ok.all():  # the common case: no start diverges
+            self.k, self.loss, self.moves, self.eta = k, loss, moves, eta
+            self.last = k == self.steps
+        else:
+            self.settle(k, loss, moves, eta)
 
     def settle(self, k: int, loss: np.ndarray, moves: Weights, eta: np.ndarray) -> None:
         """Take the loss and moves at ``W(k)``; freeze the starts that diverge there."""
@@ -148,11 +153,13 @@ class Iterates:
 
     def _advance(self, target: int) -> None:
         """Take steps until iteration ``target`` (or the last one) is evaluated."""
-        ws = self.weights
-        while not self.last and self.k < target:
-            for w, move in zip(ws, self.moves, strict=True):
+        ws, moves, k = self.weights, self.moves, self.k
+        while k < target and not self.last:
+            for w, move in zip(ws, moves, strict=True):
                 w -= move
             self.time += self.eta
             if self.track_path:
-                self.path += move_length(self.moves)
-            self._evaluate(self.k + 1)
+                self.path += move_length(moves)
+            k += 1
+            self._evaluate(k)
+            moves = self.moves
