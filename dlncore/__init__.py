@@ -11,7 +11,8 @@ The core, what every chapter needs (``import dlncore`` loads no plotting library
 - :mod:`~dlncore.init`: initializations (Gaussian, orthogonal, balanced, ...);
 - :mod:`~dlncore.iterates`: the one stepping loop (:class:`~dlncore.iterates.Iterates`);
 - :mod:`~dlncore.compiled`: its compiled step for one chain of small width (numba);
-- :mod:`~dlncore.descent`: :func:`gd` and the :class:`~dlncore.descent.Recorder` of a run;
+- :mod:`~dlncore.descent`: :func:`gd` (step sizes, the choice of the step);
+- :mod:`~dlncore.recorder`: the :class:`~dlncore.recorder.Recorder` that builds a :class:`Run`;
 - :mod:`~dlncore.flow`: the gradient flow (scipy);
 - :mod:`~dlncore.saddles`: the saddle at the origin and escape times (chapters 4 and 5);
 - :mod:`~dlncore.bounds`: the book's a-priori bounds along GD (chapter 2, and the step-size

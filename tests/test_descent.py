@@ -68,13 +68,6 @@ def test_same_seed_same_bits(problem):
     assert other.loss.tobytes() != runs[0].loss.tobytes()
 
 
-def test_geometric_grid_contains_ends_and_is_sorted():
-    grid = dc.geometric_grid(10**6, 100)
-    assert grid[0] == 0 and grid[-1] == 10**6
-    assert np.all(np.diff(grid) > 0) and 80 <= grid.size <= 100
-    assert list(dc.geometric_grid(3, 50)) == [0, 1, 2, 3]
-
-
 def test_two_layer_gd_reaches_the_global_minimum():
     problem = dc.synthetic_problem(6, 5, 40, 4, seed=3, noise=0.2)
     for width in (2, 6):  # with and without a bottleneck

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dlncore.descent import Recorder, geometric_grid
 from dlncore.iterates import Iterates
 from dlncore.metrics import end_to_end_norm
 from dlncore.network import Weights, check_weights
+from dlncore.recorder import Recorder, geometric_grid
 from dlncore.results import Run
 
 
