@@ -27,7 +27,7 @@ def _views(buf, dims, offsets, j):
 
 
 @njit(cache=True)
-def _pairwise_sum(a):  # pragma: no cover (compiled)
+def _pairwise_sum(a):
     """``Σ a`` in numpy's order (pairwise, blocks of 8 up to 128), so sums match numpy's bits."""
     n = a.size
     if n < 8:
@@ -53,7 +53,7 @@ def _pairwise_sum(a):  # pragma: no cover (compiled)
 
 
 @njit(cache=True)
-def _move_length(m, offsets):  # pragma: no cover (compiled)
+def _move_length(m, offsets):
     """:func:`dlncore.iterates.move_length` of the moves in ``m``, to the bit."""
     total = 0.0
     for j in range(offsets.size - 1):
@@ -63,7 +63,7 @@ def _move_length(m, offsets):  # pragma: no cover (compiled)
 
 
 @njit(cache=True)
-def _loss_and_moves(w, m, work, dims, offsets, sxx, syx, y2, scale):  # pragma: no cover
+def _loss_and_moves(w, m, work, dims, offsets, sxx, syx, y2, scale):
     """Covariance-form loss at ``w``; writes ``scale · ∇L`` into ``m`` (see Problem).
 
     The same products as :meth:`dlncore.Problem.loss_and_gradients`, in the buffers of
@@ -114,7 +114,7 @@ def _advance(
     """Steps ``k → target``: apply the moves, evaluate the next ones; stop at divergence.
 
     ``clock = [t_k, path_k]`` is updated in place. Returns ``(k, loss, diverged)``.
-    """  # pragma: no cover (compiled)
+    """
     loss = np.nan
     while k < target:
         w -= m
