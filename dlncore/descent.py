@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import time as _time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
-from dlncore import metrics as _m
-from dlncore.network import Weights, batch_size
+from dlncore.iterates import Iterates
+from dlncore.metrics import BUILTIN_METRICS, MetricSpec
+from dlncore.network import batch_size
 from dlncore.problem import Problem
+from dlncore.recorder import Recorder, check_steps, geometric_grid, record_grid
 from dlncore.results import Run
 
 StepSize = float | np.ndarray | Callable[[int], float | np.ndarray]
-MetricSpec = Sequence[str] | Mapping[str, Callable[[Weights], np.ndarray]]
 
-#: Metrics that :func:`gd` can record by name.
-BUILTIN_METRICS = (
-    "grad_norm",
-    "step_length",
-    "path_length",
-    "imbalance",
-    "imbalance_drift",
-    "max_factor_norm",
-    "end_to_end_norm",
-    "singular_values",
-    "numerical_rank",
-    "effective_rank",
-)
+#: Largest width for which :func:`gd` takes the compiled step (``benchmarks/bench_step.py``).
+COMPILED_MAX_WIDTH = 32
 
-
-def geometric_grid(steps: int, num: int = 200) -> np.ndarray:
-    """About ``num`` geometrically spaced iterations in ``0..steps``, with 0 and ``steps``."""
-    steps = _check_steps(steps)
-    if num < 2:
-        raise ValueError(f"a grid needs at least 2 points, got num = {num}")
-    if steps == 0:
-        return np.array([0])
-    inner = np.rint(np.geomspace(1, steps, num - 1)).astype(np.int64)
-    return np.unique(np.concatenate([[0], inner, [steps]]))
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
-        raise ValueError(f"steps must be an integer, got {steps!r}")
-    if steps < 0:
-        raise ValueError(f"steps must be non-negative, got {steps}")
-    return int(steps)
+__all__ = [
+    "BUILTIN_METRICS",
+    "COMPILED_MAX_WIDTH",
+    "compiled_step_applies",
+    "gd",
+    "geometric_grid",
+    "step_schedule",
+]
 
 
 def _check_eta(eta: np.ndarray, where: str) -> np.ndarray:
@@ -58,7 +36,7 @@ def _check_eta(eta: np.ndarray, where: str) -> np.ndarray:
     return eta
 
 
-def _step_sizes(
+def step_schedule(
     step_size: StepSize, steps: int, batch: int | None, dtype: np.dtype
 ) -> Callable[[int], np.ndarray]:
     """Return ``k -> η_k`` (a scalar, or shape ``(B, 1, 1)`` for per-start step sizes).
@@ -102,27 +80,16 @@ def _step_sizes(
     return lambda k: table[k if rows > 1 else 0].reshape(shape)
 
 
-def _metric_functions(
-    problem: Problem, metrics: MetricSpec, start: Weights
-) -> dict[str, Callable[[Weights], np.ndarray]]:
-    if isinstance(metrics, Mapping):
-        return dict(metrics)
-    simple = {
-        "imbalance": _m.imbalance,
-        "imbalance_drift": lambda w: _m.imbalance_drift(w, start),
-        "max_factor_norm": _m.max_factor_norm,
-        "end_to_end_norm": _m.end_to_end_norm,
-        "singular_values": _m.singular_values,
-        "numerical_rank": _m.numerical_rank,
-        "effective_rank": _m.effective_rank,
-    }
-    out = {}
-    for name in metrics:
-        if name not in BUILTIN_METRICS:
-            raise ValueError(f"unknown metric {name!r}; known: {', '.join(BUILTIN_METRICS)}")
-        if name in simple:
-            out[name] = simple[name]
-    return out
+def compiled_step_applies(weights: Sequence[np.ndarray], step_size: StepSize) -> bool:
+    """Whether :func:`gd` takes the compiled step (:mod:`dlncore.compiled`): one float64 chain
+    of widths ``≤`` :data:`COMPILED_MAX_WIDTH` and a constant step size (a number)."""
+    return (
+        weights[0].ndim == 2
+        and all(w.dtype == np.float64 for w in weights)
+        and max(max(w.shape) for w in weights) <= COMPILED_MAX_WIDTH
+        and not callable(step_size)
+        and np.ndim(step_size) == 0
+    )
 
 
 def gd(
@@ -135,6 +102,7 @@ def gd(
     metrics: MetricSpec = (),
     blowup: float = 1e6,
     progress: bool | str = False,
+    engine: str = "auto",
 ) -> Run:
     """Run gradient descent on ``L^N`` from ``weights``.
 
@@ -160,121 +128,40 @@ def gd(
         it is then frozen at the weights where that happened and flagged in the result.
     progress : bool or str
         Show a tqdm progress bar (a string is used as its label).
+    engine : {"auto", "numpy", "compiled"}
+        The step: numpy, or compiled (:mod:`dlncore.compiled`), which applies to one float64
+        chain of widths ``≤ 32`` with a constant step (:func:`compiled_step_applies`);
+        ``"auto"`` takes the compiled step where it applies. The two agree to rounding.
 
     Returns
     -------
     Run
         Recorded losses and metrics, final weights, and per-start divergence flags.
     """
-    steps = _check_steps(steps)
+    if engine not in ("auto", "numpy", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'numpy' or 'compiled', got {engine!r}")
+    steps = check_steps(steps)
     ws = problem.check(weights)
     start = [w.copy() for w in ws]
-    batch = batch_size(ws)
-    eta_of = _step_sizes(step_size, steps, batch, problem.dtype)
+    eta_of = step_schedule(step_size, steps, batch_size(ws), problem.dtype)
     if not (np.isfinite(blowup) and blowup > 1):
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
-    if isinstance(record, int | np.integer):
-        grid = geometric_grid(steps, int(record))
-    else:
-        grid = np.unique(np.asarray(record, dtype=np.int64))
-        if grid.size == 0 or grid[0] < 0 or grid[-1] > steps:
-            raise ValueError(f"record iterations must lie in 0..{steps}")
-    names = list(metrics) if not isinstance(metrics, Mapping) else list(metrics.keys())
-    funcs = _metric_functions(problem, metrics, start)
-    need_path = "path_length" in names
-    grid_list = grid.tolist()
-
-    bshape = () if batch is None else (batch,)
-
-    def per_start(eta: np.ndarray) -> np.ndarray:  # η as a 0-d array, or one per start (B,)
-        eta = np.asarray(eta, dtype=np.float64)
-        return eta.reshape(()) if batch is None else np.broadcast_to(eta.reshape(-1), bshape)
-
+    recorder = Recorder(
+        record_grid(record, steps), metrics, start, loss=problem.loss, progress=progress
+    )
     l0 = np.asarray(problem.loss(ws, exact=False))
     threshold = blowup * np.maximum(l0, 0.5 * problem.y_norm2)
-    active = np.ones(bshape, dtype=bool)
-    diverged_at = np.full(bshape, -1, dtype=np.int64)
-    diverged_loss = np.full(bshape, np.nan)
-    t_now = np.zeros(() if batch is None else (batch, 1, 1))  # Σ_{i<k} η_i, shaped like η
-    all_diverged = False
-    path = np.zeros(bshape)
-    rec_iter, rec_time, rec_loss = [], [], []
-    rec_metrics: dict[str, list] = {name: [] for name in names}
-    pending_records = iter(grid_list[1:] + [-1])
-    next_rec = grid_list[0]  # next iteration to record (-1: none left)
-    bar = None
-    if progress:
-        bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "gd", leave=False)
-    chunk = max(1, steps // 200)
-    one = np.ones((), dtype=problem.dtype)
-    began = _time.perf_counter()
+    step, compiled = problem.loss_and_gradients, None  # the step folded into the backward pass
+    if engine != "numpy" and compiled_step_applies(ws, step_size):
+        from dlncore.compiled import CompiledChain  # imports numba: only when used
 
-    with np.errstate(all="ignore"):
-        for k in range(steps + 1):
-            eta = eta_of(k) if k < steps else one
-            if batch is not None and not active.all():
-                eta = eta * active.reshape(-1, 1, 1)
-            # moves[j] = η_k ∇_{W_j} L(W(k)): the step is folded into the backward pass
-            loss, moves = problem.loss_and_gradients(ws, eta)
-            ok = loss <= threshold
-            if not (ok if batch is None else ok.all()):
-                newly = active & ~ok
-                diverged_at[newly] = k
-                diverged_loss[newly] = np.where(np.isfinite(loss), loss, np.inf)[newly]
-                active = active & ok
-                all_diverged = not active.any()
-                for move in moves:  # frozen starts do not move (even if their gradient overflowed)
-                    move[~active] = 0.0
-            stop = k == steps or all_diverged
-            record_now = k == next_rec
-            if record_now or stop or need_path:
-                move2 = sum(np.sum(m.astype(np.float64) ** 2, axis=(-2, -1)) for m in moves)
-                step_length = np.sqrt(move2)
-            if record_now or stop:
-                exact = np.asarray(problem.loss(ws))
-                rec_iter.append(k)
-                rec_time.append(per_start(t_now).copy())
-                rec_loss.append(np.where(active | (diverged_at == k), exact, np.nan))
-                eta_now = per_start(eta)
-                for name in names:
-                    if name == "grad_norm":
-                        value = step_length / np.where(eta_now > 0, eta_now, np.inf)
-                    elif name == "path_length":
-                        value = path.copy()
-                    elif name == "step_length":
-                        value = step_length if k < steps else np.zeros(bshape)
-                    else:
-                        value = np.asarray(funcs[name](ws), dtype=np.float64)
-                    rec_metrics[name].append(value)
-                next_rec = next(pending_records)
-            if stop:
-                break
-            for w, move in zip(ws, moves, strict=True):
-                w -= move
-            t_now += eta
-            if need_path:
-                path += step_length
-            if bar is not None and (k + 1) % chunk == 0:
-                bar.update(chunk)
-    if bar is not None:
-        bar.close()
-
-    return Run(
-        iterations=np.array(rec_iter, dtype=np.int64),
-        time=np.array(rec_time),
-        loss=np.array(rec_loss),
-        metrics={name: np.array(v) for name, v in rec_metrics.items()},
-        weights=ws,
-        diverged=diverged_at >= 0,
-        diverged_at=diverged_at,
-        diverged_loss=diverged_loss,
-        info={
-            "kind": "gd",
-            "steps": int(rec_iter[-1]),
-            "requested_steps": steps,
-            "widths": [ws[0].shape[-1]] + [w.shape[-2] for w in ws],
-            "batch": batch,
-            "dtype": str(problem.dtype),
-            "seconds": _time.perf_counter() - began,
-        },
-    )
+        chain = CompiledChain(problem.sxx, problem.syx, problem.y_norm2, ws, float(eta_of(0)))
+        ws, step, compiled = chain.weights, chain.step, chain.advance
+    elif engine == "compiled":
+        raise ValueError(
+            "the compiled step needs one float64 chain of widths "
+            f"<= {COMPILED_MAX_WIDTH} and a constant step size"
+        )
+    it = Iterates(step, ws, eta_of, steps, threshold, compiled=compiled)
+    recorder.follow(it)
+    return recorder.run(it, "gd", batch=it.batch, dtype=str(problem.dtype))

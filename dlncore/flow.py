@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from dlncore.descent import MetricSpec, _metric_functions
+from dlncore.iterates import move_length
+from dlncore.metrics import STEP_METRICS, MetricSpec, weight_metrics
 from dlncore.network import batch_size
 from dlncore.problem import Problem
 from dlncore.results import Run
@@ -71,20 +72,14 @@ def gradient_flow(
     sol = solve_ivp(rhs, span, y0, method=method, t_eval=times, rtol=rtol, atol=atol)
     if not sol.success:
         raise RuntimeError(f"gradient flow integration failed: {sol.message}")
-    names = list(metrics)
-    funcs = _metric_functions(problem, metrics, ws)
-    states = [unpack(y) for y in sol.y.T]
-    rec_metrics = {}
-    for name in names:
-        if name == "grad_norm":
-            f = lambda w: np.sqrt(  # noqa: E731
-                sum(np.sum(g * g, axis=(-2, -1)) for g in problem.loss_and_gradients(w)[1])
-            )
-        elif name in funcs:
-            f = funcs[name]
-        else:
+    funcs = weight_metrics(metrics, ws)
+    if "grad_norm" in metrics:
+        funcs["grad_norm"] = lambda w: move_length(problem.loss_and_gradients(w)[1])
+    for name in set(STEP_METRICS) - {"grad_norm"}:
+        if name in metrics:
             raise ValueError(f"metric {name!r} is not available for gradient flow")
-        rec_metrics[name] = np.array([f(w) for w in states])
+    states = [unpack(y) for y in sol.y.T]
+    rec_metrics = {name: np.array([funcs[name](w) for w in states]) for name in metrics}
     batch = batch_size(ws)
     bshape = () if batch is None else (batch,)
     return Run(

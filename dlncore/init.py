@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dlncore.metrics import end_to_end_norm
 from dlncore.network import Weights, check_weights
 
 
@@ -124,3 +125,15 @@ def perturb(weights: Sequence[np.ndarray], scale: float, seed: int) -> Weights:
     scale = _check_scale(scale)
     rng = np.random.default_rng(seed)
     return [w + scale * rng.standard_normal(w.shape) for w in weights]
+
+
+def normalized_gaussian(dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
+    """Gaussian factors (entries ``N(0, 1/d_{j−1})``) rescaled by one common factor
+    ``c = (norm / ‖W_N⋯W_1‖_op)^{1/N}`` so that the end-to-end matrix has spectral norm ``norm``.
+    """
+    if not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"norm must be positive and finite, got {norm!r}")
+    weights = gaussian(dims, 1.0, seed)
+    weights = [w / np.sqrt(w.shape[-1]) for w in weights]
+    c = (norm / float(end_to_end_norm(weights))) ** (1.0 / len(weights))
+    return [c * w for w in weights]

@@ -1,9 +1,13 @@
-"""Quantities measured along a trajectory. Every function accepts a single chain
-``[W_1, ..., W_N]`` or a batched one (leading axis ``B``) and returns one value per start."""
+"""Quantities measured along a trajectory, and the registry of metrics recorded by name.
+
+Every function accepts a single chain ``[W_1, ..., W_N]`` or a batched one (leading axis ``B``)
+and returns one value per start. :func:`gd` and :func:`gradient_flow` record the metrics named
+in :data:`BUILTIN_METRICS`; :func:`weight_metrics` turns names into functions of the weights.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -93,3 +97,58 @@ def distance_to_minimizer(problem: Problem, weights: Sequence[np.ndarray], rank:
     """``‖W_N ⋯ W_1 − W_k‖_F`` with ``W_k`` the best rank-``k`` matrix (see ``minimizer``)."""
     diff = end_to_end(weights) - problem.minimizer(rank)
     return np.linalg.norm(diff, axis=(-2, -1))
+
+
+#: Metrics that :func:`dlncore.gd` records by name. The first three come from the step itself
+#: (``‖η_k ∇L‖ / η_k``, ``‖W(k+1) − W(k)‖`` and its running sum); the others are
+#: functions of the weights (:func:`weight_metrics`).
+STEP_METRICS = ("grad_norm", "step_length", "path_length")
+BUILTIN_METRICS = (
+    *STEP_METRICS,
+    "imbalance",
+    "imbalance_drift",
+    "max_factor_norm",
+    "end_to_end_norm",
+    "singular_values",
+    "numerical_rank",
+    "effective_rank",
+)
+MetricSpec = Sequence[str] | Mapping[str, Callable[[Sequence[np.ndarray]], np.ndarray]]
+
+
+def weight_metrics(
+    metrics: MetricSpec, start: Sequence[np.ndarray]
+) -> dict[str, Callable[[Sequence[np.ndarray]], np.ndarray]]:
+    """Functions ``f(weights) -> array`` of the weight metrics in ``metrics``.
+
+    Parameters
+    ----------
+    metrics : sequence of str or mapping
+        Names from :data:`BUILTIN_METRICS` (the step metrics among them are skipped: the
+        caller computes them), or ``{name: f}``, returned as a dict unchanged.
+    start : list of arrays
+        The initial weights, the reference of ``imbalance_drift``.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in :data:`BUILTIN_METRICS`.
+    """
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    registry = {
+        "imbalance": imbalance,
+        "imbalance_drift": lambda w: imbalance_drift(w, start),
+        "max_factor_norm": max_factor_norm,
+        "end_to_end_norm": end_to_end_norm,
+        "singular_values": singular_values,
+        "numerical_rank": numerical_rank,
+        "effective_rank": effective_rank,
+    }
+    out = {}
+    for name in metrics:
+        if name not in BUILTIN_METRICS:
+            raise ValueError(f"unknown metric {name!r}; known: {', '.join(BUILTIN_METRICS)}")
+        if name in registry:
+            out[name] = registry[name]
+    return out

@@ -79,11 +79,13 @@ def band(
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
 
 
-def save_figure(fig: plt.Figure, name: str, directory: str | Path = "figures") -> list[Path]:
-    """Write ``fig`` as ``<directory>/<name>.png`` and ``.svg``; returns the paths."""
+def save_figure(fig: plt.Figure, name: str, directory: str | Path = "figures") -> None:
+    """Write ``fig`` as ``<directory>/<name>.png`` and ``<directory>/<name>.svg``.
+
+    Returns nothing, so a call can end a notebook cell without printing a value.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{name}.{ext}" for ext in ("png", "svg")]
-    for path in paths:
-        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
-    return paths
+    for ext in ("png", "svg"):
+        path = directory / f"{name}.{ext}"
+        fig.savefig(path, metadata={"Date": None} if ext == "svg" else None)

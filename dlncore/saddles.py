@@ -4,16 +4,22 @@ The origin ``W_1 = ⋯ = W_N = 0`` is a critical point of ``L^N`` for ``N ≥ 2`
 Hessian there has eigenvalues ``±σ_i(Σyx)`` (a strict saddle); for ``N ≥ 3`` it is zero (a
 non-strict saddle). Near the origin gradient descent leaves exponentially fast for ``N = 2``
 (escape time ``∝ log(1/ε)``) and polynomially slowly for ``N ≥ 3`` (``∝ ε^{−(N−2)}``).
-These are the book's derivations, not statements of the paper.
+These are the book's derivations, not statements of the paper (chapters 4 and 5).
+:func:`escape_scan` measures the escape time of near-origin starts at several scales.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.integrate import quad
 
+from dlncore.descent import step_schedule
+from dlncore.fitting import loglog_slope
+from dlncore.init import gaussian
+from dlncore.iterates import Iterates
 from dlncore.network import batch_size
 from dlncore.problem import Problem
 
@@ -63,8 +69,8 @@ def escape_times(
 ) -> np.ndarray:
     """First GD iteration at which the loss falls below a threshold, for every start.
 
-    Runs ``W_j(k+1) = W_j(k) − η ∇_{W_j} L^N(W(k))`` and stops as soon as every start has
-    escaped (or after ``max_steps`` steps).
+    Runs ``W_j(k+1) = W_j(k) − η ∇_{W_j} L^N(W(k))`` (the steps of :func:`dlncore.gd`) and
+    stops as soon as every start has escaped (or after ``max_steps`` steps).
 
     Parameters
     ----------
@@ -99,35 +105,97 @@ def escape_times(
     batch = batch_size(ws)
     bshape = () if batch is None else (batch,)
     eta = np.asarray(step_size, dtype=np.float64)
-    if eta.ndim == 0:
-        eta_b = np.broadcast_to(eta, bshape)
-    elif batch is not None and eta.shape == (batch,):
-        eta_b = eta
-    else:
+    if eta.ndim == 1 and batch is not None and eta.shape == (batch,):
+        eta = eta.reshape(1, batch)  # one constant step per start
+    elif eta.ndim != 0:
         raise ValueError(f"step_size must be a number or have shape (B,); got {eta.shape}")
-    if not np.all(np.isfinite(eta_b) & (eta_b > 0)):
-        raise ValueError("step sizes must be positive and finite")
-    loss, grads = problem.loss_and_gradients(ws)
-    if threshold is None:
-        thr = fraction * np.asarray(loss, dtype=np.float64)
-    else:
-        thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), bshape)
+    eta_of = step_schedule(eta, max_steps, batch, problem.dtype)
     out = np.full(bshape, np.nan)
-    active = np.ones(bshape, dtype=bool)
-    with np.errstate(all="ignore"):
-        for k in range(max_steps + 1):
-            loss = np.asarray(loss, dtype=np.float64)
-            done = active & (loss <= thr)
-            out = np.where(done, float(k), out)
-            active = active & ~done & np.isfinite(loss)
-            if not np.any(active) or k == max_steps:
-                break
-            step = (eta_b * active).astype(problem.dtype)
-            step = step.reshape(bshape + (1, 1))
-            for w, g in zip(ws, grads, strict=True):
-                w -= step * g
-            loss, grads = problem.loss_and_gradients(ws)
+    waiting = np.ones(bshape, dtype=bool)  # not escaped yet
+    huge = np.finfo(np.float64).max  # a non-finite loss freezes its start
+    it = Iterates(problem.loss_and_gradients, ws, eta_of, int(max_steps), huge)
+    thr = None if threshold is None else np.broadcast_to(np.asarray(threshold, float), bshape)
+    for state in it.visit():
+        loss = np.asarray(state.loss, dtype=np.float64)
+        if thr is None:
+            thr = fraction * loss
+        done = waiting & state.active & (loss <= thr)
+        out[done] = state.k
+        waiting &= ~done
+        if not np.any(waiting & state.active):
+            break
     return out if batch is not None else np.float64(out)
+
+
+@dataclass(frozen=True)
+class EscapeScan:
+    """Escape iterations of near-origin starts ``ε G`` at several scales ``ε``.
+
+    Attributes
+    ----------
+    scales : array (S,)
+        The scales ``ε``.
+    times : array (S, R)
+        Escape iteration of each of the ``R`` starts per scale (NaN: censored).
+    threshold : float
+        The loss level that counts as escaped.
+    """
+
+    scales: np.ndarray
+    times: np.ndarray
+    threshold: float
+
+    @property
+    def start_scales(self) -> np.ndarray:
+        """The scale of every start, shape ``(S·R,)`` (in the order of ``times.ravel()``)."""
+        return np.repeat(self.scales, self.times.shape[1])
+
+    @property
+    def median(self) -> np.ndarray:
+        """Median escape iteration per scale, censored starts counted as ``+inf``, shape (S,)."""
+        return np.median(np.where(np.isnan(self.times), np.inf, self.times), axis=1)
+
+    @property
+    def censored(self) -> int:
+        """Number of starts that did not escape."""
+        return int(np.isnan(self.times).sum())
+
+    def log_slope(self) -> float:
+        """Least-squares slope of the median against ``log(1/ε)`` over the scales whose median
+        is finite (NaN with fewer than two): the law ``k ≈ a log(1/ε) + b`` of a strict saddle."""
+        ok = np.isfinite(self.median)
+        if ok.sum() < 2:
+            return float("nan")
+        return float(np.polyfit(np.log(1 / self.scales[ok]), self.median[ok], 1)[0])
+
+    def power(self) -> float:
+        """Log–log slope of the median against ``ε``: the law ``k ∝ ε^p`` (``p = −(N − 2)``)."""
+        return loglog_slope(self.scales, self.median)
+
+
+def escape_scan(
+    problem: Problem,
+    dims: Sequence[int],
+    scales: Sequence[float] | np.ndarray,
+    starts: int,
+    step_size: float,
+    max_steps: int,
+    threshold: float,
+    seed: int,
+) -> EscapeScan:
+    """:func:`escape_times` of ``starts`` starts ``ε G`` per scale ``ε``, in one batched run.
+
+    ``G`` has independent ``N(0, 1)`` entries (:func:`dlncore.init.gaussian` with ``seed`` and
+    batch ``S · starts``, the starts of one scale consecutive); widths ``dims``.
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.ndim != 1 or scales.size == 0 or np.any(~(scales > 0)):
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales!r}")
+    every = np.repeat(scales, starts)
+    base = gaussian(dims, 1.0, seed=seed, batch=every.size)
+    near_origin = [w * every[:, None, None] for w in base]
+    k = escape_times(problem, near_origin, step_size, max_steps, threshold=threshold)
+    return EscapeScan(scales, k.reshape(scales.size, starts), float(threshold))
 
 
 def scalar_escape_time(

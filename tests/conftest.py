@@ -10,6 +10,13 @@ def problem() -> dc.Problem:
     return dc.synthetic_problem(5, 4, 30, 3, seed=11, noise=0.1)
 
 
+@pytest.fixture
+def small() -> dc.Problem:
+    """Random data: d_x = 4, d_y = 3, m = 20 (seed 0)."""
+    rng = np.random.default_rng(0)
+    return dc.Problem(rng.standard_normal((4, 20)), rng.standard_normal((3, 20)))
+
+
 def naive_gradients(X, Y, weights):
     """Backpropagation through the samples, written independently of dlncore."""
     acts = [X]

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import dlncore as dc
-from dlncore.experiments.journal import Experiment, linear_run, normalized_gaussian, tanh_run
+from dlncore.experiments.journal import Experiment, linear_run, tanh_run
 from dlncore.experiments.parallel import run_many
 from dlncore.experiments.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+from dlncore.init import normalized_gaussian
 from tests.conftest import central_differences
 
 

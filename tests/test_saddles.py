@@ -117,3 +117,35 @@ def test_escape_times_default_fraction():
     slack = 1e-12 * problem.y_norm2
     assert run.loss[-1, 0] <= 0.5 * loss0[0] + slack
     assert run.loss[-2, 0] > 0.5 * loss0[0] - slack
+
+
+def test_escape_scan_is_escape_times_of_scaled_gaussian_starts():
+    from dlncore.saddles import escape_scan
+
+    problem = _problem()
+    scales = np.array([1e-3, 1e-2, 1e-1])
+    threshold = 0.5 * (problem.optimal_loss(0) + problem.optimal_loss(1))
+    scan = escape_scan(problem, [4, 3, 3], scales, 4, 0.05, 3000, threshold, seed=7)
+    base = dc.init.gaussian([4, 3, 3], 1.0, seed=7, batch=12)
+    starts = [w * np.repeat(scales, 4)[:, None, None] for w in base]
+    expected = escape_times(problem, starts, 0.05, 3000, threshold=threshold)
+    np.testing.assert_array_equal(scan.times.ravel(), expected)
+    np.testing.assert_array_equal(scan.start_scales, np.repeat(scales, 4))
+    assert scan.censored == 0
+    np.testing.assert_array_equal(scan.median, np.median(scan.times, axis=1))
+    # strict saddle: W grows like ε² (1 + ησ_1)^{2k}, so k ≈ log(1/ε) / log(1 + ησ_1) + const
+    sigma = np.linalg.svd(problem.syx, compute_uv=False)[0]
+    assert scan.log_slope() == pytest.approx(1 / np.log1p(0.05 * sigma), rel=0.1)
+
+
+def test_escape_scan_fits_and_censoring():
+    from dlncore.saddles import EscapeScan
+
+    scales = np.array([0.1, 0.01, 0.001])
+    times = np.array([[10.0, 12.0, 11.0], [100.0, 120.0, 110.0], [1000.0, np.nan, np.nan]])
+    scan = EscapeScan(scales, times, threshold=0.5)
+    assert scan.censored == 2
+    np.testing.assert_array_equal(scan.median, [11.0, 110.0, np.inf])
+    assert scan.power() == pytest.approx(-1.0)  # ×10 per decade of ε: k ∝ 1/ε
+    assert scan.log_slope() == pytest.approx(99.0 / np.log(10.0))
+    assert np.isnan(EscapeScan(scales, np.full((3, 2), np.nan), 0.5).log_slope())

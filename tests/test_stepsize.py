@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dlncore as dc
+from dlncore.experiments.stepsize import largest_convergent_step
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def test_one_layer_threshold_is_two_over_lambda_max(problem: dc.Problem) -> None
     lam = float(np.linalg.eigvalsh(problem.sxx)[-1])
     threshold = 2.0 / lam
     ws = dc.init.gaussian([problem.d_x, problem.d_y], 0.5, seed=0)
-    res = dc.largest_convergent_step(
+    res = largest_convergent_step(
         problem, ws, np.geomspace(0.1, 3.0, 12) * threshold, 4000, grad_tol=1e-8, refine=2
     )
     # a finite budget can only make the empirical threshold smaller (slow contraction near 2/λ)
@@ -32,7 +33,7 @@ def test_one_layer_threshold_is_two_over_lambda_max(problem: dc.Problem) -> None
 def test_batched_outcome_matches_single_runs(problem: dc.Problem) -> None:
     ws = dc.init.balanced(0.3 * np.eye(problem.d_y, problem.d_x), [5, 4, 4, 3], seed=1)
     etas = np.array([0.4, 0.5, 1.0, 20.0])  # 1.0 fails without blowing up
-    res = dc.largest_convergent_step(problem, ws, etas, 3000, grad_tol=1e-4)
+    res = largest_convergent_step(problem, ws, etas, 3000, grad_tol=1e-4)
     for eta, ok in zip(res.step_sizes, res.converged, strict=True):
         run = dc.gd(problem, ws, float(eta), 3000, metrics=("grad_norm",))
         single = (
@@ -48,7 +49,7 @@ def test_batched_outcome_matches_single_runs(problem: dc.Problem) -> None:
 
 def test_no_convergent_step(problem: dc.Problem) -> None:
     ws = dc.init.gaussian([problem.d_x, problem.d_y], 0.5, seed=0)
-    res = dc.largest_convergent_step(problem, ws, [50.0, 100.0], 100, refine=3)
+    res = largest_convergent_step(problem, ws, [50.0, 100.0], 100, refine=3)
     assert np.isnan(res.largest) and res.smallest_failing == 50.0
     assert not res.converged.any()
 
@@ -56,10 +57,8 @@ def test_no_convergent_step(problem: dc.Problem) -> None:
 def test_input_validation(problem: dc.Problem) -> None:
     ws = dc.init.gaussian([problem.d_x, problem.d_y], 0.5, seed=0)
     with pytest.raises(ValueError):
-        dc.largest_convergent_step(problem, ws, [], 10)
+        largest_convergent_step(problem, ws, [], 10)
     with pytest.raises(ValueError):
-        dc.largest_convergent_step(problem, ws, [-1.0, 0.1], 10)
+        largest_convergent_step(problem, ws, [-1.0, 0.1], 10)
     with pytest.raises(ValueError):
-        dc.largest_convergent_step(
-            problem, dc.init.gaussian([5, 3], 0.5, seed=0, batch=2), [0.1], 10
-        )
+        largest_convergent_step(problem, dc.init.gaussian([5, 3], 0.5, seed=0, batch=2), [0.1], 10)

@@ -5,7 +5,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import dlncore as dc
-from dlncore.tracking import gd_flow_gap, imbalance_increment
+from dlncore.experiments.tracking import gd_flow_gap, imbalance_increment
 
 
 def _problem_and_start(seed: int = 0):
@@ -79,12 +79,3 @@ def test_gd_flow_gap_rejects_bad_counts():
     problem, weights = _problem_and_start()
     with pytest.raises(ValueError, match="multiple"):
         gd_flow_gap(problem, weights, 1.0, [10, 15], num_times=10)
-
-
-def test_loglog_slope_recovers_power():
-    from dlncore.tracking import loglog_slope
-
-    x = np.geomspace(1e-4, 1e-1, 7)
-    assert loglog_slope(x, 3.0 * x**1.5) == pytest.approx(1.5, abs=1e-12)
-    with pytest.raises(ValueError):
-        loglog_slope([1.0], [2.0])

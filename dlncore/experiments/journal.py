@@ -16,23 +16,10 @@ import numpy as np
 from dlncore.data import synthetic_data, teacher_spectrum
 from dlncore.descent import gd
 from dlncore.experiments.tanh import tanh_gd
-from dlncore.init import gaussian, orthogonal
-from dlncore.metrics import end_to_end_norm
+from dlncore.init import normalized_gaussian, orthogonal
 from dlncore.network import Weights
 from dlncore.problem import Problem
 from dlncore.results import Run
-
-
-def normalized_gaussian(dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
-    """Gaussian factors (entries ``N(0, 1/d_{j−1})``) rescaled by one common factor
-    ``c = (norm / ‖W_N⋯W_1‖_op)^{1/N}`` so that the end-to-end matrix has spectral norm ``norm``.
-    """
-    if not (np.isfinite(norm) and norm > 0):
-        raise ValueError(f"norm must be positive and finite, got {norm!r}")
-    weights = gaussian(dims, 1.0, seed)
-    weights = [w / np.sqrt(w.shape[-1]) for w in weights]
-    c = (norm / float(end_to_end_norm(weights))) ** (1.0 / len(weights))
-    return [c * w for w in weights]
 
 
 def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:

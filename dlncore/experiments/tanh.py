@@ -6,15 +6,14 @@ Unlike the linear case the data do not reduce to covariances: a step costs ``O(m
 
 from __future__ import annotations
 
-import time as _time
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
-from dlncore.descent import geometric_grid
+from dlncore.iterates import Iterates
 from dlncore.metrics import end_to_end_norm
 from dlncore.network import Weights, check_weights
+from dlncore.recorder import Recorder, geometric_grid
 from dlncore.results import Run
 
 
@@ -91,56 +90,22 @@ def tanh_gd(
     if not (np.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step size must be positive and finite, got {step_size!r}")
     eta = dtype.type(step_size)
-    grid = geometric_grid(steps, record).tolist()
-    rec_iter, rec_loss, rec_norm = [], [], []
-    threshold = None
-    diverged_at = -1
-    diverged_loss = np.nan
-    bar = None
-    if progress:
-        label = progress if isinstance(progress, str) else "tanh gd"
-        bar = tqdm(total=steps, desc=label, leave=False)
-    chunk = max(1, steps // 200)
-    nxt = 0
-    began = _time.perf_counter()
-    with np.errstate(all="ignore"):
-        for k in range(steps + 1):
-            loss, grads = tanh_loss_and_gradients(ws, X, Y)
-            if threshold is None:
-                threshold = blowup * loss
-            if not loss <= threshold:
-                diverged_at, diverged_loss = k, (loss if np.isfinite(loss) else np.inf)
-            if (nxt < len(grid) and grid[nxt] == k) or k == steps or diverged_at >= 0:
-                rec_iter.append(k)
-                rec_loss.append(loss)
-                rec_norm.append(float(end_to_end_norm(ws)))
-                nxt += 1
-            if k == steps or diverged_at >= 0:
-                break
-            for w, g in zip(ws, grads, strict=True):
-                w -= eta * g
-            if bar is not None and (k + 1) % chunk == 0:
-                bar.update(chunk)
-    if bar is not None:
-        bar.close()
-    iters = np.array(rec_iter, dtype=np.int64)
-    return Run(
-        iterations=iters,
-        time=iters * float(step_size),
-        loss=np.array(rec_loss),
-        metrics={"end_to_end_norm": np.array(rec_norm)},
-        weights=ws,
-        diverged=np.array(diverged_at >= 0),
-        diverged_at=np.array(diverged_at),
-        diverged_loss=np.array(diverged_loss),
-        info={
-            "kind": "tanh-gd",
-            "steps": int(iters[-1]),
-            "requested_steps": int(steps),
-            "step_size": float(step_size),
-            "widths": [ws[0].shape[-1]] + [w.shape[-2] for w in ws],
-            "samples": int(X.shape[1]),
-            "dtype": str(dtype),
-            "seconds": _time.perf_counter() - began,
-        },
+
+    def step(ws: Weights, eta: np.ndarray) -> tuple[np.ndarray, Weights]:
+        loss, grads = tanh_loss_and_gradients(ws, X, Y)
+        return np.float64(loss), [eta * g for g in grads]
+
+    threshold = blowup * tanh_loss(ws, X, Y)
+    recorder = Recorder(
+        geometric_grid(steps, record),
+        {"end_to_end_norm": end_to_end_norm},
+        ws,
+        progress=progress,
+        label="tanh gd",
     )
+    it = recorder.follow(Iterates(step, ws, lambda k: eta, steps, threshold))
+    run = recorder.run(
+        it, "tanh-gd", step_size=float(step_size), samples=int(X.shape[1]), dtype=str(dtype)
+    )
+    run.time = run.iterations * float(step_size)  # exact multiples of the constant step
+    return run

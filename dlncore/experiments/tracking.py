@@ -1,8 +1,8 @@
 """Gradient descent against gradient flow: the gap on a fixed time horizon, and balancedness.
 
-GD with step ``η`` for ``n = T/η`` steps is compared with the gradient flow at the common times
-``t_i = i T / R``; all step sizes run in ONE batched :func:`dlncore.gd` call (one start per step
-size, each with its own constant step), and the flow is integrated once.
+Chapter 6. GD with step ``η`` for ``n = T/η`` steps is compared with the gradient flow at the
+common times ``t_i = i T / R``; all step sizes run in ONE batched :func:`dlncore.gd` call (one
+start per step size, each with its own constant step), and the flow is integrated once.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlncore import metrics as _m
 from dlncore.descent import gd
 from dlncore.flow import gradient_flow
+from dlncore.metrics import STEP_METRICS, weight_metrics
 from dlncore.network import Weights, end_to_end
 from dlncore.problem import Problem
 from dlncore.results import Run
@@ -141,16 +141,15 @@ def gd_flow_gap(
     own = np.outer(counts // num_times, np.arange(num_times + 1))  # (B, R + 1)
     record = np.unique(own)
 
+    if set(metrics) & set(STEP_METRICS):
+        raise ValueError(f"metrics must be weight metrics, not {', '.join(STEP_METRICS)}")
+
     def tracked(start_weights: Weights) -> dict:
-        funcs = {"factors": _flat_factors, "end_to_end": end_to_end}
-        for name in metrics:
-            if name == "imbalance_drift":
-                funcs[name] = lambda w: _m.imbalance_drift(w, start_weights)
-            elif hasattr(_m, name):
-                funcs[name] = getattr(_m, name)
-            else:
-                raise ValueError(f"unknown weight metric {name!r}")
-        return funcs
+        return {
+            "factors": _flat_factors,
+            "end_to_end": end_to_end,
+            **weight_metrics(metrics, start_weights),
+        }
 
     run = gd(
         problem,
@@ -193,12 +192,3 @@ def gd_flow_gap(
         gd_run=run,
         flow_run=flow,
     )
-
-
-def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (the order of a power law ``y ∝ x^p``)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.size < 2 or np.any(x <= 0) or np.any(y <= 0):
-        raise ValueError("need at least two positive (x, y) pairs of equal shape")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])

@@ -1,14 +1,15 @@
-"""Synthetic data and the shared plotting helpers."""
+"""Synthetic data and teacher spectra."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import dlncore as dc  # noqa: E402
+import dlncore.plotting  # noqa: E402
 
 
 def test_teacher_spectra():
@@ -37,32 +38,3 @@ def test_noiseless_problem_has_zero_optimum_and_the_teacher_spectrum_after_white
     w, V = np.linalg.eigh(X @ X.T)
     expected = np.linalg.svd(A @ (V * np.sqrt(w)) @ V.T, compute_uv=False)  # Q = A Σxx^{1/2}
     np.testing.assert_allclose(problem.q_singular_values, expected, rtol=1e-12)
-
-
-def test_band_draws_the_median_and_quantiles(tmp_path):
-    dc.plotting.set_style()
-    x = np.arange(3)
-    values = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3) * np.array([[1.0], [10.0], [100.0]])
-    fig, ax = plt.subplots()
-    dc.plotting.band(ax, x, values, quantiles=(0.25, 0.75), label="median")
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), [3.0, 30.0, 300.0])
-    polygon = ax.collections[0].get_paths()[0].vertices[:, 1]
-    assert polygon.min() == pytest.approx(2.0) and polygon.max() == pytest.approx(400.0)
-    paths = dc.plotting.save_figure(fig, "fig-test", tmp_path / "figures")
-    assert [p.name for p in paths] == ["fig-test.png", "fig-test.svg"]
-    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<svg" in paths[1].read_text()
-    plt.close(fig)
-
-
-def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
-    dc.plotting.set_style()
-    outputs = []
-    for run in range(2):
-        fig, ax = plt.subplots()
-        ax.plot([0, 1, 2], [1.0, 0.1, 0.01])
-        dc.plotting.loss_axes(ax)
-        (_, svg) = dc.plotting.save_figure(fig, "fig", tmp_path / str(run))
-        outputs.append(svg.read_bytes())
-        plt.close(fig)
-    assert outputs[0] == outputs[1]

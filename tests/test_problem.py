@@ -1,4 +1,4 @@
-"""Loss, gradients and optimal values against independent computations."""
+"""Loss, gradients and optimal values against independent computations; bad data."""
 
 import numpy as np
 import pytest
@@ -114,3 +114,34 @@ def test_float32_problem_keeps_float32_weights():
     weights = dc.init.gaussian([4, 3, 3], 0.5, seed=1)
     run = dc.gd(problem, weights, 0.05, 10)
     assert all(w.dtype == np.float32 for w in run.weights)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((4, 20))
+Y = RNG.standard_normal((3, 20))
+
+
+@pytest.mark.parametrize(
+    ("X", "Y", "message"),
+    [
+        (X[0], Y, "must be matrices"),
+        (X, Y[:, :10], "X has 20 samples .* Y has 10"),
+        (np.where(X > 1, np.nan, X), Y, "X has non-finite"),
+        (X, np.where(Y > 1, np.inf, Y), "Y has non-finite"),
+        (X[:, :3], Y[:, :3], r"singular: X has m = 3 samples for d_x = 4"),
+        (np.vstack([X[:3], X[:1]]), Y, r"numerically singular .*m = 20, d_x = 4"),
+    ],
+)
+def test_bad_data(X, Y, message):
+    with pytest.raises(ValueError, match=message):
+        dc.Problem(X, Y)
+
+
+def test_bad_ranks_and_metric_names(small):
+    for rank in (-1, 4, 1.5):
+        with pytest.raises(ValueError, match="rank"):
+            small.optimal_loss(rank)
+    with pytest.raises(ValueError, match="unknown metric 'loss_rate'"):
+        dc.gd(small, dc.init.gaussian([4, 3], 0.1, seed=0), 0.1, 1, metrics=["loss_rate"])
+    with pytest.raises(ValueError, match="t_final"):
+        dc.gradient_flow(small, dc.init.gaussian([4, 3], 0.1, seed=0), -1.0)

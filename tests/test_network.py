@@ -1,0 +1,54 @@
+"""Weight chains: every chain that fits is accepted, every broken one rejected."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dlncore as dc
+
+_RNG = np.random.default_rng(0)
+SMALL = dc.Problem(_RNG.standard_normal((4, 20)), _RNG.standard_normal((3, 20)))  # as `small`
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([], "non-empty list"),
+        ([np.zeros((2, 4)), np.zeros((3, 3))], "widths do not chain: W_2"),
+        ([np.zeros((2, 5)), np.zeros((3, 2))], "W_1 takes 5 inputs but the data have d_x = 4"),
+        ([np.zeros((2, 4)), np.zeros((4, 2))], "W_N gives 4 outputs but the data have d_y = 3"),
+        ([np.zeros((2, 2, 4)), np.zeros((3, 2))], "same batch shape"),
+        ([np.zeros(4)], "expected"),
+        ([np.full((3, 4), np.nan)], "W_1 has non-finite"),
+    ],
+)
+def test_bad_weights(small, weights, message):
+    with pytest.raises(ValueError, match=message):
+        small.loss(weights)
+    with pytest.raises(ValueError, match=message):
+        dc.gd(small, weights, 0.1, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dims=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    batch=st.one_of(st.none(), st.integers(1, 3)),
+)
+def test_any_chain_fitting_the_data_is_accepted(dims, batch):
+    ws = dc.init.gaussian([4, *dims, 3], 0.3, seed=1, batch=batch)
+    loss = SMALL.loss(ws)
+    assert np.shape(loss) == (() if batch is None else (batch,))
+    grads = SMALL.gradients(ws)
+    assert [g.shape for g in grads] == [w.shape for w in ws]
+
+
+@settings(max_examples=40, deadline=None)
+@given(dims=st.lists(st.integers(1, 5), min_size=2, max_size=4), cut=st.integers(0, 2))
+def test_any_broken_chain_is_rejected(dims, cut):
+    ws = dc.init.gaussian([4, *dims, 3], 0.3, seed=1)
+    broken = list(ws)
+    j = cut % (len(ws) - 1)
+    broken[j] = np.zeros((broken[j].shape[0] + 1, broken[j].shape[1]))
+    with pytest.raises(ValueError, match="do not chain|outputs"):
+        SMALL.loss(broken)

@@ -1,0 +1,44 @@
+"""The shared plotting helpers."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import dlncore as dc  # noqa: E402
+import dlncore.plotting  # noqa: E402
+
+
+def test_band_draws_the_median_and_quantiles(tmp_path):
+    dc.plotting.set_style()
+    x = np.arange(3)
+    values = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3) * np.array([[1.0], [10.0], [100.0]])
+    fig, ax = plt.subplots()
+    dc.plotting.band(ax, x, values, quantiles=(0.25, 0.75), label="median")
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [3.0, 30.0, 300.0])
+    polygon = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert polygon.min() == pytest.approx(2.0) and polygon.max() == pytest.approx(400.0)
+    assert dc.plotting.save_figure(fig, "fig-test", tmp_path / "figures") is None
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "fig-test.png",
+        "fig-test.svg",
+    ]
+    assert (tmp_path / "figures" / "fig-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (tmp_path / "figures" / "fig-test.svg").read_text()
+    plt.close(fig)
+
+
+def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
+    dc.plotting.set_style()
+    outputs = []
+    for run in range(2):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1, 2], [1.0, 0.1, 0.01])
+        dc.plotting.loss_axes(ax)
+        dc.plotting.save_figure(fig, "fig", tmp_path / str(run))
+        outputs.append((tmp_path / str(run) / "fig.svg").read_bytes())
+        plt.close(fig)
+    assert outputs[0] == outputs[1]
