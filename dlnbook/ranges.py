@@ -111,7 +111,10 @@ def show(value: Any, limit: int = 60) -> str:
 
 
 def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() and abs(number) < 1e16 else repr(number)
+    """A bound as written: ``3``, ``0.5``, ``1e6``."""
+    if float(number).is_integer() and abs(number) < 1e5:
+        return str(int(number))
+    return f"{number:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def _describe(bounds: tuple[tuple[str, float], ...], prefix: str) -> list[str]:
