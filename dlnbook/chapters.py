@@ -7,7 +7,8 @@ A chapter is a notebook ``chapters/<stem>.ipynb`` with exactly one code cell tag
 
 where ``literal`` is a Python literal (number, string, bool, None, list, tuple, dict).
 The comment may end with the parameter's range in brackets, and comment lines may declare
-rules between parameters and cost estimates (see :mod:`dlnbook.ranges`); all of it is
+rules between parameters and cost estimates (see :mod:`dlnbook.ranges` and
+:mod:`dlnbook.rules`); all of it is
 parsed once, here. The parsed defaults can be overridden (from a profile or the command
 line) and are then *effective parameters*, which papermill injects.
 """
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlnbook.ranges import ChapterError, Estimate, Range, Rule, parse_checks, parse_range, show
+from dlnbook.ranges import ChapterError, Range, parse_range, show
+from dlnbook.rules import Estimate, Rule, parse_checks
 
 __all__ = [
     "Chapter",

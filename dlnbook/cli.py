@@ -35,7 +35,8 @@ from dlnbook.chapters import (
 )
 from dlnbook.export import PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, check_resources, meaning_without_range
+from dlnbook.ranges import check_ranges, meaning_without_range
+from dlnbook.rules import check_resources
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
 
 __all__ = ["main", "resolve_chapter"]

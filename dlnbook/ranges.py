@@ -1,9 +1,6 @@
-"""Allowed values of chapter parameters, written in the ``parameters`` cell itself.
+"""Allowed ranges of chapter parameters, in brackets at the end of each parameter's comment.
 
-Three kinds of declarations, all parsed once, when a chapter is read
-(:func:`dlnbook.chapters.load_chapter`):
-
-**Ranges**, in brackets at the end of a parameter's comment::
+The ranges are parsed once, when a chapter is read (:func:`dlnbook.chapters.load_chapter`)::
 
     noise = 0.2  # noise level of the targets [>= 0, <= 10]
     depths = [1, 2, 3]  # depths N [1..20, len 1..8]
@@ -15,67 +12,27 @@ Comma-separated items: a bound on the number, or on every entry of a list (``> x
 list (``len >= k``, ``len <= k``, ``len j..k``); ``chain`` (network widths
 ``[d_0, ..., d_N]``: at least two integers ``>= 1``, ``N + 1`` entries if the chapter has a
 ``depth`` parameter, ``d_0 = d_x`` and ``d_N = d_y`` if it has those); or the allowed
-strings (``'a' | 'b'``). A parameter
-without brackets accepts any value of its type.
-
-**Rules** between parameters, one comment line each, ``# rule: EXPRESSION: why``::
-
-    # rule: m >= d_x: X Xᵀ must be invertible
-    # rule: eta_min < eta_max: the grid runs from eta_min up to eta_max
-
-**Estimates** of what a run costs in bytes and seconds, one comment line per experiment;
-the lines of a kind are added up::
-
-    # memory: gd_bytes(max(depths), max(d_x, width, d_y)) + 24 * (d_x + d_y) * m
-    # time: len(depths) * gd_seconds(steps, max(depths), max(d_x, width, d_y))
-    # time: min(d_x, d_y) * gd_seconds(bottleneck_steps, 2, max(d_x, d_y), bottleneck_starts)
-
-Expressions use the parameter names, numbers, strings, arithmetic, comparisons,
-``and``/``or``/``not`` and the functions ``min``, ``max``, ``len``, ``sum``, ``abs``,
-``gd_seconds`` and ``gd_bytes`` (the cost model of :func:`gd_seconds`, :func:`gd_bytes`).
+strings (``'a' | 'b'``). A parameter without brackets accepts any value of its type.
 
 Checks run before a chapter executes, in this order: types and finiteness
-(:func:`dlnbook.chapters.effective_parameters`), ranges and rules (:func:`check_ranges`),
-then the estimates (:func:`check_resources`), which are refused above the machine's
-memory or :data:`MAX_SECONDS` unless the user allows large runs.
+(:func:`dlnbook.chapters.effective_parameters`), ranges and the rules between parameters
+(:func:`check_ranges`; rules: :mod:`dlnbook.rules`), then the cost estimates
+(:func:`dlnbook.rules.check_resources`).
 """
 
 from __future__ import annotations
 
-import ast
-import io
-import math
 import operator
-import os
 import re
-import tokenize
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dlnbook.chapters import Chapter, Parameter
 
-__all__ = [
-    "MAX_SECONDS",
-    "ChapterError",
-    "Estimate",
-    "Range",
-    "Rule",
-    "check_ranges",
-    "check_resources",
-    "gd_bytes",
-    "gd_seconds",
-    "machine_memory",
-    "meaning_without_range",
-    "parse_checks",
-    "parse_range",
-    "show",
-]
-
-MAX_SECONDS = 24 * 3600.0
-"""Longest estimated run time (seconds) accepted without ``--allow-large``."""
+__all__ = ["ChapterError", "Range", "check_ranges", "meaning_without_range", "parse_range", "show"]
 
 
 class ChapterError(ValueError):
@@ -266,222 +223,6 @@ def _chain_problem(value: Any, params: Mapping[str, Any]) -> str | None:
     return None
 
 
-# --- rules and estimates ---------------------------------------------------------------
-
-
-def gd_seconds(steps: float, depth: float, width: float, starts: float = 1) -> float:
-    """Estimated seconds of batched gradient descent on one core.
-
-    A step costs ``3 N`` matrix products (covariance form, prefix and suffix products);
-    each costs about 1 µs of call overhead plus ``2 starts width^3`` flops at
-    50 GFLOP/s (the rates measured by ``benchmarks/bench_gd.py``, see README).
-
-    Parameters
-    ----------
-    steps, depth, width, starts : float
-        Iterations, depth ``N``, largest width, batch size.
-
-    Returns
-    -------
-    float
-    """
-    return steps * 3 * depth * (1e-6 + 2 * starts * width**3 / 5e10)
-
-
-def gd_bytes(depth: float, width: float, starts: float = 1) -> float:
-    """Estimated bytes of batched gradient descent: about eight ``width × width`` float64
-    matrices per factor and start (weights, gradients, prefix and suffix products, the
-    covariances, temporaries)."""
-    return 8 * 8 * starts * depth * width**2
-
-
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "min": min,
-    "max": max,
-    "len": len,
-    "sum": sum,
-    "abs": abs,
-    "gd_seconds": gd_seconds,
-    "gd_bytes": gd_bytes,
-}
-_NODES = (
-    ast.Expression,
-    ast.Compare,
-    ast.BoolOp,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Name,
-    ast.Constant,
-    ast.Call,
-    ast.Tuple,
-    ast.List,
-    ast.Load,
-    ast.And,
-    ast.Or,
-    ast.Not,
-    ast.USub,
-    ast.UAdd,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.FloorDiv,
-    ast.Mod,
-    ast.Pow,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.In,
-    ast.NotIn,
-)
-
-
-def _compile(text: str, names: set[str]) -> tuple[Any, tuple[str, ...]]:
-    """Compile a rule or estimate expression after checking that it uses only the allowed
-    syntax, the chapter's parameter names and the allowed functions; also return the
-    parameter names it uses."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise ChapterError(f"cannot read expression {text.strip()!r}") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _NODES):
-            raise ChapterError(
-                f"expression {text.strip()!r} uses {type(node).__name__}, which is not allowed"
-            )
-        if isinstance(node, ast.Call) and (
-            not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords
-        ):
-            raise ChapterError(
-                f"expression {text.strip()!r}: only {', '.join(_FUNCTIONS)} may be called "
-                "(positional arguments)"
-            )
-        if isinstance(node, ast.Name) and node.id not in names | set(_FUNCTIONS):
-            raise ChapterError(f"expression {text.strip()!r} names unknown parameter {node.id!r}")
-    used = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(_FUNCTIONS))
-    return compile(tree, "<parameters cell>", "eval"), tuple(used)
-
-
-def _evaluate(code: Any, params: Mapping[str, Any]) -> Any:
-    return eval(
-        code, {"__builtins__": {}}, {**_FUNCTIONS, **params}
-    )  # the AST was checked by _compile
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A condition between parameters, ``# rule: EXPRESSION: why``.
-
-    Attributes
-    ----------
-    expression : str
-        Python expression over the parameters that must be true.
-    reason : str
-        Why, shown when the rule fails.
-    """
-
-    expression: str
-    reason: str
-    names: tuple[str, ...] = field(repr=False, compare=False)
-    code: Any = field(repr=False, compare=False)
-
-    def problem(self, params: Mapping[str, Any]) -> str | None:
-        """Why the rule fails for ``params``, or None if it holds."""
-        if _evaluate(self.code, params):
-            return None
-        values = ", ".join(f"{name} = {show(params[name], 30)}" for name in self.names)
-        return f"needs {self.expression} ({self.reason}), got {values}"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Estimated cost of a run: the sum of the chapter's ``# memory:`` lines (bytes) or of
-    its ``# time:`` lines (seconds), one line per experiment.
-
-    Attributes
-    ----------
-    kind : str
-        ``"memory"`` or ``"time"``.
-    expressions : tuple of str
-        Python expressions over the parameters, added up.
-    """
-
-    kind: str
-    expressions: tuple[str, ...]
-    codes: tuple[Any, ...] = field(repr=False, compare=False)
-
-    def value(self, params: Mapping[str, Any]) -> float:
-        """The estimate for ``params`` (bytes or seconds)."""
-        return float(sum(_evaluate(code, params) for code in self.codes))
-
-    def __str__(self) -> str:
-        return " + ".join(self.expressions)
-
-
-_CHECK_LINE = re.compile(r"#\s*(rule|memory|time)\s*:(.*)$")
-
-
-def _split_reason(text: str) -> tuple[str, str]:
-    """Split ``EXPRESSION: why`` at the first ``:`` outside a string."""
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.OP and tok.string == ":":
-                return text[: tok.start[1]].strip(), text[tok.end[1] :].strip()
-    except (tokenize.TokenError, SyntaxError):
-        pass
-    return text.strip(), ""
-
-
-def parse_checks(
-    source: str, names: set[str], where: str = "parameters cell"
-) -> tuple[tuple[Rule, ...], tuple[Estimate, ...]]:
-    """Read the ``# rule:``, ``# memory:`` and ``# time:`` lines of a parameters cell.
-
-    Parameters
-    ----------
-    source : str
-        Source of the cell.
-    names : set of str
-        The parameter names declared in the cell.
-    where : str
-        Description of the cell for error messages.
-
-    Returns
-    -------
-    rules : tuple of Rule
-    estimates : tuple of Estimate
-        At most one per kind (its lines added up).
-
-    Raises
-    ------
-    ChapterError
-        If a line cannot be read or names an unknown parameter.
-    """
-    rules: list[Rule] = []
-    estimates: dict[str, list[tuple[str, Any]]] = {}
-    for lineno, line in enumerate(source.splitlines(), start=1):
-        match = _CHECK_LINE.fullmatch(line.strip())
-        if not match:
-            continue
-        kind, text = match.groups()
-        try:
-            if kind == "rule":
-                expression, reason = _split_reason(text)
-                if not reason:
-                    raise ChapterError("expected '# rule: EXPRESSION: why'")
-                code, used = _compile(expression, names)
-                rules.append(Rule(expression, reason, used, code))
-            else:
-                estimates.setdefault(kind, []).append((text.strip(), _compile(text, names)[0]))
-        except ChapterError as exc:
-            raise ChapterError(f"{where}, line {lineno}: {exc}") from None
-    summed = (Estimate(k, *map(tuple, zip(*lines, strict=True))) for k, lines in estimates.items())
-    return tuple(rules), tuple(summed)
-
-
 # --- the checks ------------------------------------------------------------------------
 
 
@@ -511,49 +252,3 @@ def check_ranges(chapter: Chapter, params: Mapping[str, Any]) -> None:
         problem = rule.problem(params)
         if problem:
             raise ChapterError(f"chapter {chapter.name!r} {problem}")
-
-
-def machine_memory() -> float:
-    """Physical memory of this machine in bytes (``inf`` where it cannot be read)."""
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return math.inf
-
-
-def _human(kind: str, amount: float) -> str:
-    if kind == "memory":
-        return f"{amount / 1e9:.3g} GB"
-    return f"{amount / 3600:.3g} h" if amount >= 3600 else f"{amount:.3g} s"
-
-
-def check_resources(chapter: Chapter, params: Mapping[str, Any]) -> None:
-    """Refuse parameters whose estimated memory exceeds the machine's physical memory or
-    whose estimated time exceeds :data:`MAX_SECONDS`.
-
-    Parameters
-    ----------
-    chapter : Chapter
-        The chapter whose ``parameters`` cell declares the estimates.
-    params : mapping
-        Effective parameters that passed :func:`check_ranges`.
-
-    Raises
-    ------
-    ChapterError
-        Naming the estimate, its expression and the limit.
-    """
-    limits = {
-        "memory": (machine_memory(), "this machine has"),
-        "time": (MAX_SECONDS, "the limit is"),
-    }
-    for estimate in chapter.estimates:
-        amount = estimate.value(params)
-        limit, what = limits[estimate.kind]
-        if not amount <= limit:
-            need = "take" if estimate.kind == "time" else "need"
-            raise ChapterError(
-                f"chapter {chapter.name!r} would {need} an estimated "
-                f"{_human(estimate.kind, amount)} ({estimate.kind}: {estimate}); {what} "
-                f"{_human(estimate.kind, limit)}; pass --allow-large to run it anyway"
-            )

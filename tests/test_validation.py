@@ -31,7 +31,8 @@ from dlnbook.chapters import (
     load_chapter,
 )
 from dlnbook.cli import main
-from dlnbook.ranges import check_ranges, check_resources, gd_bytes, gd_seconds, machine_memory
+from dlnbook.ranges import check_ranges
+from dlnbook.rules import check_resources, gd_bytes, gd_seconds, machine_memory
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = discover_chapters(REPO / "chapters")
