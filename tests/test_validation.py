@@ -213,6 +213,7 @@ RULE_BREAKERS = [
     ("02_boundedness", ["eta_min=0.5"], "needs eta_min < eta_max"),
     ("03_critical_points", ["width=4"], r"needs width >= min\(d_x, d_y\)"),
     ("03_critical_points", ["eta_lo=5.0"], "needs eta_lo < eta_hi"),
+    ("03_critical_points", ["noise=0.0", "teacher_rank=0"], "needs noise > 0 or teacher_rank > 0"),
     ("04_two_layers", ["bottleneck=6"], r"needs bottleneck < min\(d_x, d_y\)"),
     ("04_two_layers", ["quantile_low=0.95"], "needs quantile_low <= quantile_high"),
     ("05_deep_rank", ["hessian_width=6"], "needs hessian_width <= dim"),
