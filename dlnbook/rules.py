@@ -251,9 +251,14 @@ def machine_memory() -> float:
 
 
 def _human(kind: str, amount: float) -> str:
+    """Bytes as GB or TB, seconds as s or h, three significant digits (no exponent)."""
     if kind == "memory":
-        return f"{amount / 1e9:.3g} GB"
-    return f"{amount / 3600:.3g} h" if amount >= 3600 else f"{amount:.3g} s"
+        value, unit = (amount / 1e12, "TB") if amount >= 1e12 else (amount / 1e9, "GB")
+    else:
+        value, unit = (amount / 3600, "h") if amount >= 3600 else (amount, "s")
+    if not math.isfinite(value):
+        return f"{value} {unit}"
+    return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
 
 
 def check_resources(chapter: Chapter, params: Mapping[str, Any]) -> None:

@@ -245,15 +245,15 @@ def test_cost_model_matches_the_measured_rates():
 
 def test_huge_step_count_is_refused_with_the_estimate(tmp_path, capfd, no_execution):
     line = refused(capfd, tmp_path / "runs", "1", "-p", "width=500", "steps=10000000")
-    assert re.search(r"would take an estimated [\d.]+ h \(time: .*gd_seconds\(steps", line)
+    assert re.search(r"would take an estimated 375 h \(time: .*gd_seconds\(steps", line), line
     assert "the limit is 24 h; pass --allow-large" in line
 
 
 def test_huge_width_is_refused_with_the_memory_estimate(tmp_path, capfd, no_execution):
-    args = ["d_x=200", "d_y=200", "width=200", "m=1000", "steps=1", "escape_max_steps=1"]
+    args = ["d_x=200", "d_y=200", "width=200", "m=1000", "num_starts=100000"]  # about 1 TB
     line = refused(capfd, tmp_path / "runs", "4", "-p", *args)
     gb = machine_memory() / 1e9
-    assert re.search(r"would need an estimated [\d.]+ GB \(memory: ", line), line
+    assert re.search(r"would need an estimated [\d.]+ TB \(memory: ", line), line
     assert f"this machine has {gb:.3g} GB" in line
 
 
