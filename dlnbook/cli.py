@@ -165,7 +165,8 @@ def _title(chapter: Chapter) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every chapter with its parameters: name, type, default, range, meaning."""
+    """Print every chapter with its parameters (name, type, default, range, meaning) and
+    the rules between them."""
     for chapter in _chapters(args.book):
         rows = [("parameter", "type", "default", "range", "meaning")]
         for param in chapter.parameters:
@@ -184,6 +185,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             print("  " + "  ".join([*cells, row[4]]).rstrip())
+        for rule in chapter.rules:
+            print(f"  rule: {rule.expression} ({rule.reason})")
         print()
     print(f"Rerun a chapter: {PROG} run CHAPTER -p NAME=VALUE (CHAPTER: name or number)")
     return 0

@@ -82,6 +82,13 @@ def test_every_parameter_of_every_chapter_has_a_range_and_every_chapter_estimate
         assert {e.kind for e in chapter.estimates} == {"memory", "time"}, chapter.name
 
 
+def test_list_shows_the_rules(capfd):
+    assert main(["--book", str(REPO), "list"]) == 0
+    out = capfd.readouterr().out
+    assert "  rule: m >= d_x (X Xᵀ must be invertible)\n" in out
+    assert out.count("  rule: ") == sum(len(c.rules) for c in CHAPTERS)
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.name for c in CHAPTERS])
 def test_defaults_and_smoke_values_pass_every_check(chapter):
     for overrides in ({}, SMOKE.get(chapter.name, {})):
