@@ -6,8 +6,11 @@ A chapter is a notebook ``chapters/<stem>.ipynb`` with exactly one code cell tag
     name = literal  # one-line meaning
 
 where ``literal`` is a Python literal (number, string, bool, None, list, tuple, dict).
-Comment-only lines are allowed. The parsed defaults can be overridden (from a profile or
-the command line) and are then *effective parameters*, which papermill injects.
+The comment may end with the parameter's range in brackets, and comment lines may declare
+rules between parameters and cost estimates (see :mod:`dlnbook.ranges` and
+:mod:`dlnbook.rules`); all of it is
+parsed once, here. The parsed defaults can be overridden (from a profile or the command
+line) and are then *effective parameters*, which papermill injects.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
 import tokenize
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dlnbook.ranges import ChapterError, Range, parse_range, show
+from dlnbook.rules import Estimate, Rule, parse_checks
 
 __all__ = [
     "Chapter",
@@ -33,10 +40,8 @@ __all__ = [
 ]
 
 PARAMETERS_TAG = "parameters"
-
-
-class ChapterError(ValueError):
-    """A chapter notebook, its parameters cell or a parameter override is malformed."""
+INT_LIMIT = 2**63
+"""Integer parameters must lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,15 @@ class Parameter:
     default : Any
         Value written in the notebook.
     meaning : str
-        The one-line comment after the value.
+        The one-line comment after the value (with its range bracket, if any).
+    range : Range or None
+        Allowed values, from the bracket at the end of the comment.
     """
 
     name: str
     default: Any
     meaning: str
+    range: Range | None = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,16 @@ class Chapter:
         Absolute path of the source notebook.
     parameters : tuple of Parameter
         Parameters in the order of the ``parameters`` cell.
+    rules : tuple of Rule
+        The ``# rule:`` lines of the cell.
+    estimates : tuple of Estimate
+        The ``# memory:`` and ``# time:`` lines of the cell.
     """
 
     path: Path
     parameters: tuple[Parameter, ...]
+    rules: tuple[Rule, ...] = ()
+    estimates: tuple[Estimate, ...] = ()
 
     @property
     def name(self) -> str:
@@ -150,7 +164,11 @@ def parse_parameters_source(source: str, where: str = "parameters cell") -> tupl
         if name in seen:
             raise ChapterError(f"{where}, line {lineno}: parameter {name!r} is assigned twice")
         seen.add(name)
-        params.append(Parameter(name=name, default=value, meaning=meaning))
+        try:
+            allowed = parse_range(meaning)
+        except ChapterError as exc:
+            raise ChapterError(f"{where}, line {lineno}: parameter {name!r}: {exc}") from None
+        params.append(Parameter(name=name, default=value, meaning=meaning, range=allowed))
     return tuple(params)
 
 
@@ -193,7 +211,9 @@ def load_chapter(path: str | Path) -> Chapter:
     except (OSError, json.JSONDecodeError) as exc:
         raise ChapterError(f"{path}: cannot read notebook: {exc}") from None
     source = _parameters_cell_source(nb, str(path))
-    return Chapter(path=path, parameters=parse_parameters_source(source, str(path)))
+    params = parse_parameters_source(source, str(path))
+    rules, estimates = parse_checks(source, {p.name for p in params}, str(path))
+    return Chapter(path=path, parameters=params, rules=rules, estimates=estimates)
 
 
 def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
@@ -219,38 +239,72 @@ def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
     return [load_chapter(p) for p in sorted(chapters_dir.glob("*.ipynb"))]
 
 
-def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
-    """Check an override against the type of the default; ints and numeric strings may
-    stand for floats (YAML reads ``1e-3`` as a string)."""
-    problem = f"parameter {name!r} of chapter {chapter!r}"
+_KINDS = {bool: "bools", int: "ints", float: "finite numbers", str: "strings"}
+
+
+def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
+    """Check one value against the type of a scalar default: ints stay ints within
+    ``±INT_LIMIT``, floats are finite (ints and numeric strings may stand for floats: YAML
+    reads ``1e-3`` as a string)."""
     if default is None:
         return value
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        raise ChapterError(f"{problem} expects a bool, got {value!r}")
+        raise ChapterError(f"{problem} expects a bool, got {show(value)}")
     if isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ChapterError(f"{problem} expects an int, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ChapterError(f"{problem} expects an int, got {show(value)}")
+        if not -INT_LIMIT < value < INT_LIMIT:
+            raise ChapterError(
+                f"{problem} expects an int between -2**63 and 2**63, got {show(value)}"
+            )
+        return value
     if isinstance(default, float):
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ChapterError(f"{problem} expects a number, got {value!r}")
+        if number is None:
+            raise ChapterError(f"{problem} expects a number, got {show(value)}")
+        try:
+            number = float(number)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ChapterError(f"{problem} expects a finite number, got {show(value)}")
+        return number
     if isinstance(default, str):
         if isinstance(value, str):
             return value
-        raise ChapterError(f"{problem} expects a string, got {value!r}")
-    if isinstance(default, list | tuple):
-        if isinstance(value, list | tuple):
-            return list(value) if isinstance(default, list) else tuple(value)
-        raise ChapterError(f"{problem} expects a list, got {value!r}")
+        raise ChapterError(f"{problem} expects a string, got {show(value)}")
     return value
+
+
+def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
+    """Check an override against the type of the default; a list's entries are checked
+    against the type of the default's entries (so a flat list refuses nested lists)."""
+    problem = f"parameter {name!r} of chapter {chapter!r}"
+    if not isinstance(default, list | tuple):
+        return _coerce_scalar(problem, default, value)
+    if not isinstance(value, list | tuple):
+        raise ChapterError(f"{problem} expects a list, got {show(value)}")
+    kinds = {type(entry) for entry in default}
+    if len(kinds) == 1 and isinstance(default[0], bool | int | float | str):
+        try:
+            entries = [_coerce_scalar(problem, default[0], v) for v in value]
+        except ChapterError:
+            kind = _KINDS[type(default[0])]
+            raise ChapterError(
+                f"{problem} expects a flat list of {kind}, got {show(value)}"
+            ) from None
+    else:
+        entries = list(value)
+    return entries if isinstance(default, list) else tuple(entries)
 
 
 def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -311,6 +365,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ChapterError(f"expected NAME=VALUE, got {text!r}")
     try:
         value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
         value = raw.strip()
     return name, value

@@ -20,9 +20,9 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -35,7 +35,8 @@ from dlnbook.chapters import (
 )
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, meaning_without_range, parameter_range
+from dlnbook.ranges import check_ranges, meaning_without_range
+from dlnbook.rules import check_resources
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
 
 __all__ = ["main", "resolve_chapter"]
@@ -116,11 +117,27 @@ def resolve_chapter(chapters: Sequence[Chapter], text: str) -> Chapter:
     raise UsageError(f"unknown chapter {text!r} (chapters: {names})")
 
 
-def _validated(chapter: Chapter, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Effective parameters of a chapter, checked for names, types and ranges."""
+def _validated(
+    chapter: Chapter, overrides: dict[str, Any], allow_large: bool = False
+) -> dict[str, Any]:
+    """Effective parameters of a chapter, checked for names, types, ranges, rules and
+    (unless ``allow_large``) the estimated memory and time."""
     params = effective_parameters(chapter, overrides)
     check_ranges(chapter, params)
+    if not allow_large:
+        check_resources(chapter, params)
     return params
+
+
+def _check_output_dir(path: Path, option: str) -> None:
+    """Fail unless ``path`` is a writable folder or can be created as one."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {existing} is not writable")
 
 
 # --- list ------------------------------------------------------------------------------
@@ -148,19 +165,18 @@ def _title(chapter: Chapter) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every chapter with its parameters: name, type, default, range, meaning."""
+    """Print every chapter with its parameters (name, type, default, range, meaning) and
+    the rules between them."""
     for chapter in _chapters(args.book):
         rows = [("parameter", "type", "default", "range", "meaning")]
         for param in chapter.parameters:
-            allowed = parameter_range(param)
-            meaning = meaning_without_range(param)
             rows.append(
                 (
                     param.name,
                     _type_name(param.default),
                     repr(param.default),
-                    str(allowed) if allowed else "any",
-                    meaning,
+                    str(param.range) if param.range else "any",
+                    meaning_without_range(param),
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -169,6 +185,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             print("  " + "  ".join([*cells, row[4]]).rstrip())
+        for rule in chapter.rules:
+            print(f"  rule: {rule.expression} ({rule.reason})")
         print()
     print(f"Rerun a chapter: {PROG} run CHAPTER -p NAME=VALUE (CHAPTER: name or number)")
     return 0
@@ -218,8 +236,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     chapters = _chapters(args.book)
     chapter = resolve_chapter(chapters, args.chapter)
     overrides = _parse_overrides(args.params)
-    _validated(chapter, overrides)
+    _validated(chapter, overrides, args.allow_large)
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
     (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
     changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
     print(
@@ -265,12 +284,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     profile = load_profile(args.params)
     check_profile(profile, (c.name for c in chapters), str(args.params))
     for chapter in chapters:
-        _validated(chapter, profile.get(chapter.name, {}))
+        _validated(chapter, profile.get(chapter.name, {}), args.allow_large)
     stem = args.params.stem
     out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
     out = out.resolve()
     if out == (book / "_build").resolve() or out == book.resolve():
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
+    _check_output_dir(out, "--out")
     configured_cache = _book_config(book).get("dlnbook_cache_dir")
     cache = book / configured_cache if configured_cache else out / "_build" / "executed"
     plans = plan_runs(chapters, profile, cache, _core_dir(book))
@@ -295,8 +315,38 @@ def cmd_build(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``dln-book: error: ...``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(minimum: int, unit: str) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of {unit}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum} {unit}, got {value}")
+        return value
+
+    return parse
+
+
+_ALLOW_LARGE = (
+    "run even if the estimated memory exceeds this machine's or the estimated time exceeds "
+    "24 h (the estimates are written in each chapter's parameters cell)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Rerun the chapters of the book with other parameters.",
     )
@@ -324,7 +374,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     runner.add_argument("--force", action="store_true", help="execute even if the run exists")
     runner.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
-    runner.add_argument("--timeout", type=float, help="per-cell timeout in seconds")
+    runner.add_argument(
+        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
+    )
+    runner.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
     runner.set_defaults(func=cmd_run)
 
     builder = sub.add_parser("build", help="build the whole book with a parameter profile")
@@ -334,8 +387,13 @@ def _parser() -> argparse.ArgumentParser:
     builder.add_argument(
         "--out", type=Path, help="output folder (default: BOOK/_build/params-<name>-<hash>)"
     )
-    builder.add_argument("--jobs", type=int, help="chapters executed at once (default: cores)")
-    builder.add_argument("--timeout", type=float, help="per-cell timeout in seconds")
+    builder.add_argument(
+        "--jobs", type=_count(1, "jobs"), help="chapters executed at once (default: cores)"
+    )
+    builder.add_argument(
+        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
+    )
+    builder.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
     builder.set_defaults(func=cmd_build)
     return parser
 

@@ -9,7 +9,7 @@ Example (``profiles/smoke.yml``)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,28 @@ from dlnbook.chapters import ChapterError
 __all__ = ["check_profile", "load_profile"]
 
 Profile = dict[str, dict[str, Any]]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -39,15 +61,23 @@ def load_profile(path: str | Path) -> Profile:
     Raises
     ------
     ChapterError
-        If the file is missing, is not valid YAML or does not have that shape.
+        If the file is missing, is not UTF-8 text, is not valid YAML (a key written twice
+        included) or does not have that shape.
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise ChapterError(f"cannot read parameter profile {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ChapterError(f"parameter profile {path} is not UTF-8 text: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ChapterError(f"parameter profile {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ChapterError(
+            f"parameter profile {path} is not valid YAML: {problem}{where}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -136,7 +136,7 @@ def tiny_chapter(title: str, figure: str) -> nbformat.NotebookNode:
     cells = [
         new_markdown_cell(f"# {title}\n\nA random walk $x_k$; see {{numref}}`{figure}`."),
         new_code_cell(
-            "seed = 0  # random seed\nsteps = 20  # number of steps",
+            "seed = 0  # random seed [>= 0]\nsteps = 20  # number of steps [>= 0]",
             metadata={"tags": ["parameters"]},
         ),
         new_code_cell(plot, metadata={"mystnb": {"figure": {"name": figure, "caption": title}}}),
