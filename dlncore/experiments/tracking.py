@@ -56,9 +56,16 @@ class FlowGap:
     times : array (R + 1,)
         Common comparison times ``t_i = i T / R``.
     gap_end_to_end : array (B, R + 1)
-        ``‖W_GD(t_i) − W_flow(t_i)‖_F`` for the end-to-end matrices.
+        ``‖W_GD(t_i) − W_flow(t_i)‖_F`` for the end-to-end matrices (NaN after a divergence).
     gap_factors : array (B, R + 1)
-        ``(Σ_j ‖W_j^GD(t_i) − W_j^flow(t_i)‖_F²)^{1/2}`` over all factors.
+        ``(Σ_j ‖W_j^GD(t_i) − W_j^flow(t_i)‖_F²)^{1/2}`` over all factors (NaN after a
+        divergence).
+    diverged : bool array (B,)
+        GD with ``η_b`` diverged on ``[0, T]`` (see :func:`dlncore.gd`).
+    diverged_at : int array (B,)
+        Iteration of that divergence, −1 if none.
+    diverged_loss : float array (B,)
+        Loss there (``inf`` on overflow), NaN if none.
     flow_error : float
         ``max_i`` factor distance between the flow and a second flow integrated with tolerances
         ``loosen`` times larger: an (over-)estimate of the flow's own integration error.
@@ -73,12 +80,42 @@ class FlowGap:
     gap_end_to_end: np.ndarray
     gap_factors: np.ndarray
     flow_error: float
+    diverged: np.ndarray
+    diverged_at: np.ndarray
+    diverged_loss: np.ndarray
     gd_run: Run
     flow_run: Run
 
     @property
+    def diverged_time(self) -> np.ndarray:
+        """Time ``k η_b`` of each divergence, NaN if none, shape ``(B,)``."""
+        return np.where(self.diverged, self.diverged_at * self.step_sizes, np.nan)
+
+    def summary(self) -> str:
+        """One line: the step sizes, and which diverged (when, at what loss)."""
+        head = f"GD against the flow on [0, {self.times[-1]:g}]: {self.step_sizes.size} step sizes"
+        if not self.diverged.any():
+            return f"{head}, none diverged"
+        which = ", ".join(
+            f"eta = {eta:.3g} at t = {t:.3g} (iteration {k}, loss {loss:.3g})"
+            for eta, t, k, loss in zip(
+                self.step_sizes[self.diverged],
+                self.diverged_time[self.diverged],
+                self.diverged_at[self.diverged],
+                self.diverged_loss[self.diverged],
+                strict=True,
+            )
+        )
+        return (
+            f"{head}; {self.diverged.sum()} of {self.step_sizes.size} step sizes diverged: {which}"
+        )
+
+    def __repr__(self) -> str:
+        return f"FlowGap({self.summary()})"
+
+    @property
     def max_gap_end_to_end(self) -> np.ndarray:
-        """``max_i ‖W_GD(t_i) − W_flow(t_i)‖_F`` per step size, shape ``(B,)``."""
+        """``max_i ‖W_GD(t_i) − W_flow(t_i)‖_F`` per step size (NaN if it diverged), ``(B,)``."""
         return self.gap_end_to_end.max(axis=1)
 
     @property
@@ -173,12 +210,17 @@ def gd_flow_gap(
         rtol=rtol * loosen,
         atol=atol * loosen,
     )
-    rows = np.searchsorted(run.iterations, own)  # (B, R + 1) record index of (b, t_i)
+    # a start that diverged at iteration k has no iterates after k (the run may stop early)
+    diverged = run.diverged & (run.diverged_at <= counts)
+    reached = ~diverged[:, None] | (own <= run.diverged_at[:, None])  # (B, R + 1)
+    rows = np.searchsorted(run.iterations, np.where(reached, own, 0))  # record index of (b, t_i)
     cols = np.arange(batch)[:, None]
     g_e2e = run.metrics["end_to_end"][rows, cols]  # (B, R + 1, d_y, d_x)
     g_fac = run.metrics["factors"][rows, cols]  # (B, R + 1, P)
     gap_e2e = np.linalg.norm(g_e2e - flow.metrics["end_to_end"][None], axis=(-2, -1))
     gap_fac = np.linalg.norm(g_fac - flow.metrics["factors"][None], axis=-1)
+    gap_e2e[~reached] = np.nan
+    gap_fac[~reached] = np.nan
     flow_error = float(
         np.max(np.linalg.norm(flow.metrics["factors"] - check.metrics["factors"], axis=-1))
     )
@@ -189,6 +231,9 @@ def gd_flow_gap(
         gap_end_to_end=gap_e2e,
         gap_factors=gap_fac,
         flow_error=flow_error,
+        diverged=diverged,
+        diverged_at=np.where(diverged, run.diverged_at, -1),
+        diverged_loss=np.where(diverged, run.diverged_loss, np.nan),
         gd_run=run,
         flow_run=flow,
     )
