@@ -105,3 +105,14 @@ def test_gd_flow_gap_when_every_step_size_diverges():
     assert np.all(gap.diverged_time == gap.diverged_at * gap.step_sizes)
     assert np.all(gap.diverged_loss > 1e6 * problem.loss(weights))
     assert np.isnan(gap.max_gap_factors).all() and gap.gap_factors[:, 0].tolist() == [0.0, 0.0]
+
+
+def test_values_at_the_horizon_per_step_size():
+    problem, weights = _problem_and_start(1)
+    gap = gd_flow_gap(problem, weights, 20.0, [20, 40, 400], num_times=4, metrics=["imbalance"])
+    for b, eta in ((1, 0.5), (2, 0.05)):
+        alone = dc.gd(problem, weights, eta, int(round(20 / eta)), metrics=["imbalance"])
+        assert gap.at_horizon("loss")[b] == pytest.approx(alone.loss[-1], rel=1e-10)
+        want = alone.metrics["imbalance"][-1]
+        assert gap.at_horizon("imbalance")[b] == pytest.approx(want, rel=1e-10)
+    assert np.isnan(gap.at_horizon("loss")[0])  # η = 1 diverged before T

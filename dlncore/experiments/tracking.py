@@ -91,6 +91,17 @@ class FlowGap:
         """Time ``k η_b`` of each divergence, NaN if none, shape ``(B,)``."""
         return np.where(self.diverged, self.diverged_at * self.step_sizes, np.nan)
 
+    def at_horizon(self, name: str) -> np.ndarray:
+        """GD's ``"loss"`` or recorded metric ``name`` at ``T`` (iteration ``n_b``) per step size.
+
+        Shape ``(B, ...)``; NaN for a step size that diverged on ``[0, T]``.
+        """
+        values = self.gd_run.loss if name == "loss" else self.gd_run.metrics[name]
+        rows = np.searchsorted(self.gd_run.iterations, np.where(self.diverged, 0, self.step_counts))
+        out = values[rows, np.arange(self.step_counts.size)].astype(np.float64)
+        out[self.diverged] = np.nan
+        return out
+
     def summary(self) -> str:
         """One line: the step sizes, and which diverged (when, at what loss)."""
         head = f"GD against the flow on [0, {self.times[-1]:g}]: {self.step_sizes.size} step sizes"
