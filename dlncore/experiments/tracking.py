@@ -175,66 +175,17 @@ def gd_flow_gap(
     ws = problem.check(weights)
     if ws[0].ndim != 2:
         raise ValueError("gd_flow_gap takes a single (unbatched) start")
-    counts = np.asarray(step_counts, dtype=np.int64)
-    if counts.ndim != 1 or counts.size == 0 or np.any(counts <= 0):
-        raise ValueError(f"step_counts must be positive integers, got {step_counts!r}")
-    if np.any(counts % num_times):
-        raise ValueError(f"every step count must be a multiple of num_times = {num_times}")
-    if not np.isfinite(t_final) or t_final <= 0:
-        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
+    counts = _check_inputs(t_final, step_counts, num_times, metrics)
     etas = t_final / counts.astype(np.float64)
-    batch = counts.size
-    start = [np.broadcast_to(w, (batch,) + w.shape).copy() for w in ws]
-    # record iteration i n_b / R of start b (for every i, b): the union over starts
-    own = np.outer(counts // num_times, np.arange(num_times + 1))  # (B, R + 1)
-    record = np.unique(own)
-
-    if set(metrics) & set(STEP_METRICS):
-        raise ValueError(f"metrics must be weight metrics, not {', '.join(STEP_METRICS)}")
-
-    def tracked(start_weights: Weights) -> dict:
-        return {
-            "factors": _flat_factors,
-            "end_to_end": end_to_end,
-            **weight_metrics(metrics, start_weights),
-        }
-
-    run = gd(
-        problem,
-        start,
-        etas[None, :],
-        int(counts.max()),
-        record=record,
-        metrics=tracked(start),
-        progress=progress,
-    )
+    run, own = _gd_all_step_sizes(problem, ws, etas, counts, num_times, metrics, progress)
     times = t_final * np.arange(num_times + 1) / num_times
-    flow = gradient_flow(
-        problem, ws, t_final, record=times, metrics=tracked(ws), rtol=rtol, atol=atol
-    )
-    check = gradient_flow(
-        problem,
-        ws,
-        t_final,
-        record=times,
-        metrics={"factors": _flat_factors},
-        rtol=rtol * loosen,
-        atol=atol * loosen,
-    )
+    flow, flow_error = _flow_and_its_error(problem, ws, t_final, times, metrics, rtol, atol, loosen)
     # a start that diverged at iteration k has no iterates after k (the run may stop early)
     diverged = run.diverged & (run.diverged_at <= counts)
     reached = ~diverged[:, None] | (own <= run.diverged_at[:, None])  # (B, R + 1)
-    rows = np.searchsorted(run.iterations, np.where(reached, own, 0))  # record index of (b, t_i)
-    cols = np.arange(batch)[:, None]
-    g_e2e = run.metrics["end_to_end"][rows, cols]  # (B, R + 1, d_y, d_x)
-    g_fac = run.metrics["factors"][rows, cols]  # (B, R + 1, P)
-    gap_e2e = np.linalg.norm(g_e2e - flow.metrics["end_to_end"][None], axis=(-2, -1))
-    gap_fac = np.linalg.norm(g_fac - flow.metrics["factors"][None], axis=-1)
+    gap_e2e, gap_fac = _distances(run, np.where(reached, own, 0), flow)
     gap_e2e[~reached] = np.nan
     gap_fac[~reached] = np.nan
-    flow_error = float(
-        np.max(np.linalg.norm(flow.metrics["factors"] - check.metrics["factors"], axis=-1))
-    )
     return FlowGap(
         step_sizes=etas,
         step_counts=counts,
@@ -248,3 +199,92 @@ def gd_flow_gap(
         gd_run=run,
         flow_run=flow,
     )
+
+
+def _check_inputs(
+    t_final: float, step_counts: Sequence[int], num_times: int, metrics: Sequence[str]
+) -> np.ndarray:
+    """The step counts ``n_b`` as an int array, after checking the arguments of the comparison."""
+    counts = np.asarray(step_counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0 or np.any(counts <= 0):
+        raise ValueError(f"step_counts must be positive integers, got {step_counts!r}")
+    if np.any(counts % num_times):
+        raise ValueError(f"every step count must be a multiple of num_times = {num_times}")
+    if not np.isfinite(t_final) or t_final <= 0:
+        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
+    if set(metrics) & set(STEP_METRICS):
+        raise ValueError(f"metrics must be weight metrics, not {', '.join(STEP_METRICS)}")
+    return counts
+
+
+def _tracked(metrics: Sequence[str], start: Weights) -> dict:
+    """Metrics recorded by GD and the flow: the factors, the end-to-end matrix, ``metrics``."""
+    return {"factors": _flat_factors, "end_to_end": end_to_end, **weight_metrics(metrics, start)}
+
+
+def _gd_all_step_sizes(
+    problem: Problem,
+    ws: Weights,
+    etas: np.ndarray,
+    counts: np.ndarray,
+    num_times: int,
+    metrics: Sequence[str],
+    progress: bool | str,
+) -> tuple[Run, np.ndarray]:
+    """One batched GD run, start ``b`` with step ``η_b``, recorded at the iterations ``i n_b / R``.
+
+    Returns the run and ``own`` (shape ``(B, R + 1)``): the iteration of ``t_i`` for start ``b``.
+    """
+    batch = counts.size
+    start = [np.broadcast_to(w, (batch,) + w.shape).copy() for w in ws]
+    own = np.outer(counts // num_times, np.arange(num_times + 1))  # (B, R + 1)
+    run = gd(
+        problem,
+        start,
+        etas[None, :],
+        int(counts.max()),
+        record=np.unique(own),  # the union over starts
+        metrics=_tracked(metrics, start),
+        progress=progress,
+    )
+    return run, own
+
+
+def _flow_and_its_error(
+    problem: Problem,
+    ws: Weights,
+    t_final: float,
+    times: np.ndarray,
+    metrics: Sequence[str],
+    rtol: float,
+    atol: float,
+    loosen: float,
+) -> tuple[Run, float]:
+    """The flow on ``[0, T]`` at ``times``, and its largest factor distance to a looser flow."""
+    flow = gradient_flow(
+        problem, ws, t_final, record=times, metrics=_tracked(metrics, ws), rtol=rtol, atol=atol
+    )
+    check = gradient_flow(
+        problem,
+        ws,
+        t_final,
+        record=times,
+        metrics={"factors": _flat_factors},
+        rtol=rtol * loosen,
+        atol=atol * loosen,
+    )
+    flow_error = float(
+        np.max(np.linalg.norm(flow.metrics["factors"] - check.metrics["factors"], axis=-1))
+    )
+    return flow, flow_error
+
+
+def _distances(run: Run, own: np.ndarray, flow: Run) -> tuple[np.ndarray, np.ndarray]:
+    """End-to-end and factor distances, shape ``(B, R + 1)``, of GD at ``own`` to the flow."""
+    rows = np.searchsorted(run.iterations, own)  # record index of (b, t_i)
+    cols = np.arange(own.shape[0])[:, None]
+    g_e2e = run.metrics["end_to_end"][rows, cols]  # (B, R + 1, d_y, d_x)
+    g_fac = run.metrics["factors"][rows, cols]  # (B, R + 1, P)
+    gap_e2e = np.linalg.norm(g_e2e - flow.metrics["end_to_end"][None], axis=(-2, -1))
+    gap_fac = np.linalg.norm(g_fac - flow.metrics["factors"][None], axis=-1)
+    return gap_e2e, gap_fac
