@@ -129,6 +129,8 @@ def test_extrema_over_every_step_match_an_every_step_record(problem, tmp_path):
     extrema = {"margin": lambda it: it.descent, "ratio": ratio, "k": lambda it: it.k + 0 * etas}
     run = dc.gd(problem, start, etas[None], steps, record=5, extrema=extrema)
     assert run.iterations.size <= 5 and run.diverged.tolist() == [False] * 3 + [True]
+    plain = dc.gd(problem, start, etas[None], steps, record=5)  # the records do not change
+    assert plain.loss.tobytes() == run.loss.tobytes() and plain.extrema == {}
     # independently: the same run recorded at every iteration
     drift = {"grad_norm": None, "drift": lambda w: dc.metrics.imbalance_drift(w, start)}
     every = dc.gd(problem, start, etas[None], steps, record=np.arange(steps + 1), metrics=drift)
