@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -100,6 +100,7 @@ def gd(
     *,
     record: int | Sequence[int] = 200,
     metrics: MetricSpec = (),
+    extrema: Mapping[str, Callable[[Iterates], np.ndarray]] | None = None,
     blowup: float = 1e6,
     progress: bool | str = False,
     engine: str = "auto",
@@ -123,6 +124,12 @@ def gd(
         the iterations themselves.
     metrics : sequence of str or mapping
         Names from :data:`BUILTIN_METRICS`, or ``{name: f}`` with ``f(weights) -> array``.
+    extrema : mapping, optional
+        ``{name: f}`` with ``f(it) -> array`` (one value per start) of the
+        :class:`~dlncore.iterates.Iterates` ``it`` (``it.k``, ``it.weights``, ``it.loss``,
+        ``it.descent`` (the step's descent margin), ``it.descent_min``, ``it.active``, ...):
+        the smallest and largest value over EVERY iteration ``0..steps`` go into
+        ``Run.extrema[name]`` (``[min, max]``, NaN ignored) without recording every iteration.
     blowup : float
         A start diverges when its loss exceeds ``blowup · max(L(0), ½‖Y‖²)`` or is not finite;
         it is then frozen at the weights where that happened and flagged in the result.
@@ -147,7 +154,12 @@ def gd(
     if not (np.isfinite(blowup) and blowup > 1):
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
     recorder = Recorder(
-        record_grid(record, steps), metrics, start, loss=problem.loss, progress=progress
+        record_grid(record, steps),
+        metrics,
+        start,
+        loss=problem.loss,
+        progress=progress,
+        extrema=extrema,
     )
     l0 = np.asarray(problem.loss(ws, exact=False))
     threshold = blowup * np.maximum(l0, 0.5 * problem.y_norm2)

@@ -2,9 +2,10 @@
 
 ``M(k) = η_k ∇L(W(k))`` is the *move* of step ``k``. :class:`Iterates` owns the loop: it
 evaluates the loss and the moves, freezes starts whose loss blows up, accumulates the time
-``t_k = Σ_{i<k} η_i`` (and, on request, the path length ``Σ_{i<k} ‖M(i)‖``) and hands itself
-to the caller only at the iterations the caller asks for. :func:`dlncore.gd`, the escape-time
-scan and the tanh network's descent are thin layers over it.
+``t_k = Σ_{i<k} η_i`` (and, on request, the path length ``Σ_{i<k} ‖M(i)‖`` and the descent
+margin of every step) and hands itself to the caller only at the iterations the caller asks
+for. :func:`dlncore.gd`, the escape-time scan and the tanh network's descent are thin layers
+over it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Iterates:
         NaN): from then on it is frozen (its moves are zero).
     track_path : bool
         Accumulate the path length ``Σ_{i<k} ‖M(i)‖`` (one more reduction per step).
+    track_descent : bool
+        Compute the descent margin of every step (:attr:`descent`, :attr:`descent_min`);
+        the steps then run one at a time (the compiled loop is entered for one step).
     compiled : callable, optional
         ``compiled(self, target)``: advance to iteration ``target`` (or to an earlier
         divergence) and :meth:`settle` there; replaces the numpy loop between two visits
@@ -64,6 +68,13 @@ class Iterates:
         ``t_k = Σ_{i<k} η_i``.
     path : array, shape () or (B,)
         ``Σ_{i<k} ‖M(i)‖`` (zeros unless ``track_path``).
+    descent : array, shape () or (B,)
+        Descent margin of the step into ``k``,
+        ``L(k−1) − L(k) − (η_{k−1}/2)‖∇L(k−1)‖² = L(k−1) − L(k) − ‖M(k−1)‖²/(2η_{k−1})``
+        (``≥ 0``: the step satisfies the descent condition); NaN at ``k = 0``, for starts
+        frozen before the step, and unless ``track_descent``.
+    descent_min : array, shape () or (B,)
+        Smallest :attr:`descent` over the steps ``1..k`` (NaN ignored; ``+inf`` before any).
     active : bool array, shape () or (B,)
         Starts that have not diverged.
     diverged_at, diverged_loss : arrays, shape () or (B,)
@@ -81,6 +92,7 @@ class Iterates:
         threshold: float | np.ndarray,
         *,
         track_path: bool = False,
+        track_descent: bool = False,
         compiled: Callable[[Iterates, int], None] | None = None,
     ):
         self.step = step
@@ -89,12 +101,15 @@ class Iterates:
         self.steps = steps
         self.threshold = threshold
         self.track_path = track_path
+        self.track_descent = track_descent
         self.compiled = compiled
         self.batch = batch_size(weights)
         bshape = () if self.batch is None else (self.batch,)
         self.k = 0
         self.time = np.zeros(() if self.batch is None else (self.batch, 1, 1))
         self.path = np.zeros(bshape)
+        self.descent = np.full(bshape, np.nan)
+        self.descent_min = np.full(bshape, np.inf)
         self.active = np.ones(bshape, dtype=bool)
         self.diverged_at = np.full(bshape, -1, dtype=np.int64)
         self.diverged_loss = np.full(bshape, np.nan)
@@ -118,7 +133,9 @@ class Iterates:
                     if self.last:
                         return
                     target = self.k + 1 if todo is None else next(pending, self.steps)
-                if self.compiled is not None:
+                if self.track_descent:
+                    self._descend()
+                elif self.compiled is not None:
                     self.compiled(self, target)
                 else:
                     self._advance(target)
@@ -150,6 +167,19 @@ class Iterates:
                 move[~active] = 0.0
         self.k, self.loss, self.moves, self.eta = k, loss, moves, eta
         self.last = k == self.steps or self._all_diverged
+
+    def _descend(self) -> None:
+        """Take one step and measure its descent margin."""
+        loss, live = np.asarray(self.loss, dtype=np.float64), self.active
+        eta = np.broadcast_to(np.asarray(self.eta, dtype=np.float64), (*loss.shape, 1, 1))
+        eta = np.where(live, eta[..., 0, 0], np.inf)  # one per start
+        half_sq = 0.5 * move_length(self.moves) ** 2
+        if self.compiled is not None:
+            self.compiled(self, self.k + 1)
+        else:
+            self._advance(self.k + 1)
+        self.descent = np.where(live, loss - self.loss - half_sq / eta, np.nan)
+        self.descent_min = np.fmin(self.descent_min, self.descent)
 
     def _advance(self, target: int) -> None:
         """Take steps until iteration ``target`` (or the last one) is evaluated."""

@@ -58,6 +58,10 @@ class Recorder:
         ``loss(weights)`` recorded at each record; default: the iterates' own loss.
     progress : bool or str
         Show a tqdm bar (a string is its label); ``label`` is the default label.
+    extrema : mapping, optional
+        ``{name: f}`` with ``f(iterates) -> array``, one value per start: the smallest and
+        largest value of each over EVERY iteration (NaN ignored) go into ``Run.extrema``.
+        The iterates are then visited at every iteration, with descent margins tracked.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Recorder:
         loss: Callable[[Weights], np.ndarray] | None = None,
         progress: bool | str = False,
         label: str = "gd",
+        extrema: Mapping[str, Callable[[Iterates], np.ndarray]] | None = None,
     ):
         self.grid = grid
         self.names = list(metrics.keys() if isinstance(metrics, Mapping) else metrics)
@@ -79,6 +84,8 @@ class Recorder:
         self.time: list[np.ndarray] = []
         self.loss: list[np.ndarray] = []
         self.metrics: dict[str, list] = {name: [] for name in self.names}
+        self.extremum_funcs = dict(extrema or {})
+        self.extrema: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.began = _time.perf_counter()
 
     def stops(self, steps: int) -> list[int]:
@@ -99,9 +106,13 @@ class Recorder:
             bar = tqdm(total=it.steps, desc=desc, leave=False)
         grid = set(self.grid.tolist())
         it.track_path = it.track_path or "path_length" in self.names
-        for state in it.visit(self.stops(it.steps)):
+        every = bool(self.extremum_funcs)
+        it.track_descent = it.track_descent or every
+        for state in it.visit(None if every else self.stops(it.steps)):
             if state.k in grid or state.last:
                 self.take(state)
+            if every:
+                self.reduce(state)
             if bar is not None:
                 bar.update(state.k - bar.n)
         if bar is not None:
@@ -134,6 +145,13 @@ class Recorder:
                 value = np.asarray(self.funcs[name](it.weights), dtype=np.float64)
             self.metrics[name].append(value)
 
+    def reduce(self, it: Iterates) -> None:
+        """Update the running minima and maxima with the current iterate."""
+        for name, f in self.extremum_funcs.items():
+            value = np.asarray(f(it), dtype=np.float64)
+            low, high = self.extrema.get(name, (value, value))
+            self.extrema[name] = (np.fmin(low, value), np.fmax(high, value))
+
     def run(self, it: Iterates, kind: str, **info) -> Run:
         """The :class:`Run` of what was recorded; ``info`` adds to its description."""
         return Run(
@@ -145,6 +163,7 @@ class Recorder:
             diverged=it.diverged_at >= 0,
             diverged_at=it.diverged_at,
             diverged_loss=it.diverged_loss,
+            extrema={name: np.array(pair) for name, pair in self.extrema.items()},
             info={
                 "kind": kind,
                 "steps": int(self.iterations[-1]),

@@ -32,6 +32,9 @@ class Run:
         Iteration at which the loss exceeded the blow-up threshold, −1 if never.
     diverged_loss : float array, shape () or (B,)
         Loss at that iteration (``inf`` on overflow), NaN if the start did not diverge.
+    extrema : dict of str to array (2,) or (2, B)
+        ``[smallest, largest]`` value of each quantity over every iteration ``0..K`` (not only
+        the records; NaN ignored, NaN if never finite); see ``gd(extrema=...)``.
     info : dict
         Plain description of the run (kind, steps, step size, dtype, seconds, ...).
     """
@@ -44,6 +47,7 @@ class Run:
     diverged: np.ndarray
     diverged_at: np.ndarray
     diverged_loss: np.ndarray
+    extrema: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
     @property
@@ -91,6 +95,8 @@ class Run:
             arrays[f"weight_{j}"] = w
         for name, value in self.metrics.items():
             arrays[f"metric_{name}"] = value
+        for name, value in self.extrema.items():
+            arrays[f"extremum_{name}"] = value
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
@@ -115,5 +121,10 @@ class Run:
                 diverged=data["diverged"],
                 diverged_at=data["diverged_at"],
                 diverged_loss=data["diverged_loss"],
+                extrema={
+                    key[len("extremum_") :]: data[key]
+                    for key in data.files
+                    if key.startswith("extremum_")
+                },
                 info=json.loads(str(data["info"])),
             )

@@ -113,3 +113,56 @@ def test_bad_step_sizes_and_steps(small, step_size, steps, message):
     weights = dc.init.gaussian([4, 2, 3], 0.1, seed=0)
     with pytest.raises(ValueError, match=message):
         dc.gd(small, weights, step_size, steps)
+
+
+def test_extrema_over_every_step_match_an_every_step_record(problem, tmp_path):
+    start = dc.init.gaussian([5, 3, 3, 4], 0.3, seed=4, batch=4)
+    etas = np.array([0.01, 0.05, 0.5, 50.0])
+    steps, tol = 300, -1e-12
+    loss0 = problem.loss(start)
+
+    def ratio(it):  # drift / (2 η (L(0) − L(k))) where every step before k descended
+        drift = dc.metrics.imbalance_drift(it.weights, start)
+        held = it.active & (it.descent_min >= tol) & (it.k > 0)
+        return np.where(held, drift / (2 * etas * (loss0 - it.loss)), np.nan)
+
+    extrema = {"margin": lambda it: it.descent, "ratio": ratio, "k": lambda it: it.k + 0 * etas}
+    run = dc.gd(problem, start, etas[None], steps, record=5, extrema=extrema)
+    assert run.iterations.size <= 5 and run.diverged.tolist() == [False] * 3 + [True]
+    plain = dc.gd(problem, start, etas[None], steps, record=5)  # the records do not change
+    assert plain.loss.tobytes() == run.loss.tobytes() and plain.extrema == {}
+    # independently: the same run recorded at every iteration
+    drift = {"grad_norm": None, "drift": lambda w: dc.metrics.imbalance_drift(w, start)}
+    every = dc.gd(problem, start, etas[None], steps, record=np.arange(steps + 1), metrics=drift)
+    grad = every.metrics["grad_norm"][:-1]
+    margin = every.loss[:-1] - every.loss[1:] - 0.5 * etas * grad**2
+    np.testing.assert_allclose(run.extrema["margin"][0], np.nanmin(margin, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(run.extrema["margin"][1], np.nanmax(margin, axis=0), rtol=1e-9)
+    # η = 0.5 breaks the descent condition from step 8 on and converges; η = 50 diverges
+    np.testing.assert_array_equal(run.extrema["margin"][0] > 0, [True, True, False, False])
+    failed = np.cumsum(np.nan_to_num(margin, nan=0.0) < tol, axis=0) > 0
+    held = np.vstack([np.zeros((1, 4), bool), ~failed])  # no failed step before k (k > 0)
+    with np.errstate(invalid="ignore"):  # 0 / 0 at k = 0, not held
+        want = np.where(held, every.metrics["drift"] / (2 * etas * (loss0 - every.loss)), np.nan)
+    np.testing.assert_allclose(run.extrema["ratio"][0], np.fmin.reduce(want), rtol=1e-9)
+    np.testing.assert_allclose(run.extrema["ratio"][1], np.fmax.reduce(want), rtol=1e-9)
+    assert np.isnan(run.extrema["ratio"][1]).tolist() == [False] * 3 + [True]  # 50: never held
+    assert np.isnan(want[10:, 2]).all() and np.isfinite(want[1:9, 2]).all()
+    np.testing.assert_array_equal(run.extrema["k"], [[0] * 4, [steps] * 3 + [steps]])
+    back = dc.Run.load(run.save(tmp_path / "run.npz"))
+    assert back.extrema.keys() == run.extrema.keys()
+    for name, value in run.extrema.items():
+        np.testing.assert_array_equal(back.extrema[name], value)
+
+
+def test_extrema_agree_between_the_numpy_and_the_compiled_step(problem):
+    start = dc.init.gaussian([5, 3, 4], 0.5, seed=2)
+    extrema = {"margin": lambda it: it.descent, "loss": lambda it: it.loss}
+    runs = [
+        dc.gd(problem, start, 0.05, 200, extrema=extrema, engine=e) for e in ("numpy", "compiled")
+    ]
+    for name in extrema:
+        np.testing.assert_allclose(runs[1].extrema[name], runs[0].extrema[name], rtol=1e-9)
+    np.testing.assert_allclose(
+        runs[0].extrema["loss"], [runs[0].loss[-1], runs[0].loss[0]], rtol=1e-12
+    )

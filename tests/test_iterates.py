@@ -57,3 +57,30 @@ def test_all_diverged_ends_the_iteration():
     ks = [state.k for state in it.visit([40])]
     assert ks == [3] and it.last  # ½ 4^3 = 32 > 10
     assert it.diverged_at == 3 and np.all(it.moves[0] == 0)
+
+
+def test_descent_margins_of_every_step_in_closed_form():
+    # start 0 (η = 0.5): margin of step i is ½‖W(i)‖²(η − η²) = ½ 4^{−i} · 0.25 > 0;
+    # start 1 (η = 3) grows: ½ 4^i (1 − 4 − 3) < 0 until it diverges at k = 4 (then NaN)
+    w0 = [np.ones((2, 1, 1))]
+    eta = np.array([0.5, 3.0]).reshape(2, 1, 1)
+    it = Iterates(shrink, [w.copy() for w in w0], lambda k: eta, 6, 100.0, track_descent=True)
+    seen = {}
+    for state in it.visit([0, 6]):
+        seen[state.k] = state.descent.copy(), state.descent_min.copy()
+    assert np.isnan(seen[0][0]).all() and np.isinf(seen[0][1]).all()
+    shrinking = [0.5 * 0.25**i * 0.25 for i in range(6)]
+    growing = [0.5 * 4.0**i * (1 - 4 - 3) for i in range(4)]  # steps 0..3 (into k = 1..4)
+    np.testing.assert_allclose(seen[6][0], [shrinking[5], np.nan], rtol=1e-14)
+    np.testing.assert_allclose(seen[6][1], [shrinking[5], min(growing)], rtol=1e-14)
+
+
+def test_descent_margins_do_not_change_the_iterates():
+    w0 = [np.arange(6.0).reshape(2, 3), np.ones((1, 2))]
+    runs = []
+    for track in (False, True):
+        it = Iterates(shrink, [w.copy() for w in w0], lambda k: np.float64(0.1), 9, np.inf)
+        it.track_descent = track
+        runs.append([(s.k, s.loss, s.weights[0].copy()) for s in it.visit([0, 4])])
+    for (ka, la, wa), (kb, lb, wb) in zip(*runs, strict=True):
+        assert ka == kb and la == lb and np.array_equal(wa, wb)

@@ -79,3 +79,40 @@ def test_gd_flow_gap_rejects_bad_counts():
     problem, weights = _problem_and_start()
     with pytest.raises(ValueError, match="multiple"):
         gd_flow_gap(problem, weights, 1.0, [10, 15], num_times=10)
+
+
+def test_gd_flow_gap_reports_diverging_step_sizes():
+    problem, weights = _problem_and_start(1)
+    # T = 20: η = 1 diverges at iteration 5 (t = 5), η = 0.5 and 0.05 converge
+    gap = gd_flow_gap(problem, weights, 20.0, [20, 40, 400], num_times=4)
+    np.testing.assert_array_equal(gap.diverged, [True, False, False])
+    np.testing.assert_array_equal(gap.diverged_at, [5, -1, -1])
+    np.testing.assert_array_equal(gap.diverged_time, [5.0, np.nan, np.nan])
+    alone = dc.gd(problem, weights, 1.0, 20)
+    assert gap.diverged_loss[0] == alone.diverged_loss and np.isnan(gap.diverged_loss[1:]).all()
+    # distances exist up to the divergence (t_0, t_1) and not after it
+    assert np.isfinite(gap.gap_factors[0, :2]).all() and np.isnan(gap.gap_factors[0, 2:]).all()
+    assert np.isnan(gap.max_gap_end_to_end[0]) and np.isnan(gap.max_gap_factors[0])
+    rest = gd_flow_gap(problem, weights, 20.0, [40, 400], num_times=4)
+    np.testing.assert_allclose(gap.gap_factors[1:], rest.gap_factors, rtol=1e-12, atol=1e-15)
+    assert "1 of 3 step sizes diverged" in gap.summary()
+
+
+def test_gd_flow_gap_when_every_step_size_diverges():
+    problem, weights = _problem_and_start(1)
+    gap = gd_flow_gap(problem, weights, 20.0, [8, 20], num_times=4)  # η = 2.5 and 1
+    assert gap.diverged.all() and np.all(gap.diverged_at > 0)
+    assert np.all(gap.diverged_time == gap.diverged_at * gap.step_sizes)
+    assert np.all(gap.diverged_loss > 1e6 * problem.loss(weights))
+    assert np.isnan(gap.max_gap_factors).all() and gap.gap_factors[:, 0].tolist() == [0.0, 0.0]
+
+
+def test_values_at_the_horizon_per_step_size():
+    problem, weights = _problem_and_start(1)
+    gap = gd_flow_gap(problem, weights, 20.0, [20, 40, 400], num_times=4, metrics=["imbalance"])
+    for b, eta in ((1, 0.5), (2, 0.05)):
+        alone = dc.gd(problem, weights, eta, int(round(20 / eta)), metrics=["imbalance"])
+        assert gap.at_horizon("loss")[b] == pytest.approx(alone.loss[-1], rel=1e-10)
+        want = alone.metrics["imbalance"][-1]
+        assert gap.at_horizon("imbalance")[b] == pytest.approx(want, rel=1e-10)
+    assert np.isnan(gap.at_horizon("loss")[0])  # η = 1 diverged before T
