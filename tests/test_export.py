@@ -53,6 +53,7 @@ def run(tmp_path):
     (book / "chapters").mkdir(parents=True)
     shutil.copy(REPO / "_config.yml", book)
     shutil.copy(REPO / "references.bib", book)
+    shutil.copytree(REPO / "_static", book / "_static")
     chapters = "".join(f"- file: chapters/{name}\n" for name in ("01_first", "02_tiny"))
     (book / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}")
     (book / "intro.md").write_text("# Intro\n\n```{prf:theorem} Main\n:nonumber:\n\nD.\n```\n")
