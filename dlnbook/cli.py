@@ -385,7 +385,8 @@ def _parser() -> argparse.ArgumentParser:
         "-p",
         "--param",
         dest="params",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="NAME=VALUES",
         help="values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "

@@ -48,7 +48,7 @@ __all__ = [
 SCHEDULER_ENV = "DLNBOOK_SCHEDULER"
 RUN_RECORD = "run.json"
 _TOPIC = "dlnbook-started"
-_CONNECT_TIMEOUT = 5.0
+_CONNECT_TIMEOUT = 4.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # papermill changes the working directory of the whole process: one chapter at a time per
@@ -314,7 +314,8 @@ class Executor:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close(abort=exc_type is not None)
 
-    def _start(self, tasks: int) -> None:
+    def start(self, tasks: int) -> None:
+        """Connect to the scheduler, or start a local cluster sized for ``tasks``."""
         if self._client is not None:
             return
         import dask
@@ -327,8 +328,8 @@ class Executor:
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(
                     f"cannot reach the Dask scheduler at {self.scheduler} within "
-                    f"{_CONNECT_TIMEOUT:g} s ({type(exc).__name__})"
-                ) from None
+                    f"{_CONNECT_TIMEOUT:g} s"
+                ) from exc
         else:
             from distributed import LocalCluster
 
@@ -426,7 +427,7 @@ class Executor:
         tasks = list(tasks)
         if not tasks:
             return
-        self._start(len(tasks))
+        self.start(len(tasks))
         futures = {
             self._client.submit(
                 execute_task, task, key=f"{task.name}-{task.key[:12]}-{i}", pure=False

@@ -381,6 +381,7 @@ def run_plans(
         prune_stale(folder)
     outcomes: list[Outcome] = []
     with Executor(scheduler, jobs) as executor:
+        executor.start(len(stale))
         threads = executor.threads_per_task(len(stale))
         tasks = [make_task(p, timeout, threads, finalize, stream_stderr) for p in stale]
         where = "on this machine" if executor.is_local else f"on {executor.scheduler}"

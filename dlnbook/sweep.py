@@ -161,7 +161,10 @@ def load_points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, A
     except (OSError, UnicodeDecodeError) as exc:
         raise ChapterError(f"cannot read sweep file {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ChapterError(f"sweep file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ChapterError(f"sweep file {path} is not valid YAML{where}: {problem}") from None
     if isinstance(data, dict) and set(data) == {"points"}:
         points = data["points"]
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
@@ -518,6 +521,7 @@ def run_sweep(
         for run_folder in {p.plan.run_dir.parent for p in todo}:
             prune_stale(run_folder)
         with Executor(scheduler, workers) as executor:
+            executor.start(len(todo))
             threads = executor.threads_per_task(len(todo))
             tasks = [make_task(p.plan, timeout, threads, finalize) for p in todo]
             where = "on this machine" if executor.is_local else f"on {executor.scheduler}"
