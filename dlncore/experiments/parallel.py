@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -13,6 +15,21 @@ from tqdm.std import tqdm  # text bars: no ipywidgets needed
 
 Job = tuple[Callable[..., Any], Mapping[str, Any]]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the process that started the worker is gone.
+
+    A worker blocked on its job queue, or busy with a job, would otherwise outlive a killed
+    kernel (and the run or build that started it) and keep a core busy.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 @contextmanager
@@ -42,7 +59,8 @@ def run_many(
     ``threads_per_worker`` threads, so ``func`` must be importable (a module-level function,
     not one defined in a notebook) and its arguments and result picklable. Jobs start in the
     given order: list the longest first for a good balance. ``max_workers=1`` runs them here,
-    one after the other. Results do not depend on ``max_workers``.
+    one after the other. Results do not depend on ``max_workers``. The workers exit within
+    half a second when this process dies (killed with its run or build).
     """
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -57,7 +75,12 @@ def run_many(
     else:
         with (
             _blas_threads(threads_per_worker),
-            ProcessPoolExecutor(max_workers, mp_context=get_context("spawn")) as pool,
+            ProcessPoolExecutor(
+                max_workers,
+                mp_context=get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            ) as pool,
         ):
             futures = {pool.submit(func, **kwargs): i for i, (func, kwargs) in enumerate(jobs)}
             for future in as_completed(futures):
