@@ -238,7 +238,11 @@ def execute_task(task: Task) -> TaskResult:
                     execution_timeout=task.timeout,
                     # CRITICAL: no TCP-transport warning, and no "KeyboardInterrupt caught
                     # in kernel" when jupyter_client interrupts the kernel to shut it down
-                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                    extra_arguments=[
+                        "--IPKernelApp.log_level=CRITICAL",
+                        # the kernel's process group ends with this worker process
+                        "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
+                    ],
                     stderr_file=sys.stderr if task.stream_stderr else None,
                 )
                 record = {

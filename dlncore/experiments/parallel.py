@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -17,19 +15,20 @@ Job = tuple[Callable[..., Any], Mapping[str, Any]]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: exit as soon as the process that started the worker is gone.
+# Run by each worker (through the builtin ``exec``, so that it starts before the worker
+# imports anything heavy): exit as soon as the process that started the worker is gone. A
+# worker busy with a job, or blocked on its job queue, would otherwise outlive a killed
+# kernel (and the run or build that started it) and keep a core busy.
+_EXIT_WITH_PARENT = """
+import os, threading, time
 
-    A worker blocked on its job queue, or busy with a job, would otherwise outlive a killed
-    kernel (and the run or build that started it) and keep a core busy.
-    """
+def _watch(parent={parent}):
+    while os.getppid() == parent:
+        time.sleep(0.25)
+    os._exit(1)
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+threading.Thread(target=_watch, name="exit-with-parent", daemon=True).start()
+"""
 
 
 @contextmanager
@@ -78,8 +77,8 @@ def run_many(
             ProcessPoolExecutor(
                 max_workers,
                 mp_context=get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
+                initializer=exec,
+                initargs=(_EXIT_WITH_PARENT.format(parent=os.getpid()), {}),
             ) as pool,
         ):
             futures = {pool.submit(func, **kwargs): i for i, (func, kwargs) in enumerate(jobs)}
