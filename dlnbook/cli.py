@@ -336,7 +336,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
     env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
     print(f"building the book into {out}")
-    proc = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, check=False)
+    try:
+        proc = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, check=False)
+    except KeyboardInterrupt:
+        print(f"interrupted: the executed chapters are kept in {cache}; the book was not built")
+        raise
     if proc.returncode != 0:
         print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
         return 1

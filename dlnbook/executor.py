@@ -23,10 +23,12 @@ parent is gone, and the kernels after them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -226,8 +228,6 @@ def execute_task(task: Task) -> TaskResult:
             os.environ.update({var: str(task.threads) for var in _THREAD_VARS})
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             try:
-                import sys
-
                 papermill.execute_notebook(
                     str(source),
                     str(output),
@@ -235,7 +235,8 @@ def execute_task(task: Task) -> TaskResult:
                     cwd=str(run),
                     progress_bar=False,
                     log_output=False,
-                    execution_timeout=task.timeout,
+                    # nbclient takes whole seconds
+                    execution_timeout=None if task.timeout is None else math.ceil(task.timeout),
                     # CRITICAL: no TCP-transport warning, and no "KeyboardInterrupt caught
                     # in kernel" when jupyter_client interrupts the kernel to shut it down
                     extra_arguments=[
