@@ -14,6 +14,7 @@ book build fails.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import math
@@ -44,6 +45,7 @@ from dlnbook.runner import ChapterFailure, plan_points, plan_runs, run_plans
 __all__ = ["main", "resolve_chapter"]
 
 PROG = "dln-book"
+_PR_SET_PDEATHSIG = 1
 
 
 class UsageError(Exception):
@@ -310,6 +312,14 @@ def _profile_digest(profile: dict[str, dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def _die_with_parent() -> None:
+    """In a child process, before it runs: be killed when ``dln-book`` dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """Build the whole book with a profile into its own output folder."""
     book: Path = args.book
@@ -337,7 +347,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
     print(f"building the book into {out}")
     try:
-        proc = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, check=False)
+        proc = subprocess.run(
+            [*cmd, "--path-output", str(out)],
+            cwd=book,
+            env=env,
+            check=False,
+            preexec_fn=_die_with_parent,
+        )
     except KeyboardInterrupt:
         print(f"interrupted: the executed chapters are kept in {cache}; the book was not built")
         raise

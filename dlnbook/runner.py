@@ -371,14 +371,14 @@ def run_plans(
         On Ctrl-C (after stopping the workers; finished runs are kept).
     """
     plans = list(plans)
+    for folder in {p.run_dir.parent for p in plans}:
+        prune_stale(folder)  # what a killed run left behind
     stale = [p for p in plans if force or not p.is_cached]
     for plan in plans:
         if plan not in stale:
             log(f"{plan.chapter.name}: up to date ({plan.run_dir.name})")
     if not stale:
         return []
-    for folder in {p.run_dir.parent for p in stale}:
-        prune_stale(folder)
     outcomes: list[Outcome] = []
     with Executor(scheduler, jobs) as executor:
         executor.start(len(stale))

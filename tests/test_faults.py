@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class Stopped:
     returncode: int | None
     seconds: float  # from the first signal to the exit of the main process
     output: str
-    survivors: list[str]  # our processes still alive 10 s after the first signal
+    survivors: list[str]  # our processes still alive ``grace`` s after the first signal
     before: list[str]  # our processes when the first signal was sent
 
 
@@ -99,13 +100,15 @@ def _restore_sigint() -> None:  # a background shell may have started us with SI
 
 def stop(
     cmd: list[str],
-    moment: Path,
+    moment: Path | Callable[[str], bool],
     signals: list[tuple[float, int, bool]],
     tmp: Path,
     env: dict[str, str] | None = None,
     settle: float = 0.0,
+    grace: float = 10.0,
 ) -> Stopped:
-    """Run ``cmd`` until ``moment`` exists (plus ``settle`` s), then send ``signals``.
+    """Run ``cmd`` until ``moment`` exists (or ``moment(tag)`` is true; plus ``settle`` s),
+    then send ``signals``.
 
     Each signal is ``(delay after the previous one, signal, to the whole group?)``.
     """
@@ -121,7 +124,7 @@ def stop(
             preexec_fn=_restore_sigint,
         )
     deadline = time.monotonic() + 180
-    while not moment.exists():
+    while not (moment(tag) if callable(moment) else moment.exists()):
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "the chosen moment never came"
         time.sleep(0.1)
@@ -141,7 +144,7 @@ def stop(
         pass
     seconds = time.monotonic() - first
     left = ours(tag)
-    while left and time.monotonic() - first < 10:
+    while left and time.monotonic() - first < grace:
         time.sleep(0.2)
         left = ours(tag)
     survivors = []
@@ -249,6 +252,23 @@ def test_ctrl_c_stops_jupyter_book_build(tmp_path):
     assert "interrupted: kept 0 finished run(s)" in stopped.output
     executed = tmp_path / "out" / "_build" / "executed"
     assert published(executed) == []
+
+
+@pytest.mark.slow
+def test_killing_dln_book_build_while_it_renders_ends_jupyter_book(tmp_path):
+    from tests.book.conftest import make_mini_book
+
+    root = make_mini_book(tmp_path / "book", {"01_wait": waiting_chapter()})
+    params = tmp_path / "p.yml"
+    params.write_text("01_wait:\n  seed: 3\n")
+    cmd = [BIN / "dln-book", "--book", root, "build", "--params", params]
+
+    def rendering(tag: str) -> bool:
+        return any("jupyter-book" in " ".join(p.cmdline()) for p in ours(tag))
+
+    # jupyter-book would finish the book on its own after a while: it must die at once
+    stopped = stop(cmd, rendering, [(0, signal.SIGKILL, False)], tmp_path, grace=2)
+    assert stopped.survivors == [], stopped.survivors
 
 
 @pytest.mark.slow
