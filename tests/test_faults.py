@@ -305,3 +305,13 @@ def test_killing_a_run_of_chapter_7_ends_its_worker_processes(tmp_path):
     stopped = stop(cmd, tag_file, [(0, signal.SIGKILL, True)], tmp_path, settle=1.0)
     assert stopped.survivors == [], stopped.survivors
     assert published(runs) == []
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    proc = subprocess.run(
+        f"'{BIN / 'dln-book'}' --book '{REPO}' list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.startswith("01_") and proc.stderr == ""
