@@ -306,8 +306,42 @@ def _numeric(values: Iterable[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
+def _panel(ax: Any, points: Sequence[Point], name: str, param: str, swept: Sequence[str]) -> None:
+    """Glued value ``name`` against ``param``: one line per value of the other swept
+    parameters; a numeric axis (logarithmic over two decades or more) or categories."""
+    xs_all = [p.plan.parameters[param] for p in points]
+    numeric_x = _numeric(xs_all)
+    categories = list(dict.fromkeys(_cell(x) for x in xs_all))
+
+    def position(p: Point) -> Any:
+        value = p.plan.parameters[param]
+        return value if numeric_x else categories.index(_cell(value))
+
+    others = [s for s in swept if s != param]
+    lines: dict[str, list[tuple[Any, Any]]] = {}
+    for p in points:
+        if name in p.glued:
+            label = ", ".join(f"{o}={_cell(p.plan.parameters[o])}" for o in others)
+            lines.setdefault(label, []).append((position(p), p.glued[name]))
+    for label, pairs in lines.items():
+        xs, ys = zip(*sorted(pairs), strict=True)
+        ax.plot(xs, ys, marker="o", ms=3, label=label or None)
+    if numeric_x and min(xs_all) > 0 and max(xs_all) >= 50 * min(xs_all):
+        ax.set_xscale("log")
+    if not numeric_x:
+        ax.set_xticks(range(len(categories)), categories, rotation=30, fontsize="small")
+    ys_all = [y for pairs in lines.values() for _, y in pairs]
+    if ys_all and min(ys_all) > 0 and max(ys_all) >= 1e3 * min(ys_all):
+        ax.set_yscale("log")
+    ax.set(xlabel=param, ylabel=name)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend(fontsize="x-small", frameon=False)
+
+
 def _plots(points: Sequence[Point], swept: Sequence[str]) -> list[tuple[str, str]]:
-    """(glued name, PNG data URI) for every numeric glued value."""
+    """(glued name, PNG data URI) of one figure per numeric glued value: a panel per swept
+    parameter."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,52 +355,15 @@ def _plots(points: Sequence[Point], swept: Sequence[str]) -> list[tuple[str, str
     ]
     figures = []
     for name in names:
-        fig, axes = plt.subplots(
-            1, len(swept), figsize=(3.6 * len(swept), 2.8), squeeze=False, layout="constrained"
-        )
+        size = (3.6 * len(swept), 2.8)
+        fig, axes = plt.subplots(1, len(swept), figsize=size, squeeze=False, layout="constrained")
         for ax, param in zip(axes[0], swept, strict=True):
-            others = [s for s in swept if s != param]
-            xs_all = [p.plan.parameters[param] for p in ok]
-            numeric_x = _numeric(xs_all)
-            order = list(dict.fromkeys(_cell(x) for x in xs_all))
-            groups: dict[str, list[Point]] = {}
-            for p in ok:
-                label = ", ".join(f"{o}={_cell(p.plan.parameters[o])}" for o in others)
-                groups.setdefault(label, []).append(p)
-            for label, members in groups.items():
-                pts = sorted(
-                    (
-                        (
-                            p.plan.parameters[param]
-                            if numeric_x
-                            else order.index(_cell(p.plan.parameters[param])),
-                            p.glued[name],
-                        )
-                        for p in members
-                        if name in p.glued
-                    ),
-                )
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, marker="o", ms=3, label=label or None)
-            if numeric_x and min(xs_all) > 0 and max(xs_all) >= 50 * min(xs_all):
-                ax.set_xscale("log")
-            if not numeric_x:
-                ax.set_xticks(range(len(order)), order, rotation=30, fontsize="small")
-            ys_all = [p.glued[name] for p in ok if name in p.glued]
-            if ys_all and min(ys_all) > 0 and max(ys_all) >= 1e3 * min(ys_all):
-                ax.set_yscale("log")
-            ax.set_xlabel(param)
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-            if len(groups) > 1:
-                ax.legend(fontsize="x-small", frameon=False)
+            _panel(ax, ok, name, param, swept)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
-        figures.append(
-            (name, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
-        )
+        data = base64.b64encode(buffer.getvalue()).decode()
+        figures.append((name, f"data:image/png;base64,{data}"))
     return figures
 
 
