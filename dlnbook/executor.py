@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlnbook.publish import pid_alive
+
 __all__ = [
     "SCHEDULER_ENV",
     "Executor",
@@ -80,8 +82,6 @@ class Task:
         Run key (hex SHA-256), recorded in ``run.json``.
     timeout : float or None
         Per-cell timeout in seconds.
-    threads : int
-        BLAS threads of the kernel.
     finalize : callable or None
         Module-level ``finalize(directory, executed_notebook)`` run on the worker after a
         successful execution (e.g. the HTML export); if it raises, the run fails.
@@ -95,7 +95,6 @@ class Task:
     parameters: dict[str, Any]
     key: str
     timeout: float | None = None
-    threads: int = 1
     finalize: Callable[[Path, Path], None] | None = None
     stream_stderr: bool = False
 
@@ -186,18 +185,8 @@ def prune_worker_temp(tmp_root: str | Path | None = None) -> None:
     root = Path(tmp_root or tempfile.gettempdir())
     for folder in root.glob("dlnbook-run-*"):
         match = re.fullmatch(r"dlnbook-run-(\d+)-.*", folder.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def execute_task(task: Task) -> TaskResult:
@@ -225,7 +214,10 @@ def execute_task(task: Task) -> TaskResult:
     start = time.monotonic()
     try:
         with _ONE_CHAPTER_AT_A_TIME:
-            os.environ.update({var: str(task.threads) for var in _THREAD_VARS})
+            # one BLAS thread: results do not depend on the machine or on how many chapters
+            # run at once (a threaded reduction may sum in another order); the chapters'
+            # matrices are small, and chapter 7 runs worker processes of its own
+            os.environ.update({var: "1" for var in _THREAD_VARS})
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             try:
                 papermill.execute_notebook(
@@ -300,12 +292,6 @@ class Executor:
     def is_local(self) -> bool:
         """Whether tasks run on a ``LocalCluster`` started here."""
         return self.scheduler is None
-
-    def threads_per_task(self, tasks: int) -> int:
-        """BLAS threads per chapter: the cores shared by the chapters run at once (local)."""
-        if not self.is_local:
-            return 1
-        return max(1, available_cores() // max(1, min(self.slots_wanted(), tasks)))
 
     def slots_wanted(self) -> int:
         """Worker processes of the local cluster."""

@@ -21,14 +21,15 @@ import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["failed_paths", "prune_stale", "publish_failure", "publish_run"]
+__all__ = ["failed_paths", "pid_alive", "prune_stale", "publish_failure", "publish_run"]
 
 _STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,7 +160,7 @@ def prune_stale(folder: Path) -> list[Path]:
         return cleaned
     for path in [*folder.iterdir(), *(folder / "failed").glob(".*")]:
         match = _STALE.fullmatch(path.name)
-        if not match or (match["pid"] and _pid_alive(int(match["pid"]))):
+        if not match or (match["pid"] and pid_alive(int(match["pid"]))):
             continue
         final = path.parent / match["name"]
         if match["kind"] == "old" and path.is_dir() and not final.exists():

@@ -283,7 +283,6 @@ def _fmt_seconds(seconds: float) -> str:
 def make_task(
     plan: Plan,
     timeout: float | None = None,
-    threads: int = 1,
     finalize: Callable[[Path, Path], None] | None = None,
     stream_stderr: bool = False,
 ) -> Task:
@@ -295,7 +294,6 @@ def make_task(
         parameters=plan.parameters,
         key=plan.key,
         timeout=timeout,
-        threads=threads,
         finalize=finalize,
         stream_stderr=stream_stderr,
     )
@@ -382,8 +380,7 @@ def run_plans(
     outcomes: list[Outcome] = []
     with Executor(scheduler, jobs) as executor:
         executor.start(len(stale))
-        threads = executor.threads_per_task(len(stale))
-        tasks = [make_task(p, timeout, threads, finalize, stream_stderr) for p in stale]
+        tasks = [make_task(p, timeout, finalize, stream_stderr) for p in stale]
         where = "on this machine" if executor.is_local else f"on {executor.scheduler}"
         log(f"executing {len(stale)} chapter(s) with papermill {where}")
         started = time.monotonic()

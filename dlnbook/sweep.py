@@ -519,8 +519,7 @@ def run_sweep(
             prune_stale(run_folder)
         with Executor(scheduler, workers) as executor:
             executor.start(len(todo))
-            threads = executor.threads_per_task(len(todo))
-            tasks = [make_task(p.plan, timeout, threads, finalize) for p in todo]
+            tasks = [make_task(p.plan, timeout, finalize) for p in todo]
             where = "on this machine" if executor.is_local else f"on {executor.scheduler}"
             log(f"sweep of {chapter.name}: {len(todo)} of {len(points)} point(s) to run {where}")
             progress.show()

@@ -408,12 +408,15 @@ def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
             text=True,
         )
         deadline = time.monotonic() + 120
-        victim = None
-        while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            victim = next((w for w in workers if kernel_of(w) is not None), None)
+        victim = kernel = None
+        while kernel is None and time.monotonic() < deadline and proc.poll() is None:
+            for worker in workers:
+                kernel = kernel_of(worker)
+                if kernel is not None:
+                    victim = worker
+                    break
             time.sleep(0.2)
         assert victim is not None, "no worker started a point"
-        kernel = kernel_of(victim)
         victim.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
