@@ -479,7 +479,7 @@ class Progress:
         text = self.line()
         if self.tty:
             print(f"\r{text}\x1b[K", end="\n" if final else "", file=self.stream, flush=True)
-        elif text.split(", ETA")[0] != self.last.split(", ETA")[0] or final:
+        elif text.split(", ETA")[0] != self.last.split(", ETA")[0]:
             print(text, file=self.stream, flush=True)
         self.last = text
 
@@ -514,6 +514,7 @@ def run_sweep(
         if p not in todo:
             _from_cache(p)
     progress = Progress(len(points), len(points) - len(todo))
+    prune_stale(folder.parent)  # what a killed sweep left behind
     if todo:
         for run_folder in {p.plan.run_dir.parent for p in todo}:
             prune_stale(run_folder)
