@@ -9,10 +9,19 @@ share one implementation:
 - :mod:`dlnbook.chapters`: find chapter notebooks, parse their ``parameters`` cell, merge
   overrides into the effective parameters (types, finite numbers, flat lists).
 - :mod:`dlnbook.profiles`: read parameter profiles (YAML: chapter -> {parameter: value}).
-- :mod:`dlnbook.runner`: hash (notebook, effective parameters, ``dlncore`` sources),
-  execute stale chapters with papermill in parallel, keep the cache of executed copies.
+- :mod:`dlnbook.runner`: hash (code cells, effective parameters, ``dlncore`` syntax trees)
+  and plan runs; execute stale chapters through the executor.
+- :mod:`dlnbook.executor`: the one way chapters execute (``run``, ``sweep``, the book build):
+  Dask tasks on a local cluster or an existing one (``--scheduler``, ``DLNBOOK_SCHEDULER``).
+- :mod:`dlnbook.kernel_guard`: loaded into every chapter kernel; it dies with its parent.
+- :mod:`dlnbook.rundirs`: run folders appear complete or not at all; failed runs' notebooks
+  and logs; stale temporary folders pruned.
+- :mod:`dlnbook.sweep`: ``dln-book sweep``: grids, ``points.csv`` and the sweep's page.
+- :mod:`dlnbook.export`: the standalone page of a run, built by the book's own renderer.
 - :mod:`dlnbook.sphinx_ext`: the Sphinx extension that makes ``jupyter-book build .``
   run the chapters and render their executed copies.
+- :mod:`dlnbook.publish`: base URL, sitemap, link previews and buttons of a published book.
+- :mod:`dlnbook.digitize`: read the curves of a published line plot (chapter 7's reference).
 """
 
 __all__ = ["chapters", "profiles", "ranges", "rules", "runner"]

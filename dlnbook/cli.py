@@ -4,6 +4,7 @@ Usage (from the book's folder, or with ``--book DIR``)::
 
     dln-book list
     dln-book run CHAPTER -p NAME=VALUE ... [--force]
+    dln-book sweep CHAPTER -p NAME=V1,V2,... [-p NAME=A:B:STEPS[:log]] [--scheduler ADDRESS]
     dln-book build --params FILE.yml [--out DIR]
 
 Exit status: 0 on success, 2 on bad input (nothing is written), 1 if a chapter fails or the
@@ -13,13 +14,15 @@ book build fails.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
+import math
 import os
-import shutil
+import signal
 import subprocess
 import sys
-import uuid
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,15 +36,17 @@ from dlnbook.chapters import (
     effective_parameters,
     parse_override,
 )
+from dlnbook.executor import ExecutorError
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.rules import check_resources
-from dlnbook.runner import ChapterFailure, Plan, plan_runs, run_plans
+from dlnbook.runner import ChapterFailure, plan_points, plan_runs, run_plans
 
 __all__ = ["main", "resolve_chapter"]
 
 PROG = "dln-book"
+_PR_SET_PDEATHSIG = 1
 
 
 class UsageError(Exception):
@@ -222,12 +227,9 @@ def _describe_run(run_dir: Path, name: str) -> None:
 
 
 def _report_failure(exc: ChapterFailure) -> int:
+    """One line per failed chapter: cell, exception, partial notebook and traceback log."""
     for outcome in exc.failures:
-        partial = outcome.plan.run_dir.parent / "failed" / f"{outcome.plan.chapter.name}.ipynb"
-        print(f"{PROG}: chapter {outcome.plan.chapter.name} failed:", file=sys.stderr)
-        print(outcome.error, file=sys.stderr)
-        if partial.is_file():
-            print(f"Partial notebook for inspection: {partial}", file=sys.stderr)
+        print(f"{PROG}: {outcome.summary()}", file=sys.stderr)
     return 1
 
 
@@ -245,28 +247,82 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{chapter.name} with "
         + (", ".join(f"{k}={v!r}" for k, v in changed.items()) or "its default parameters")
     )
-    previous = _set_aside(plan) if args.force and plan.is_cached else None
     try:
-        run_plans([plan], jobs=1, timeout=args.timeout, finalize=finalize_run, stream_stderr=True)
+        run_plans(
+            [plan],
+            jobs=1,
+            timeout=args.timeout,
+            finalize=finalize_run,
+            stream_stderr=True,
+            force=args.force,
+        )
     except ChapterFailure as exc:
-        if previous is not None:
-            previous.rename(plan.run_dir)
         return _report_failure(exc)
-    except BaseException:
-        if previous is not None and not plan.run_dir.exists():
-            previous.rename(plan.run_dir)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
     _describe_run(plan.run_dir, chapter.name)
     return 0
 
 
-def _set_aside(plan: Plan) -> Path:
-    """Move a cached run out of the way (``--force``); restored if the new run fails."""
-    aside = plan.run_dir.with_name(f".{plan.run_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    plan.run_dir.rename(aside)
-    return aside
+# --- sweep -----------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run one chapter over a grid of parameters; every point is a ``run``."""
+    from dlnbook.sweep import (
+        MAX_POINTS,
+        Point,
+        check_names,
+        grid,
+        load_points_file,
+        parse_axis,
+        run_sweep,
+        sweep_folder,
+    )
+
+    chapters = _chapters(args.book)
+    chapter = resolve_chapter(chapters, args.chapter)
+    axes, explicit = load_points_file(args.points) if args.points else ({}, [])
+    for item in args.params:
+        name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
+        axes[name] = values
+    check_names(chapter, [*axes, *(n for p in explicit for n in p)])
+    if not axes and not explicit:
+        raise UsageError("nothing to sweep: give -p NAME=V1,V2,... or --params FILE.yml")
+    size = math.prod(len(v) for v in axes.values()) * max(1, len(explicit))
+    if size > MAX_POINTS and not args.yes:
+        raise UsageError(
+            f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
+        )
+    overrides = grid(axes, explicit)
+    validated = [_validated(chapter, o, args.allow_large) for o in overrides]  # before any run
+    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
+    plans = plan_points(chapter, validated, runs_dir, _core_dir(args.book))
+    swept = [
+        name
+        for name in chapter.defaults
+        if len({json.dumps(p.parameters[name], default=repr) for p in plans}) > 1
+    ]
+    points: list[Point] = []
+    keys: set[str] = set()
+    for over, plan in zip(overrides, plans, strict=True):
+        if plan.key not in keys:  # the same run once
+            keys.add(plan.key)
+            points.append(Point(len(points) + 1, over, plan))
+    sweeps_dir = args.sweeps_dir if args.sweeps_dir is not None else args.book / "sweeps"
+    _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
+    folder = sweep_folder(sweeps_dir, chapter, plans)
+    print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
+    return run_sweep(
+        chapter,
+        points,
+        swept,
+        folder,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        force=args.force,
+        timeout=args.timeout,
+        finalize=finalize_run,
+    )
 
 
 # --- build -----------------------------------------------------------------------------
@@ -275,6 +331,14 @@ def _set_aside(plan: Plan) -> Path:
 def _profile_digest(profile: dict[str, dict[str, Any]]) -> str:
     text = json.dumps(profile, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _die_with_parent() -> None:
+    """In a child process, before it runs: be killed when ``dln-book`` dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -304,7 +368,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
     env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
     print(f"building the book into {out}")
-    proc = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, check=False)
+    try:
+        proc = subprocess.run(
+            [*cmd, "--path-output", str(out)],
+            cwd=book,
+            env=env,
+            check=False,
+            preexec_fn=_die_with_parent,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: the executed chapters are kept in {cache}; the book was not built")
+        raise
     if proc.returncode != 0:
         print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
         return 1
@@ -380,6 +454,47 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
     runner.set_defaults(func=cmd_run)
 
+    sweeper = sub.add_parser("sweep", help="run one chapter over a grid of parameters (on Dask)")
+    sweeper.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
+    sweeper.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUES",
+        help="values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "
+        "or A:B:STEPS:log (geometric); the sweep runs every combination",
+    )
+    sweeper.add_argument(
+        "--params",
+        dest="points",
+        type=Path,
+        metavar="FILE.yml",
+        help="YAML: NAME: [values] entries (combined with -p), or 'points:' a list of points",
+    )
+    sweeper.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler of an existing cluster (tcp://host:8786); default "
+        "$DLNBOOK_SCHEDULER or a local cluster",
+    )
+    sweeper.add_argument(
+        "--workers", type=_count(1, "workers"), metavar="N", help="local workers (default: cores)"
+    )
+    sweeper.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+    sweeper.add_argument("--force", action="store_true", help="execute points that exist")
+    sweeper.add_argument("--yes", action="store_true", help="allow more than 10000 points")
+    sweeper.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
+    sweeper.add_argument(
+        "--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)"
+    )
+    sweeper.add_argument(
+        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
+    )
+    sweeper.set_defaults(func=cmd_sweep)
+
     builder = sub.add_parser("build", help="build the whole book with a parameter profile")
     builder.add_argument(
         "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
@@ -398,6 +513,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop like on Ctrl-C (workers stopped, finished runs kept)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dln-book`` command line.
 
@@ -409,14 +532,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 success, 1 a chapter or the build failed, 2 bad input.
+        Exit status: 0 success, 1 a chapter or the build failed, 2 bad input, 130 after
+        Ctrl-C, 143 after SIGTERM.
     """
     args = _parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return args.func(args)
-    except (UsageError, ChapterError) as exc:
+    except (UsageError, ChapterError, ExecutorError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:  # what was kept is said where it was stopped (run_plans, sweep)
+        return 143
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `dln-book list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,14 @@
-"""Cached, parallel execution of chapters with papermill.
+"""Cached execution of chapters with papermill, through the one executor (Dask).
 
 Every run of a chapter is identified by a *key*: the SHA-256 of what changes its results, the
 notebook's code cells and kernel, its effective parameters and the code of ``dlncore`` (its
 syntax trees: comments and docstrings do not count). The executed copy lives in
 ``<cache_dir>/<chapter>-<key[:12]>/``, which is also the working directory of the run, so the
 chapter's raw results (``*.npz``) and figure files (``figures/``) land next to it, together
-with ``run.json`` (what ran, with which parameters, how long it took). A run directory only
-appears once the chapter finished without error, so its existence means "cached".
+with ``run.json`` (what ran, with which parameters, how long it took, on which worker). The
+chapter runs on a worker of :class:`dlnbook.executor.Executor`, which brings the files back;
+the run directory is then published in one atomic rename (:mod:`dlnbook.rundirs`), so its
+existence means "cached" and a killed run leaves no half-written folder.
 """
 
 from __future__ import annotations
@@ -15,22 +17,17 @@ import ast
 import hashlib
 import importlib.util
 import json
-import logging
-import multiprocessing
-import os
 import re
 import shutil
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dlnbook.chapters import Chapter, effective_parameters
+from dlnbook.executor import RUN_RECORD, Executor, Task, TaskResult, available_cores
+from dlnbook.rundirs import prune_stale, publish_failure, publish_run
 
 __all__ = [
     "ChapterFailure",
@@ -39,24 +36,17 @@ __all__ = [
     "available_cores",
     "find_core_dir",
     "hash_tree",
+    "make_task",
     "notebook_digest",
+    "plan_points",
     "plan_runs",
     "prune_cache",
+    "record_result",
     "run_plans",
 ]
 
 #: Bump when the way chapters are executed changes, to invalidate every cached run.
 CACHE_FORMAT = "dlnbook-run-1"
-RUN_RECORD = "run.json"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def available_cores() -> int:
-    """Number of CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def find_core_dir() -> Path:
@@ -234,6 +224,42 @@ def plan_runs(
     return plans
 
 
+def plan_points(
+    chapter: Chapter,
+    points: Iterable[Mapping[str, Any]],
+    cache_dir: str | Path,
+    core_dir: str | Path | None = None,
+) -> list[Plan]:
+    """Plans of one chapter with several sets of effective parameters (a sweep).
+
+    The same keys and run directories as :func:`plan_runs` gives for each set; the
+    notebook and ``dlncore`` are hashed once.
+
+    Parameters
+    ----------
+    chapter : Chapter
+        The chapter.
+    points : iterable of mapping
+        Effective (validated) parameters of each point.
+    cache_dir : str or Path
+        Directory holding the run directories.
+    core_dir : str or Path, optional
+        Source directory of ``dlncore``; found automatically when omitted.
+
+    Returns
+    -------
+    list of Plan
+    """
+    core_digest = hash_tree(core_dir if core_dir is not None else find_core_dir())
+    nb_digest = notebook_digest(chapter.path)
+    cache_dir = Path(cache_dir).resolve()
+    plans = []
+    for params in points:
+        key = _run_key(nb_digest, dict(params), core_digest)
+        plans.append(Plan(chapter, dict(params), key, cache_dir / f"{chapter.name}-{key[:12]}"))
+    return plans
+
+
 @dataclass
 class Outcome:
     """Result of executing one chapter.
@@ -243,14 +269,31 @@ class Outcome:
     plan : Plan
         What was run.
     seconds : float
-        Wall-clock duration.
+        Wall-clock duration on the worker.
     error : str or None
-        Error message (with the cell's traceback) if the chapter raised, else None.
+        One-line summary of the failure (cell and exception), None on success.
+    worker : str
+        Address of the worker that executed the chapter.
+    partial : Path or None
+        The partially executed notebook of this failure, if the kernel got that far.
+    log : Path or None
+        File holding the full traceback of this failure.
     """
 
     plan: Plan
     seconds: float
     error: str | None = None
+    worker: str = ""
+    partial: Path | None = None
+    log: Path | None = None
+
+    def summary(self) -> str:
+        """One line: chapter, cell, exception, and where the partial notebook and log are."""
+        where = [f"partial notebook {self.partial}"] if self.partial else []
+        if self.log:
+            where.append(f"traceback in {self.log}")
+        tail = f" ({'; '.join(where)})" if where else ""
+        return f"chapter {self.plan.chapter.name} failed {self.error}{tail}"
 
 
 class ChapterFailure(RuntimeError):
@@ -264,97 +307,42 @@ class ChapterFailure(RuntimeError):
 
     def __init__(self, failures: Iterable[Outcome]) -> None:
         self.failures = list(failures)
-        parts = [f"chapter {o.plan.chapter.name} failed:\n{o.error}" for o in self.failures]
-        super().__init__("\n\n".join(parts))
-
-
-def _describe_error(exc: BaseException) -> str:
-    """Readable error text, with papermill's cell traceback when there is one."""
-    ename = getattr(exc, "ename", None)
-    if ename is not None:
-        traceback = "\n".join(getattr(exc, "traceback", []) or [])
-        text = f"{ename}: {getattr(exc, 'evalue', '')}\n{traceback}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return _ANSI.sub("", text).strip()
-
-
-def _execute(
-    notebook: str,
-    name: str,
-    run_dir: str,
-    parameters: dict[str, Any],
-    key: str,
-    timeout: float | None,
-    threads: int,
-    finalize: Callable[[Path, Path], None] | None = None,
-    stream_stderr: bool = False,
-) -> tuple[float, str | None]:
-    """Execute one chapter into ``run_dir`` (runs in a worker process).
-
-    The notebook runs in a temporary sibling directory that is renamed to ``run_dir`` on
-    success and deleted on failure (the failed notebook is kept in ``failed/`` for reading).
-    ``finalize(directory, executed_notebook)`` runs in that directory before the rename; if
-    it raises, the run fails. With ``stream_stderr`` the chapter's stderr (e.g. its tqdm
-    progress bars) is copied to this process's stderr as it arrives.
-    """
-    import sys
-
-    import papermill  # imported here: heavy, and only needed by workers
-
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    # papermill's own parameters-cell parser trips over comments that ours accepts, and
-    # would warn about "unknown" parameters; the chapters were validated before.
-    logging.getLogger("papermill").setLevel(logging.ERROR)
-    final = Path(run_dir)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    output = tmp / f"{name}.ipynb"
-    start = time.monotonic()
-    try:
-        papermill.execute_notebook(
-            notebook,
-            str(output),
-            parameters=parameters,
-            cwd=str(tmp),
-            progress_bar=False,
-            log_output=False,
-            execution_timeout=timeout,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning
-            stderr_file=sys.stderr if stream_stderr else None,
-        )
-        record = {
-            "chapter": name,
-            "notebook": notebook,
-            "key": key,
-            "parameters": parameters,
-            "seconds": round(time.monotonic() - start, 3),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        (tmp / RUN_RECORD).write_text(json.dumps(record, indent=2, default=repr) + "\n")
-        if finalize is not None:
-            finalize(tmp, output)
-    except BaseException as exc:  # noqa: BLE001 - any failure must be reported, not cached
-        seconds = time.monotonic() - start
-        if output.is_file():
-            failed = final.parent / "failed"
-            failed.mkdir(exist_ok=True)
-            shutil.copyfile(output, failed / output.name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return seconds, _describe_error(exc)
-    seconds = time.monotonic() - start
-    if final.exists():  # a concurrent build produced the same run; keep that one
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(final)
-    return seconds, None
+        super().__init__("; ".join(o.summary() for o in self.failures))
 
 
 def _fmt_seconds(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     return f"{int(minutes)}m{secs:04.1f}s" if minutes else f"{secs:.1f}s"
+
+
+def make_task(
+    plan: Plan,
+    timeout: float | None = None,
+    finalize: Callable[[Path, Path], None] | None = None,
+    stream_stderr: bool = False,
+) -> Task:
+    """The executor task of a planned run (the notebook travels as bytes)."""
+    return Task(
+        name=plan.chapter.name,
+        source=str(plan.chapter.path),
+        notebook=plan.chapter.path.read_bytes(),
+        parameters=plan.parameters,
+        key=plan.key,
+        timeout=timeout,
+        finalize=finalize,
+        stream_stderr=stream_stderr,
+    )
+
+
+def record_result(plan: Plan, result: TaskResult, replace: bool = False) -> Outcome:
+    """Publish a worker's result: the run folder on success, partial notebook and log on
+    failure (see :mod:`dlnbook.rundirs`)."""
+    if result.error is None:
+        publish_run(plan.run_dir, result.files, replace=replace)
+        return Outcome(plan, result.seconds, None, result.worker)
+    notebook = result.files.get(f"{plan.chapter.name}.ipynb")
+    partial, log = publish_failure(plan.run_dir, notebook, result.traceback or result.error)
+    return Outcome(plan, result.seconds, result.error, result.worker, partial, log)
 
 
 def run_plans(
@@ -365,28 +353,41 @@ def run_plans(
     heartbeat: float = 60.0,
     finalize: Callable[[Path, Path], None] | None = None,
     stream_stderr: bool = False,
+    scheduler: str | None = None,
+    force: bool = False,
 ) -> list[Outcome]:
-    """Execute the chapters whose run is not cached, in parallel.
+    """Execute the chapters whose run is not cached, through the :class:`Executor`.
+
+    Nothing is started when every run is cached. Locally, ``jobs`` single-threaded Dask
+    workers execute the chapters; with ``scheduler`` (or ``$DLNBOOK_SCHEDULER``) an
+    existing cluster does.
 
     Parameters
     ----------
     plans : iterable of Plan
-        Planned runs; cached ones are skipped.
+        Planned runs; cached ones are skipped (unless ``force``).
     jobs : int, optional
-        Number of chapters executed at once; defaults to the number of available cores.
+        Number of chapters executed at once locally; defaults to the available cores.
     timeout : float, optional
         Per-cell timeout in seconds (none by default).
     log : callable
-        Receives one progress line per chapter (name, status, elapsed time) and a
-        "still running" line every ``heartbeat`` seconds.
+        Receives one progress line per chapter (name, status, elapsed time), a
+        "still running" line every ``heartbeat`` seconds, and on an interruption one line
+        saying what was kept.
     heartbeat : float
         Seconds between "still running" lines.
     finalize : callable, optional
         A module-level function ``finalize(directory, executed_notebook)`` (it is pickled by
-        reference into the worker) that adds files to a successful run before its directory
+        reference to the worker) that adds files to a successful run before its directory
         appears; if it raises, the run fails like a failing chapter.
     stream_stderr : bool
-        Copy each chapter's stderr (its progress bars, warnings) to the terminal live.
+        Copy each chapter's stderr (its progress bars, warnings) to the terminal live
+        (local workers write to this terminal).
+    scheduler : str, optional
+        Address of a Dask scheduler; default ``$DLNBOOK_SCHEDULER`` or a local cluster.
+    force : bool
+        Execute cached runs too; the previous run folder is replaced only once the new
+        run is complete.
 
     Returns
     -------
@@ -397,56 +398,68 @@ def run_plans(
     ------
     ChapterFailure
         After all stale chapters ran, if any of them raised; successful runs stay cached.
+    ExecutorError
+        If the scheduler cannot be reached.
+    KeyboardInterrupt
+        On Ctrl-C (after stopping the workers; finished runs are kept).
     """
     plans = list(plans)
-    stale = [p for p in plans if not p.is_cached]
+    for folder in {p.run_dir.parent for p in plans}:
+        prune_stale(folder)  # what a killed run left behind
+    stale = [p for p in plans if force or not p.is_cached]
     for plan in plans:
-        if plan.is_cached:
+        if plan not in stale:
             log(f"{plan.chapter.name}: up to date ({plan.run_dir.name})")
     if not stale:
         return []
-    cores = available_cores()
-    jobs = max(1, min(jobs or cores, len(stale)))
-    threads = max(1, cores // jobs)
-    log(f"executing {len(stale)} chapter(s) with papermill, {jobs} at a time")
     outcomes: list[Outcome] = []
-    pending = deque(stale)
-    running: dict[Future, tuple[Plan, float]] = {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        while pending or running:
-            while pending and len(running) < jobs:
-                plan = pending.popleft()
-                plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
-                args = (
-                    str(plan.chapter.path),
-                    plan.chapter.name,
-                    str(plan.run_dir),
-                    plan.parameters,
-                    plan.key,
-                    timeout,
-                    threads,
-                    finalize,
-                    stream_stderr,
-                )
-                running[pool.submit(_execute, *args)] = (plan, time.monotonic())
-                log(f"{plan.chapter.name}: started")
-            done, _ = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)
+    with Executor(scheduler, jobs) as executor:
+        executor.start(len(stale))
+        tasks = [make_task(p, timeout, finalize, stream_stderr) for p in stale]
+        where = "on this machine" if executor.is_local else f"on {executor.scheduler}"
+        log(f"executing {len(stale)} chapter(s) with papermill {where}")
+        started = time.monotonic()
+        last_beat = started
+        announced: set[str] = set()
+        done: set[str] = set()
+
+        def announce(key: str, worker: str = "") -> None:
+            if key not in announced:
+                announced.add(key)
+                name = next(p.chapter.name for p in stale if p.key == key)
+                remote = worker and not executor.is_local
+                log(f"{name}: started" + (f" on {worker}" if remote else ""))
+
+        def beat(running: dict[str, str]) -> None:
+            nonlocal last_beat
+            for key, worker in running.items():
+                announce(key, worker)
             now = time.monotonic()
-            if not done:
-                still = ", ".join(
-                    f"{p.chapter.name} ({_fmt_seconds(now - t)})" for p, t in running.values()
-                )
-                log(f"still running: {still}")
-            for future in done:
-                plan, started = running.pop(future)
-                try:
-                    seconds, error = future.result()
-                except Exception as exc:  # worker crashed
-                    seconds, error = now - started, _describe_error(exc)
-                outcomes.append(Outcome(plan, seconds, error))
-                status = "FAILED" if error else "done"
+            if now - last_beat >= heartbeat:
+                last_beat = now
+                names = [p.chapter.name for p in stale if p.key in announced - done]
+                log(f"still running ({_fmt_seconds(now - started)}): {', '.join(names)}")
+
+        try:
+            for index, result in executor.run(tasks, on_tick=beat):
+                plan = stale[index]
+                announce(plan.key, result.worker)
+                done.add(plan.key)
+                outcome = record_result(plan, result, replace=force)
+                outcomes.append(outcome)
                 count = f"[{len(outcomes)}/{len(stale)}]"
-                log(f"{plan.chapter.name}: {status} in {_fmt_seconds(seconds)} {count}")
+                took = _fmt_seconds(outcome.seconds)
+                if outcome.error:
+                    log(f"{plan.chapter.name}: FAILED after {took} {count}: {outcome.error}")
+                else:
+                    log(f"{plan.chapter.name}: done in {took} {count}")
+        except KeyboardInterrupt:
+            kept = sum(o.error is None for o in outcomes)
+            log(
+                f"interrupted: kept {kept} finished run(s), "
+                f"stopped {len(stale) - len(outcomes)} unfinished (nothing of them written)"
+            )
+            raise
     failures = [o for o in outcomes if o.error]
     if failures:
         raise ChapterFailure(failures)

@@ -326,9 +326,13 @@ def test_failing_chapter_exits_1_with_error_and_partial_notebook(book, tmp_path,
     runs = tmp_path / "runs"
     assert dln(book, "run", "1", "-p", "fail=True", "--runs-dir", str(runs)) == 1
     err = capfd.readouterr().err
-    assert "chapter 01_tiny failed" in err
-    assert "RuntimeError: tiny chapter failed on purpose" in err
-    (partial,) = re.findall(r"^Partial notebook for inspection: (.+)$", err, re.M)
+    (line,) = [line for line in err.splitlines() if line.startswith("dln-book:")]
+    assert re.match(r"dln-book: chapter 01_tiny failed in cell \[\d+\]: RuntimeError: ", line)
+    assert "tiny chapter failed on purpose" in line and "Traceback" not in err
+    (partial, log) = re.findall(r"partial notebook (\S+);.* traceback in (\S+)\)$", line)[0]
+    assert Path(partial).name == Path(log).with_suffix(".ipynb").name  # named after the run
+    assert re.fullmatch(r"01_tiny-[0-9a-f]{12}\.ipynb", Path(partial).name)
+    assert "tiny chapter failed on purpose" in Path(log).read_text()
     executed = nbformat.read(partial, as_version=4)
     assert any(
         out.get("ename") == "RuntimeError" for c in executed.cells for out in c.get("outputs", [])

@@ -15,6 +15,22 @@ Job = tuple[Callable[..., Any], Mapping[str, Any]]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+# Run by each worker (through the builtin ``exec``, so that it starts before the worker
+# imports anything heavy): exit as soon as the process that started the worker is gone. A
+# worker busy with a job, or blocked on its job queue, would otherwise outlive a killed
+# kernel (and the run or build that started it) and keep a core busy.
+_EXIT_WITH_PARENT = """
+import os, threading, time
+
+def _watch(parent={parent}):
+    while os.getppid() == parent:
+        time.sleep(0.25)
+    os._exit(1)
+
+threading.Thread(target=_watch, name="exit-with-parent", daemon=True).start()
+"""
+
+
 @contextmanager
 def _blas_threads(threads: int):
     saved = {var: os.environ.get(var) for var in _THREAD_VARS}
@@ -42,7 +58,8 @@ def run_many(
     ``threads_per_worker`` threads, so ``func`` must be importable (a module-level function,
     not one defined in a notebook) and its arguments and result picklable. Jobs start in the
     given order: list the longest first for a good balance. ``max_workers=1`` runs them here,
-    one after the other. Results do not depend on ``max_workers``.
+    one after the other. Results do not depend on ``max_workers``. The workers exit within
+    half a second when this process dies (killed with its run or build).
     """
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -57,7 +74,12 @@ def run_many(
     else:
         with (
             _blas_threads(threads_per_worker),
-            ProcessPoolExecutor(max_workers, mp_context=get_context("spawn")) as pool,
+            ProcessPoolExecutor(
+                max_workers,
+                mp_context=get_context("spawn"),
+                initializer=exec,
+                initargs=(_EXIT_WITH_PARENT.format(parent=os.getpid()), {}),
+            ) as pool,
         ):
             futures = {pool.submit(func, **kwargs): i for i, (func, kwargs) in enumerate(jobs)}
             for future in as_completed(futures):
