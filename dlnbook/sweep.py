@@ -36,6 +36,7 @@ from typing import Any
 
 from dlnbook.chapters import Chapter, ChapterError, effective_parameters, parse_override
 from dlnbook.executor import Executor
+from dlnbook.export import PAGE_DIR
 from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import Outcome, Plan, make_task, record_result
 
@@ -388,7 +389,7 @@ def index_html(
                 links.insert(0, f'<a href="{esc(_rel(p.partial, folder))}">partial notebook</a>')
             link = " ".join(links)
         else:
-            page = p.plan.run_dir / f"{chapter.name}.html"
+            page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
             link = f'<a href="{esc(_rel(page, folder))}">{esc(p.plan.run_dir.name)}</a>'
         seconds = "" if p.seconds is None else f"{p.seconds:.1f}"
         cells = [

@@ -259,12 +259,12 @@ def test_local_sweep_writes_runs_points_csv_and_page_and_reuses_runs(book, tmp_p
         assert float(row["total"]) == float(x.sum())  # bit for bit
         assert row["verdict"] == ("yes" if x.sum() > 0 else "no")
         assert json.loads((run_dir / "parameters.json").read_text())["seed"] == int(row["seed"])
-        assert (run_dir / "01_point.html").is_file() and row["worker"].startswith("tcp://")
+        assert (run_dir / "html" / "01_point.html").is_file() and row["worker"].startswith("tcp://")
     page = (folder / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # total and largest: numeric
     assert 'alt="total"' in page and 'alt="verdict"' not in page
     for row in rows:
-        assert f'href="{row["run"]}/01_point.html"' in page
+        assert f'href="{row["run"]}/html/01_point.html"' in page
     assert not re.findall(r'(?:src|href)="(?:https?:)?//', page)  # offline
     assert not [p for p in runs.iterdir() if p.name.startswith(".")]
     # the same sweep again reuses every point; `run` reuses a sweep's point
@@ -427,6 +427,6 @@ def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
     names = sorted(p.name for p in runs.iterdir())
     assert len(names) == 4 and all(re.fullmatch(r"01_point-[0-9a-f]{12}", n) for n in names)
     for name in names:
-        assert {"01_point.ipynb", "01_point.html", "run.json", "results.npz"} <= {
+        assert {"01_point.ipynb", "html", "run.json", "results.npz"} <= {
             p.name for p in (runs / name).iterdir()
         }
