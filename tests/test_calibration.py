@@ -105,3 +105,43 @@ def test_replace_keeps_experiments_picklable_records():
         width=2, init_seed=0, init_norm=1.0, step_size=1e-2, steps=10,
     )  # fmt: skip
     assert replace(e, steps=5).steps == 5
+
+
+def _serial(jobs):
+    return [func(**kwargs) for func, kwargs in jobs]
+
+
+def test_search_finds_the_candidate_that_made_the_published_curves(tmp_path):
+    base = Experiment(
+        d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
+        width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=3000, record=25,
+        init="orthogonal",
+    )  # fmt: skip
+    truth = dict(spectrum="flat", init="orthogonal", input_scale=1.5, samples=30, width=2,
+                 data_seed=0, init_seed=1)  # fmt: skip
+    published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
+    grid = {k: [v] for k, v in truth.items()} | {"input_scale": [1.0, 1.5], "samples": [12, 30]}
+    rows = cal.search(base, published, grid, 1.0, _serial)
+    assert len(rows) == 4 and all(r["stage"] == "grid" for r in rows)
+    assert {k: rows[0][k] for k in truth} == truth and rows[0]["distance"] == 0.0
+    assert rows[1]["distance"] > 0.01
+    rows = cal.refine(
+        base, published, rows, {"init_seed": [1, 2], "samples": [30, 20]}, 1.0, _serial
+    )
+    refined = [r for r in rows if r["stage"] == "refine"]
+    assert sorted((r["init_seed"], r["samples"]) for r in refined) == [(1, 20), (2, 30)]
+    rows = cal.confirm(base, published, rows, 1, 1.0, _serial)
+    confirmed = [r for r in rows if r["stage"] == "confirm"]
+    assert len(confirmed) == 1 and confirmed[0]["distance"] == 0.0
+    path = tmp_path / "search.csv"
+    cal.write_table(path, rows, {"grid": grid})
+    back, parameters = cal.read_table(path)
+    assert parameters == {"grid": grid} and len(back) == len(rows)
+    assert back[0]["samples"] == 30 and back[0]["spectrum"] == "flat"
+    assert back[0]["distance"] == pytest.approx(rows[0]["distance"])
+
+
+def test_factor_error():
+    assert cal.factor_error(2.0, 1.0) == cal.factor_error(1.0, 2.0) == 2.0
+    assert cal.factor_error(float("nan"), 1.0) == float("inf")
+    assert cal.factor_error(0.0, 1.0) == float("inf")

@@ -11,8 +11,10 @@ gradient descent at step ``c η`` for ``steps / c`` steps follows the same gradi
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +172,195 @@ def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: s
         np.asarray(run.iterations) * factor, run.loss, run.metrics["end_to_end_norm"]
     )
     return curve, float(run.loss[0]), float(run.info["seconds"])
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder (next to the ``dlncore`` sources of an editable
+    install, as in ``make env``)."""
+    path = Path(__file__).resolve().parents[2] / "data"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path} not found: the calibration data live in the repository's data/ folder; "
+            "install dlncore from a clone with `pip install -e .`"
+        )
+    return path
+
+
+def evaluate(
+    experiments: Sequence[Experiment],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+    dtype: str = "float64",
+) -> list[dict]:
+    """Distance and features of each experiment against the published curves, one row per
+    experiment: ``distance`` (total), ``d_loss_N``/``d_norm_N`` and ``loss0_N``, ``drop_N``,
+    ``plateau_N``, ``norm_min_N``, ``norm_max_N``, ... for every published depth ``N``.
+
+    ``run_many_func(jobs)`` evaluates the :func:`scaled_run` jobs (e.g. a
+    :func:`dlncore.experiments.parallel.run_many` with chosen workers).
+    """
+    depths = sorted(published)
+    jobs = [
+        (scaled_run, dict(experiment=e, depth=n, factor=factor, dtype=dtype))
+        for e in experiments
+        for n in depths
+    ]
+    results = run_many_func(jobs)
+    rows = []
+    for i, _ in enumerate(experiments):
+        row: dict = {}
+        parts = {}
+        for j, n in enumerate(depths):
+            curve, loss0, _ = results[i * len(depths) + j]
+            parts[n] = distance(curve, published[n])
+            row[f"d_loss_{n}"], row[f"d_norm_{n}"] = parts[n]
+            row[f"loss0_{n}"] = loss0
+            for key, value in features(curve).items():
+                row[f"{key}_{n}"] = value
+        row["distance"] = total_distance(parts)
+        rows.append(row)
+    return rows
+
+
+#: The choices a candidate sets (columns of the search table, in order).
+CHOICES = ("spectrum", "init", "input_scale", "samples", "width", "data_seed", "init_seed")
+
+
+def parse_spectrum(text: str) -> tuple[str, float]:
+    """``"power:0.5"`` -> ``("power", 0.5)``; other kinds -> ``(kind, 0.5)`` (exponent unused)."""
+    kind, _, exponent = text.partition(":")
+    return kind, float(exponent) if exponent else 0.5
+
+
+def candidate(base: Experiment, choice: Mapping) -> Experiment:
+    """``base`` with the choices of one candidate (keys of :data:`CHOICES`)."""
+    kind, exponent = parse_spectrum(str(choice["spectrum"]))
+    return replace(
+        base,
+        spectrum=kind,
+        exponent=exponent,
+        init=str(choice["init"]),
+        input_scale=float(choice["input_scale"]),
+        samples=int(choice["samples"]),
+        width=int(choice["width"]),
+        data_seed=int(choice["data_seed"]),
+        init_seed=int(choice["init_seed"]),
+    )
+
+
+def search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Screen every combination of ``grid`` (all :data:`CHOICES` keys, lists of values) with
+    :func:`evaluate` at step ``factor · η``. Rows: the choices, ``stage = "grid"``, ``factor``
+    and the :func:`evaluate` columns, sorted by distance (NaN, e.g. a diverged run, last)."""
+    keys = list(CHOICES)
+    combos = [dict(zip(keys, values, strict=True)) for values in product(*(grid[k] for k in keys))]
+    return _evaluated(base, published, combos, "grid", factor, run_many_func)
+
+
+def refine(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    values: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Add candidates that change one choice of the best row (``values``: choice -> values to
+    try; combinations already in ``rows`` are skipped), ``stage = "refine"``; all rows sorted."""
+    keys = list(CHOICES)
+    best = min(rows, key=_rank)
+    seen = {tuple(r[k] for k in keys) for r in rows}
+    extra = []
+    for key, options in values.items():
+        for value in options:
+            c = {k: best[k] for k in keys} | {key: value}
+            if tuple(c[k] for k in keys) not in seen:
+                seen.add(tuple(c[k] for k in keys))
+                extra.append(c)
+    new = _evaluated(base, published, extra, "refine", factor, run_many_func)
+    return sorted([*rows, *new], key=_rank)
+
+
+def confirm(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    count: int,
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Rerun the ``count`` best rows at step ``factor · η`` (``stage = "confirm"``), added to
+    the rows; all rows sorted."""
+    keys = list(CHOICES)
+    best = sorted(rows, key=_rank)[:count]
+    new = _evaluated(
+        base, published, [{k: r[k] for k in keys} for r in best], "confirm", factor, run_many_func
+    )
+    return sorted([*rows, *new], key=_rank)
+
+
+def _evaluated(base, published, choices, stage, factor, run_many_func) -> list[dict]:
+    results = evaluate([candidate(base, c) for c in choices], published, factor, run_many_func)
+    rows = [
+        {**c, "stage": stage, "factor": factor, **r} for c, r in zip(choices, results, strict=True)
+    ]
+    return sorted(rows, key=_rank)
+
+
+def _rank(row: Mapping) -> float:
+    d = row["distance"]
+    return d if np.isfinite(d) else np.inf
+
+
+def write_table(path: str | Path, rows: Sequence[Mapping], parameters: Mapping) -> None:
+    """CSV of ``rows`` after a ``# parameters: {json}`` line recording how they were made."""
+    path = Path(path)
+    columns = list(rows[0])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(f"# parameters: {json.dumps(parameters, sort_keys=True)}\n")
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_table(path: str | Path) -> tuple[list[dict], dict]:
+    """Rows (numbers as float where they parse) and parameters of :func:`write_table`."""
+    with open(path) as f:
+        first = f.readline()
+        if not first.startswith("# parameters: "):
+            raise ValueError(f"{path}: no '# parameters:' line")
+        parameters = json.loads(first.removeprefix("# parameters: "))
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return rows, parameters
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+#: Axis ranges of the published figures (iterations, loss, norm), from the digitizer's
+#: calibration of their frames; iteration 0 is drawn at the left edge there.
+PUBLISHED_AXES = {"k": (0.5, 2e6), "loss": (1.5e-8, 3.1e2), "norm": (0.916, 1.083)}
+
+
+def factor_error(ours: float, published: float) -> float:
+    """``max(ours/published, published/ours)`` (``inf`` if either is not a positive number)."""
+    if not (np.isfinite(ours) and np.isfinite(published) and ours > 0 and published > 0):
+        return float("inf")
+    return float(max(ours / published, published / ours))
