@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree  # noqa: E402
 from dlnbook import digitize as dg  # noqa: E402
 
 X_DECADES = [1e0, 1e1, 1e2, 1e3, 1e4]
+BLUE, ORANGE = "#1f77b4", "#ff7f0e"  # explicit: "C0" would depend on the active style
 
 
 def _curves():
@@ -28,9 +29,15 @@ def _linear_curves():
 
 
 def _render(tmp_path, ylog: bool):
+    """Draw the test curves in matplotlib's default style (other tests change the style)."""
+    with plt.style.context("default"):
+        return _draw(tmp_path, ylog)
+
+
+def _draw(tmp_path, ylog: bool):
     x = np.geomspace(1, 1e4, 2000)
     fig, ax = plt.subplots(figsize=(6.13, 5.07), dpi=100)
-    for (name, f), color in zip(_curves().items(), ("C0", "C1"), strict=True):
+    for (name, f), color in zip(_curves().items(), (BLUE, ORANGE), strict=True):
         y = f(x) if ylog else _linear_curves()[name](x)
         ax.plot(x, y, color=color, label=name)
     ax.set_xscale("log")
@@ -63,7 +70,7 @@ def _pixel_error(pixels, x, y, f):
 
 def test_log_log_curves_read_back_within_a_pixel(tmp_path):
     path, pixels = _render(tmp_path, ylog=True)
-    out = dg.digitize(dg.read_image(path), {"a": "C0", "b": "C1"}, X_DECADES, [1e-3, 1e-1, 1e1])
+    out = dg.digitize(dg.read_image(path), {"a": BLUE, "b": ORANGE}, X_DECADES, [1e-3, 1e-1, 1e1])
     for name, f in _curves().items():
         x, y = out[name]
         assert x.size > 300  # most columns are found
@@ -78,7 +85,7 @@ def test_linear_axis_from_ticks_and_the_legend_is_masked(tmp_path):
     assert dg.legend_box(image, dg.find_frame(image)) is not None
     out = dg.digitize(
         image,
-        {"a": "C0", "b": "C1"},
+        {"a": BLUE, "b": ORANGE},
         X_DECADES,
         [0.94, 0.97, 1.0, 1.03, 1.06],
         y_log=False,
@@ -94,14 +101,14 @@ def test_linear_axis_from_ticks_and_the_legend_is_masked(tmp_path):
 def test_wrong_number_of_reference_values_is_a_clear_error(tmp_path):
     path, _ = _render(tmp_path, ylog=True)
     with pytest.raises(dg.DigitizeError, match="found 5 reference lines"):
-        dg.digitize(dg.read_image(path), {"a": "C0"}, X_DECADES[:4], [1e-3, 1e-1, 1e1])
+        dg.digitize(dg.read_image(path), {"a": BLUE}, X_DECADES[:4], [1e-3, 1e-1, 1e1])
 
 
 def test_cli_writes_a_csv_with_the_source_and_rejects_bad_input(tmp_path, capsys):
     path, _ = _render(tmp_path, ylog=True)
     out = tmp_path / "curves.csv"
     args = [str(path), "--x-values", "1,10,100,1000,10000", "--y-values", "1e-3,1e-1,10"]
-    args += ["--curve", "a=C0", "--source", "test figure", "-o", str(out)]
+    args += ["--curve", f"a={BLUE}", "--source", "test figure", "-o", str(out)]
     assert dg.main(args) == 0
     assert out.read_text().startswith("# test figure\n")
     curves = dg.read_csv(out)
