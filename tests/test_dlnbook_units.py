@@ -82,6 +82,7 @@ def test_repository_chapters_are_valid():
         "05_deep_rank",
         "06_gd_vs_flow",
         "07_experiments",
+        "08_calibration",
     ]
     for chapter in chapters:
         seeds = [name for name in chapter.defaults if "seed" in name]

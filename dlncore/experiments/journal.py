@@ -36,13 +36,33 @@ def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -
     raise ValueError(f"unknown initialization {kind!r}; use 'gaussian' or 'orthogonal'")
 
 
+def teacher_values(
+    rank: int, spectrum: str, top: float, seed: int, d: int, exponent: float = 0.5
+) -> np.ndarray:
+    """Singular values (descending, largest ``top``) of a rank-``rank`` teacher.
+
+    ``"flat"``, ``"linear"``, ``"geometric"``: :func:`dlncore.teacher_spectrum`;
+    ``"power"``: ``top · i^{−exponent}`` for ``i = 1..rank``;
+    ``"gaussian"``: those of a ``d × rank`` matrix with i.i.d. standard normal entries
+    (generator ``seed``), rescaled to largest value ``top``.
+    """
+    if spectrum == "power":
+        return top * np.arange(1, rank + 1, dtype=np.float64) ** -float(exponent)
+    if spectrum != "gaussian":
+        return teacher_spectrum(rank, spectrum, top)
+    rng = np.random.default_rng(seed)
+    values = np.linalg.svd(rng.standard_normal((d, rank)), compute_uv=False)
+    return top * values / values[0]
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One journal experiment's recipe: data, initialization and GD settings (not the depth).
 
     ``X`` (``d × samples``) has entries ``N(0, input_scale²/samples)``; the targets are
     ``Y = A X`` for a Haar-random rank-``rank`` teacher ``A`` with
-    :func:`dlncore.teacher_spectrum` values (``spectrum``, ``top``); hidden widths are
+    :func:`teacher_values` (``spectrum``, ``top``, ``exponent``; seeded by ``data_seed + 1``);
+    hidden widths are
     ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``).
     Picklable, so runs can go to :func:`dlncore.experiments.parallel.run_many`.
     """
@@ -61,10 +81,13 @@ class Experiment:
     steps: int
     record: int = 200
     init: str = "gaussian"
+    exponent: float = 0.5
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """Inputs ``X`` and targets ``Y``, rebuilt from ``data_seed``."""
-        values = teacher_spectrum(self.rank, self.spectrum, self.top)
+        values = teacher_values(
+            self.rank, self.spectrum, self.top, self.data_seed + 1, self.d, self.exponent
+        )
         X, Y, _ = synthetic_data(
             self.d, self.d, self.samples, values, self.data_seed, input_scale=self.input_scale
         )

@@ -1,0 +1,366 @@
+"""Calibrating the journal experiments' unpublished choices against the published curves.
+
+The published loss and norm curves (digitized, ``data/published/*.csv``) are compared with ours
+by a :func:`distance` on a fixed grid of iterations, and by the :func:`features` that a reader
+sees (drop iteration, plateau, norm extremes, final loss). A candidate (an
+:class:`~dlncore.experiments.journal.Experiment`) can be screened cheaply by :func:`scaled_run`:
+gradient descent at step ``c η`` for ``steps / c`` steps follows the same gradient flow up to time
+``η k``, and its records are reported at the iterations ``c k'`` of the published step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from dlncore.experiments.journal import Experiment, linear_run
+
+#: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
+GRID = np.geomspace(1e1, 1e6, 41)
+#: Weight of the norm part of the distance: an RMS norm error of 0.01 counts as 0.1 decade.
+NORM_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A loss and a norm curve of one depth, each at its own iterations (ascending)."""
+
+    loss_k: np.ndarray
+    loss: np.ndarray
+    norm_k: np.ndarray
+    norm: np.ndarray
+
+    def loss_at(self, k: np.ndarray | float) -> np.ndarray:
+        """Loss at iterations ``k`` (interpolated linearly in log k, log loss)."""
+        return 10.0 ** np.interp(np.log10(k), np.log10(self.loss_k), np.log10(self.loss))
+
+    def norm_at(self, k: np.ndarray | float) -> np.ndarray:
+        """Norm at iterations ``k`` (interpolated linearly in log k)."""
+        return np.interp(np.log10(k), np.log10(self.norm_k), self.norm)
+
+
+def curve_of_run(iterations: np.ndarray, loss: np.ndarray, norm: np.ndarray) -> Curve:
+    """A :class:`Curve` from recorded iterations (the record at ``k = 0`` is dropped: log axis)."""
+    k = np.asarray(iterations, dtype=np.float64)
+    keep = k > 0
+    loss = np.asarray(loss, dtype=np.float64)[keep]
+    norm = np.asarray(norm, dtype=np.float64)[keep]
+    return Curve(k[keep], loss, k[keep], norm)
+
+
+def _read_tidy(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out: dict[int, list[tuple[float, float]]] = {}
+    with open(path) as f:
+        rows = csv.reader(line for line in f if not line.startswith("#"))
+        header = next(rows)
+        if header != ["curve", "x", "y"]:
+            raise ValueError(f"{path}: expected columns curve,x,y, got {header}")
+        for name, x, y in rows:
+            out.setdefault(int(name), []).append((float(x), float(y)))
+    result = {}
+    for depth, points in out.items():
+        xy = np.array(sorted(points))
+        result[depth] = (xy[:, 0], xy[:, 1])
+    return result
+
+
+def load_published(directory: str | Path) -> dict[int, Curve]:
+    """The digitized published curves, ``{depth: Curve}``, from ``linear_loss.csv`` and
+    ``linear_norms.csv`` in ``directory`` (written by ``python -m dlnbook.digitize``)."""
+    directory = Path(directory)
+    loss = _read_tidy(directory / "linear_loss.csv")
+    norms = _read_tidy(directory / "linear_norms.csv")
+    if set(loss) != set(norms):
+        raise ValueError(f"{directory}: loss and norm files have different depths")
+    return {n: Curve(*loss[n], *norms[n]) for n in sorted(loss)}
+
+
+def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
+    """``(loss part, norm part)`` of the distance between two curves on ``grid``.
+
+    Loss part: RMS difference of ``log10 max(L, floor)`` (decades; the floor leaves out the
+    round-off floors, compared separately). Norm part: RMS difference of the norms.
+    The total used for ranking is ``loss part + NORM_WEIGHT · norm part``.
+    """
+    a = np.log10(np.maximum(ours.loss_at(grid), floor))
+    b = np.log10(np.maximum(published.loss_at(grid), floor))
+    d_loss = float(np.sqrt(np.mean((a - b) ** 2)))
+    d_norm = float(np.sqrt(np.mean((ours.norm_at(grid) - published.norm_at(grid)) ** 2)))
+    return d_loss, d_norm
+
+
+def total_distance(parts: Mapping[int, tuple[float, float]]) -> float:
+    """Mean over depths of ``loss part + NORM_WEIGHT · norm part``."""
+    return float(np.mean([a + NORM_WEIGHT * b for a, b in parts.values()]))
+
+
+def first_crossing(curve: Curve, level: float) -> float:
+    """First iteration where the loss falls below ``level``, interpolated in log–log between
+    the neighbouring points (``nan`` if never)."""
+    k, loss = curve.loss_k, curve.loss
+    below = np.flatnonzero(loss < level)
+    if below.size == 0:
+        return float("nan")
+    i = below[0]
+    if i == 0:
+        return float(k[0])
+    x = np.log10(k[i - 1 : i + 1])
+    y = np.log10(loss[i - 1 : i + 1])
+    return float(10.0 ** np.interp(np.log10(level), y[::-1], x[::-1]))
+
+
+def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
+    """The quantities a reader compares (``nan`` where undefined).
+
+    ``drop``: first iteration with loss below ``drop_level``; ``loss_1e3/1e4/1e5``: loss at
+    those iterations; ``plateau``: the loss where the curve is flattest (smallest
+    ``|d log L / d log k|``, on 60 log-spaced points) in the decade before the drop, and
+    ``plateau_slope`` that slope; ``norm_min``/``norm_max`` and their iterations
+    ``norm_min_k``/``norm_max_k`` (the maximum after the minimum); ``bump``: the largest rise
+    of the norm above its running minimum within a factor 3 of the drop; ``final``: the
+    last loss.
+    """
+    out: dict[str, float] = {}
+    drop = first_crossing(curve, drop_level)
+    out["drop"] = drop
+    for k in (1e3, 1e4, 1e5):
+        out[f"loss_{k:.0e}".replace("+0", "")] = float(curve.loss_at(k))
+    out["plateau"] = out["plateau_slope"] = float("nan")
+    if np.isfinite(drop) and drop > 10 * curve.loss_k[0]:
+        ks = np.geomspace(drop / 10, drop / 1.05, 60)
+        logl = np.log10(curve.loss_at(ks))
+        slope = np.abs(np.gradient(logl, np.log10(ks)))
+        i = int(np.argmin(slope))
+        out["plateau"], out["plateau_slope"] = float(10.0 ** logl[i]), float(slope[i])
+    k, norm = curve.norm_k, curve.norm
+    i_min = int(np.argmin(norm))
+    i_max = i_min + int(np.argmax(norm[i_min:]))
+    out.update(
+        norm_min=float(norm[i_min]),
+        norm_min_k=float(k[i_min]),
+        norm_max=float(norm[i_max]),
+        norm_max_k=float(k[i_max]),
+    )
+    out["bump"] = float("nan")
+    if np.isfinite(drop):
+        ks = np.geomspace(drop / 3, min(3 * drop, k[-1]), 80)
+        values = curve.norm_at(ks)
+        out["bump"] = float(np.max(values - np.minimum.accumulate(values)))
+    out["final"] = float(curve.loss[-1])
+    return out
+
+
+def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: str = "float64"):
+    """GD at step ``factor · η`` for ``steps / factor`` steps, as a :class:`Curve` at the
+    iterations of step ``η`` (``k = factor · k'``), and the loss at ``k = 0``.
+
+    ``factor = 1`` is the run itself. Module-level and picklable, for
+    :func:`dlncore.experiments.parallel.run_many`.
+    """
+    if not factor >= 1:
+        raise ValueError(f"factor must be at least 1, got {factor!r}")
+    steps = int(round(experiment.steps / factor))
+    e = replace(experiment, step_size=experiment.step_size * factor, steps=steps)
+    run = linear_run(e, depth, dtype)
+    curve = curve_of_run(
+        np.asarray(run.iterations) * factor, run.loss, run.metrics["end_to_end_norm"]
+    )
+    return curve, float(run.loss[0]), float(run.info["seconds"])
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder (next to the ``dlncore`` sources of an editable
+    install, as in ``make env``)."""
+    path = Path(__file__).resolve().parents[2] / "data"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path} not found: the calibration data live in the repository's data/ folder; "
+            "install dlncore from a clone with `pip install -e .`"
+        )
+    return path
+
+
+def evaluate(
+    experiments: Sequence[Experiment],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+    dtype: str = "float64",
+) -> list[dict]:
+    """Distance and features of each experiment against the published curves, one row per
+    experiment: ``distance`` (total), ``d_loss_N``/``d_norm_N`` and ``loss0_N``, ``drop_N``,
+    ``plateau_N``, ``norm_min_N``, ``norm_max_N``, ... for every published depth ``N``.
+
+    ``run_many_func(jobs)`` evaluates the :func:`scaled_run` jobs (e.g. a
+    :func:`dlncore.experiments.parallel.run_many` with chosen workers).
+    """
+    depths = sorted(published)
+    jobs = [
+        (scaled_run, dict(experiment=e, depth=n, factor=factor, dtype=dtype))
+        for e in experiments
+        for n in depths
+    ]
+    results = run_many_func(jobs)
+    rows = []
+    for i, _ in enumerate(experiments):
+        row: dict = {}
+        parts = {}
+        for j, n in enumerate(depths):
+            curve, loss0, _ = results[i * len(depths) + j]
+            parts[n] = distance(curve, published[n])
+            row[f"d_loss_{n}"], row[f"d_norm_{n}"] = parts[n]
+            row[f"loss0_{n}"] = loss0
+            for key, value in features(curve).items():
+                row[f"{key}_{n}"] = value
+        row["distance"] = total_distance(parts)
+        rows.append(row)
+    return rows
+
+
+#: The choices a candidate sets (columns of the search table, in order).
+CHOICES = ("spectrum", "init", "input_scale", "samples", "width", "data_seed", "init_seed")
+
+
+def parse_spectrum(text: str) -> tuple[str, float]:
+    """``"power:0.5"`` -> ``("power", 0.5)``; other kinds -> ``(kind, 0.5)`` (exponent unused)."""
+    kind, _, exponent = text.partition(":")
+    return kind, float(exponent) if exponent else 0.5
+
+
+def candidate(base: Experiment, choice: Mapping) -> Experiment:
+    """``base`` with the choices of one candidate (keys of :data:`CHOICES`)."""
+    kind, exponent = parse_spectrum(str(choice["spectrum"]))
+    return replace(
+        base,
+        spectrum=kind,
+        exponent=exponent,
+        init=str(choice["init"]),
+        input_scale=float(choice["input_scale"]),
+        samples=int(choice["samples"]),
+        width=int(choice["width"]),
+        data_seed=int(choice["data_seed"]),
+        init_seed=int(choice["init_seed"]),
+    )
+
+
+def search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Screen every combination of ``grid`` (all :data:`CHOICES` keys, lists of values) with
+    :func:`evaluate` at step ``factor · η``. Rows: the choices, ``stage = "grid"``, ``factor``
+    and the :func:`evaluate` columns, sorted by distance (NaN, e.g. a diverged run, last)."""
+    keys = list(CHOICES)
+    combos = [dict(zip(keys, values, strict=True)) for values in product(*(grid[k] for k in keys))]
+    return _evaluated(base, published, combos, "grid", factor, run_many_func)
+
+
+def refine(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    values: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Add candidates that change one choice of the best row (``values``: choice -> values to
+    try; combinations already in ``rows`` are skipped), ``stage = "refine"``; all rows sorted."""
+    keys = list(CHOICES)
+    best = min(rows, key=_rank)
+    seen = {tuple(r[k] for k in keys) for r in rows}
+    extra = []
+    for key, options in values.items():
+        for value in options:
+            c = {k: best[k] for k in keys} | {key: value}
+            if tuple(c[k] for k in keys) not in seen:
+                seen.add(tuple(c[k] for k in keys))
+                extra.append(c)
+    new = _evaluated(base, published, extra, "refine", factor, run_many_func)
+    return sorted([*rows, *new], key=_rank)
+
+
+def confirm(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    count: int,
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Rerun the ``count`` best rows at step ``factor · η`` (``stage = "confirm"``), added to
+    the rows; all rows sorted."""
+    keys = list(CHOICES)
+    best = sorted(rows, key=_rank)[:count]
+    new = _evaluated(
+        base, published, [{k: r[k] for k in keys} for r in best], "confirm", factor, run_many_func
+    )
+    return sorted([*rows, *new], key=_rank)
+
+
+def _evaluated(base, published, choices, stage, factor, run_many_func) -> list[dict]:
+    results = evaluate([candidate(base, c) for c in choices], published, factor, run_many_func)
+    rows = [
+        {**c, "stage": stage, "factor": factor, **r} for c, r in zip(choices, results, strict=True)
+    ]
+    return sorted(rows, key=_rank)
+
+
+def _rank(row: Mapping) -> float:
+    d = row["distance"]
+    return d if np.isfinite(d) else np.inf
+
+
+def write_table(path: str | Path, rows: Sequence[Mapping], parameters: Mapping) -> None:
+    """CSV of ``rows`` after a ``# parameters: {json}`` line recording how they were made."""
+    path = Path(path)
+    columns = list(rows[0])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(f"# parameters: {json.dumps(parameters, sort_keys=True)}\n")
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_table(path: str | Path) -> tuple[list[dict], dict]:
+    """Rows (numbers as float where they parse) and parameters of :func:`write_table`."""
+    with open(path) as f:
+        first = f.readline()
+        if not first.startswith("# parameters: "):
+            raise ValueError(f"{path}: no '# parameters:' line")
+        parameters = json.loads(first.removeprefix("# parameters: "))
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return rows, parameters
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+#: Axis ranges of the published figures (iterations, loss, norm), from the digitizer's
+#: calibration of their frames; iteration 0 is drawn at the left edge there.
+PUBLISHED_AXES = {"k": (0.5, 2e6), "loss": (1.5e-8, 3.1e2), "norm": (0.916, 1.083)}
+
+
+def factor_error(ours: float, published: float) -> float:
+    """``max(ours/published, published/ours)`` (``inf`` if either is not a positive number)."""
+    if not (np.isfinite(ours) and np.isfinite(published) and ours > 0 and published > 0):
+        return float("inf")
+    return float(max(ours / published, published / ours))

@@ -1,0 +1,147 @@
+"""Tests of the calibration helpers: distance, features, scaled screening runs, published data."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlncore.experiments import calibration as cal
+from dlncore.experiments.journal import Experiment, linear_run, teacher_values
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "published"
+
+
+def _curve(k, loss, norm):
+    return cal.Curve(np.asarray(k, float), np.asarray(loss), np.asarray(k, float), np.asarray(norm))
+
+
+def _synthetic(drop=1e4, plateau=0.6):
+    """Loss: 100 → plateau → drop (a steep power law); norm: dip to 0.95 at 100, peak 1.07
+    at 1000."""
+    k = np.geomspace(1, 1e6, 2000)
+    loss = 100.0 / (1 + (k / 100) ** 2) + plateau
+    loss = np.where(k < drop, loss, plateau * (k / drop) ** -20.0)
+    lk = np.log10(k)
+    norm = 1 - 0.05 * np.exp(-((lk - 2) ** 2) / 0.1) + 0.07 * np.exp(-((lk - 3) ** 2) / 0.1)
+    return _curve(k, np.maximum(loss, 1e-9), norm)
+
+
+def test_distance_is_zero_for_equal_curves_and_measures_shifts():
+    c = _synthetic()
+    assert cal.distance(c, c) == (0.0, 0.0)
+    above = _curve(c.loss_k, 10 * c.loss, c.norm + 0.01)  # one decade up, norm +0.01
+    d_loss, d_norm = cal.distance(above, c, floor=1e-12)
+    assert d_loss == pytest.approx(1.0, abs=1e-9)
+    assert d_norm == pytest.approx(0.01, abs=1e-12)
+    # below the floor both curves count as the floor
+    d_floor, _ = cal.distance(above, c, grid=np.array([1e5, 1e6]), floor=1e-3)
+    assert d_floor == 0.0
+    assert cal.total_distance({2: (0.5, 0.01), 3: (0.1, 0.03)}) == pytest.approx(0.5)
+
+
+def test_first_crossing_interpolates_in_log_log():
+    k = np.array([1.0, 10.0, 100.0])
+    c = _curve(k, [1.0, 1e-2, 1e-4], [1, 1, 1])  # L = k^-2
+    assert cal.first_crossing(c, 1e-3) == pytest.approx(10**1.5)
+    assert np.isnan(cal.first_crossing(c, 1e-5))
+
+
+def test_features_of_a_synthetic_curve():
+    f = cal.features(_synthetic(drop=1e4, plateau=0.6))
+    assert f["drop"] == pytest.approx(1e4 * (0.6e3) ** (1 / 20), rel=0.02)
+    assert f["plateau"] == pytest.approx(0.6, rel=0.05) and f["plateau_slope"] < 0.1
+    assert f["loss_1e3"] == pytest.approx(100 / 101 + 0.6, rel=0.01)
+    assert f["norm_min"] == pytest.approx(0.95, abs=2e-3)
+    assert f["norm_min_k"] == pytest.approx(100, rel=0.05)
+    assert f["norm_max"] == pytest.approx(1.07, abs=2e-3)
+    assert f["norm_max_k"] == pytest.approx(1000, rel=0.05)
+    assert f["final"] == 1e-9  # the floor of the synthetic curve
+    assert f["bump"] < 1e-3  # no rise of the norm near the drop
+
+
+def test_scaled_run_follows_the_run_at_the_small_step():
+    e = Experiment(
+        d=6, samples=40, rank=3, spectrum="power", top=1.0, input_scale=2.0, data_seed=0,
+        width=3, init_seed=1, init_norm=1.0, step_size=1e-3, steps=20_000, record=30,
+    )  # fmt: skip
+    exact, l0, _ = cal.scaled_run(e, 3, factor=1.0)
+    run = linear_run(e, 3)
+    assert l0 == pytest.approx(float(run.loss[0]))
+    assert np.allclose(exact.loss, run.loss[1:]) and exact.loss_k[0] == run.iterations[1]
+    fast, _, _ = cal.scaled_run(e, 3, factor=10.0)
+    k = np.geomspace(100, 2e4, 20)
+    above = exact.loss_at(k) > 1e-3  # the part the distance sees (its floor)
+    assert 5 < above.sum() < 20
+    assert np.allclose(fast.loss_at(k[above]), exact.loss_at(k[above]), rtol=0.1)
+    assert np.allclose(fast.norm_at(k), exact.norm_at(k), atol=1e-2)
+    with pytest.raises(ValueError, match="factor"):
+        cal.scaled_run(e, 2, factor=0.5)
+
+
+def test_teacher_values():
+    assert np.allclose(teacher_values(4, "power", 2.0, 0, 6, exponent=1.0), [2, 1, 2 / 3, 0.5])
+    g = teacher_values(5, "gaussian", 1.0, 3, 8)
+    assert g.shape == (5,) and g[0] == 1.0 and np.all(np.diff(g) <= 0) and g[-1] > 0
+    assert np.allclose(g, teacher_values(5, "gaussian", 1.0, 3, 8))
+    assert np.allclose(teacher_values(3, "flat", 0.5, 0, 4), 0.5)
+
+
+def test_published_curves_have_the_features_read_off_the_figures():
+    pub = cal.load_published(DATA)
+    assert sorted(pub) == [2, 3, 5]
+    drops = {n: cal.features(c)["drop"] for n, c in pub.items()}
+    for n, want in {2: 1.4e4, 3: 6.5e4, 5: 7.4e5}.items():
+        assert drops[n] == pytest.approx(want, rel=0.1)
+    f5 = cal.features(pub[5])
+    assert f5["plateau"] == pytest.approx(0.6, rel=0.15) and f5["plateau_slope"] < 0.1
+    assert f5["norm_max"] == pytest.approx(1.075, abs=0.005)
+    assert cal.features(pub[3])["norm_min"] == pytest.approx(0.92, abs=0.005)
+
+
+def test_replace_keeps_experiments_picklable_records():
+    e = Experiment(
+        d=4, samples=10, rank=2, spectrum="flat", top=1.0, input_scale=1.0, data_seed=0,
+        width=2, init_seed=0, init_norm=1.0, step_size=1e-2, steps=10,
+    )  # fmt: skip
+    assert replace(e, steps=5).steps == 5
+
+
+def _serial(jobs):
+    return [func(**kwargs) for func, kwargs in jobs]
+
+
+def test_search_finds_the_candidate_that_made_the_published_curves(tmp_path):
+    base = Experiment(
+        d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
+        width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=3000, record=25,
+        init="orthogonal",
+    )  # fmt: skip
+    truth = dict(spectrum="flat", init="orthogonal", input_scale=1.5, samples=30, width=2,
+                 data_seed=0, init_seed=1)  # fmt: skip
+    published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
+    grid = {k: [v] for k, v in truth.items()} | {"input_scale": [1.0, 1.5], "samples": [12, 30]}
+    rows = cal.search(base, published, grid, 1.0, _serial)
+    assert len(rows) == 4 and all(r["stage"] == "grid" for r in rows)
+    assert {k: rows[0][k] for k in truth} == truth and rows[0]["distance"] == 0.0
+    assert rows[1]["distance"] > 0.01
+    rows = cal.refine(
+        base, published, rows, {"init_seed": [1, 2], "samples": [30, 20]}, 1.0, _serial
+    )
+    refined = [r for r in rows if r["stage"] == "refine"]
+    assert sorted((r["init_seed"], r["samples"]) for r in refined) == [(1, 20), (2, 30)]
+    rows = cal.confirm(base, published, rows, 1, 1.0, _serial)
+    confirmed = [r for r in rows if r["stage"] == "confirm"]
+    assert len(confirmed) == 1 and confirmed[0]["distance"] == 0.0
+    path = tmp_path / "search.csv"
+    cal.write_table(path, rows, {"grid": grid})
+    back, parameters = cal.read_table(path)
+    assert parameters == {"grid": grid} and len(back) == len(rows)
+    assert back[0]["samples"] == 30 and back[0]["spectrum"] == "flat"
+    assert back[0]["distance"] == pytest.approx(rows[0]["distance"])
+
+
+def test_factor_error():
+    assert cal.factor_error(2.0, 1.0) == cal.factor_error(1.0, 2.0) == 2.0
+    assert cal.factor_error(float("nan"), 1.0) == float("inf")
+    assert cal.factor_error(0.0, 1.0) == float("inf")
