@@ -117,14 +117,16 @@ class Range:
 
     def problem(self, value: Any, params: Mapping[str, Any]) -> str | None:
         """Why ``value`` is outside the range (``params``: the other values), or None."""
-        if self.choices:
-            if value not in self.choices:
-                return f"must be one of {', '.join(map(repr, self.choices))}, got {show(value)}"
-            return None
         if isinstance(value, list | tuple):
             for op, limit in self.length:
                 if not _OPS[op](len(value), limit):
                     return f"must have len {op} {limit}, got {show(value)}"
+        if self.choices:  # for a list: every entry
+            if any(v not in self.choices for v in _leaves(value)):
+                return f"must be one of {', '.join(map(repr, self.choices))}, got {show(value)}"
+            return None
+        if not self.bounds and not self.chain:  # a length alone (a list of strings)
+            return None
         if self.chain:
             problem = _chain_problem(value, params)
             if problem:
