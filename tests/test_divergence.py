@@ -49,3 +49,11 @@ def test_chapter5_reports_every_start_diverged(tmp_path, capfd):
     assert int(glued["ch5-diverged"]) == 8  # all final-rank starts, 2 depths x 4
     assert glued["ch5-conv-ok"] == "n/a" and glued["ch5-exp-ok"] == "n/a"
     assert glued["ch5-stalled-last"] == "0"  # diverged runs are not counted as stalled
+
+
+@pytest.mark.slow
+def test_chapter7_reports_diverged_runs_and_no_stuck_run(tmp_path, capfd):
+    printed, glued = run_diverging("07_experiments", tmp_path, capfd, step_size=100.0)
+    assert re.search(r"^linear N = \d+ float64: gd: .* 1 of 1 start\(s\) diverged", printed, re.M)
+    assert glued["ch7-held-plateau"] == "n/a"  # diverged runs are not "stuck on a plateau"
+    assert glued["ch7-held-final64"] == "n/a"
