@@ -57,3 +57,13 @@ def test_chapter7_reports_diverged_runs_and_no_stuck_run(tmp_path, capfd):
     assert re.search(r"^linear N = \d+ float64: gd: .* 1 of 1 start\(s\) diverged", printed, re.M)
     assert glued["ch7-held-plateau"] == "n/a"  # diverged runs are not "stuck on a plateau"
     assert glued["ch7-held-final64"] == "n/a"
+
+
+@pytest.mark.slow
+def test_chapter2_checks_say_na_when_every_step_size_diverges(tmp_path, capfd):
+    printed, glued = run_diverging("02_boundedness", tmp_path, capfd, eta_min=50.0, eta_max=100.0)
+    assert re.search(r"5 of 5 start\(s\) diverged, first at iteration \d+ \(loss", printed)
+    assert glued["ch2-diverged"] == "5"
+    for key in ("ch2-drift-ok", "ch2-slope-ok"):  # the norm checks see W(0): measured
+        assert glued[key] == "n/a", key
+    assert glued["ch2-descent-all"] == "no"
