@@ -118,7 +118,7 @@ class Range:
     def problem(self, value: Any, params: Mapping[str, Any]) -> str | None:
         """Why ``value`` is outside the range (``params``: the other values), or None."""
         if self.choices:
-            if any(v not in self.choices for v in _leaves(value)):  # a string or a list of them
+            if value not in self.choices:
                 return f"must be one of {', '.join(map(repr, self.choices))}, got {show(value)}"
             return None
         if isinstance(value, list | tuple):
@@ -129,7 +129,7 @@ class Range:
             problem = _chain_problem(value, params)
             if problem:
                 return f"{problem} (widths must chain)"
-        for number in _leaves(value) if self.bounds else ():  # len only: any entries
+        for number in _leaves(value):
             if not isinstance(number, Real) or isinstance(number, bool):
                 return f"expects numbers, got {show(value)}"
             for op, limit in self.bounds:

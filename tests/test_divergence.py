@@ -67,18 +67,3 @@ def test_chapter2_checks_say_na_when_every_step_size_diverges(tmp_path, capfd):
     for key in ("ch2-drift-ok", "ch2-slope-ok"):  # the norm checks see W(0): measured
         assert glued[key] == "n/a", key
     assert glued["ch2-descent-all"] == "no"
-
-
-def test_lists_of_strings_pass_their_ranges():
-    """Chapter 8 could not run at all: ``[len 1..9]`` demanded numbers, choices a single string."""
-    from dlnbook.chapters import load_chapter
-    from dlnbook.ranges import parse_range
-
-    chapter = load_chapter(REPO / "chapters" / "08_calibration.ipynb")
-    params = dict(chapter.defaults)
-    ranges = {p.name: p.range for p in chapter.parameters}
-    assert ranges["spectra"].problem(["flat"], params) is None
-    assert ranges["inits"].problem(["orthogonal", "gaussian"], params) is None
-    assert "must be one of" in ranges["inits"].problem(["orthogonal", "uniform"], params)
-    assert "must have len <= 9" in ranges["spectra"].problem(["flat"] * 10, params)
-    assert "expects numbers" in parse_range("x [> 0, len 1..3]").problem(["a"], params)
