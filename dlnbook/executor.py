@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,16 +420,23 @@ class Executor:
         if not tasks:
             return
         self.start(len(tasks))
-        futures = {
-            self._client.submit(
-                execute_task, task, key=f"{task.name}-{task.key[:12]}-{i}", pure=False
-            ): i
-            for i, task in enumerate(tasks)
-        }
-        pending = set(futures)
-        while pending:
+        futures: dict[Any, int] = {}
+        queue = deque(range(len(tasks)))
+        pending: set[Any] = set()
+        while queue or pending:
+            # Only as many tasks in flight as the cluster has threads: Dask assigns tasks of
+            # different chapters to workers when they are submitted, and a long chapter
+            # would hold the others queued behind it while another worker idles.
+            capacity = max(1, sum(self._client.nthreads().values()))
+            while queue and len(pending) < capacity:
+                i = queue.popleft()
+                key = f"{tasks[i].name}-{tasks[i].key[:12]}-{i}"
+                future = self._client.submit(execute_task, tasks[i], key=key, pure=False)
+                futures[future] = i
+                pending.add(future)
             try:
-                done, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+                done, not_done = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+                pending = set(not_done)
             except TimeoutError:
                 done = set()
             for future in done:

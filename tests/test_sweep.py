@@ -430,3 +430,24 @@ def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
         assert {"01_point.ipynb", "html", "run.json", "results.npz"} <= {
             p.name for p in (runs / name).iterdir()
         }
+
+
+@pytest.mark.slow
+def test_a_long_chapter_does_not_hold_the_others_behind_it(tmp_path):
+    """Six chapters on two local workers, the third slow: the quick ones after it finish on
+    the free worker while it runs (Dask would otherwise assign them at submission, behind it
+    or beside it, as a cold book build with chapter 7 showed)."""
+    from dlnbook.chapters import load_chapter
+    from dlnbook.runner import plan_runs, run_plans
+
+    (tmp_path / "chapters").mkdir()
+    chapters = []
+    for i, pause in enumerate([0.0, 0.0, 20.0, 0.0, 0.0, 0.0], start=1):
+        nb = point_chapter()
+        nb.cells[1].source = POINT_PARAMETERS.replace("pause = 0.0", f"pause = {pause}")
+        path = tmp_path / "chapters" / f"0{i}_point.ipynb"
+        nbformat.write(nb, path)
+        chapters.append(load_chapter(path))
+    outcomes = run_plans(plan_runs(chapters, {}, tmp_path / "runs"), jobs=2, log=lambda m: None)
+    assert [o.error for o in outcomes] == [None] * 6
+    assert outcomes[-1].plan.chapter.name == "03_point"  # the slow one, last
