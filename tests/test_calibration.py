@@ -145,3 +145,16 @@ def test_factor_error():
     assert cal.factor_error(2.0, 1.0) == cal.factor_error(1.0, 2.0) == 2.0
     assert cal.factor_error(float("nan"), 1.0) == float("inf")
     assert cal.factor_error(0.0, 1.0) == float("inf")
+
+
+def test_a_curve_without_records_after_0_reads_nan():
+    from dlncore.experiments.calibration import curve_of_run
+
+    curve = curve_of_run(np.array([0]), np.array([3.0]), np.array([1.0]))  # steps = 0
+    assert np.isnan(curve.loss_at(1e3)) and np.isnan(curve.norm_at(1e3))
+    assert np.isnan(curve.loss_at(np.array([10.0, 100.0]))).all()
+    from dlncore.experiments.calibration import features
+
+    empty = features(curve)
+    full = features(curve_of_run(np.array([0, 10, 100]), np.ones(3), np.ones(3)))
+    assert set(empty) == set(full) and all(np.isnan(v) for v in empty.values())

@@ -37,11 +37,16 @@ class Curve:
     norm: np.ndarray
 
     def loss_at(self, k: np.ndarray | float) -> np.ndarray:
-        """Loss at iterations ``k`` (interpolated linearly in log k, log loss)."""
+        """Loss at iterations ``k`` (interpolated linearly in log k, log loss; ``nan`` for a
+        curve without records after ``k = 0``)."""
+        if self.loss_k.size == 0:
+            return np.full(np.shape(k), np.nan)
         return 10.0 ** np.interp(np.log10(k), np.log10(self.loss_k), np.log10(self.loss))
 
     def norm_at(self, k: np.ndarray | float) -> np.ndarray:
-        """Norm at iterations ``k`` (interpolated linearly in log k)."""
+        """Norm at iterations ``k`` (interpolated linearly in log k; ``nan`` without records)."""
+        if self.norm_k.size == 0:
+            return np.full(np.shape(k), np.nan)
         return np.interp(np.log10(k), np.log10(self.norm_k), self.norm)
 
 
@@ -126,6 +131,10 @@ def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
     of the norm above its running minimum within a factor 3 of the drop; ``final``: the
     last loss.
     """
+    keys = ("drop", "loss_1e3", "loss_1e4", "loss_1e5", "plateau", "plateau_slope")
+    keys += ("norm_min", "norm_min_k", "norm_max", "norm_max_k", "bump", "final")
+    if curve.loss_k.size == 0 or curve.norm_k.size == 0:  # no record after k = 0
+        return dict.fromkeys(keys, float("nan"))
     out: dict[str, float] = {}
     drop = first_crossing(curve, drop_level)
     out["drop"] = drop
