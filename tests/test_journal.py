@@ -164,3 +164,13 @@ def test_journal_init_orthogonal_has_unit_singular_values():
         assert np.allclose(s, 1.3, rtol=1e-12)
     with pytest.raises(ValueError):
         journal_init("uniform", [3, 3], seed=0)
+
+
+def test_tanh_run_in_float32_follows_float64():
+    r64 = tanh_run(SMALL, 3)
+    r32 = tanh_run(SMALL, 3, dtype="float32")
+    assert r32.weights[0].dtype == np.float32 and r64.weights[0].dtype == np.float64
+    assert r32.info["dtype"] == "float32"
+    # same trajectory up to float32 rounding: losses agree to ~1e-5 relative, not exactly
+    np.testing.assert_allclose(r32.loss, r64.loss, rtol=1e-4)
+    assert not np.array_equal(r32.loss, r64.loss)
