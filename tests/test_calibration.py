@@ -117,8 +117,8 @@ def test_search_finds_the_candidate_that_made_the_published_curves(tmp_path):
         width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=3000, record=25,
         init="orthogonal",
     )  # fmt: skip
-    truth = dict(spectrum="flat", init="orthogonal", input_scale=1.5, samples=30, width=2,
-                 data_seed=0, init_seed=1)  # fmt: skip
+    truth = dict(spectrum="flat", init="orthogonal", init_norm=1.0, input_scale=1.5, samples=30,
+                 width=2, data_seed=0, init_seed=1)  # fmt: skip
     published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
     grid = {k: [v] for k, v in truth.items()} | {"input_scale": [1.0, 1.5], "samples": [12, 30]}
     rows = cal.search(base, published, grid, 1.0, _serial)
@@ -137,6 +137,7 @@ def test_search_finds_the_candidate_that_made_the_published_curves(tmp_path):
     cal.write_table(path, rows, {"grid": grid})
     back, parameters = cal.read_table(path)
     assert parameters == {"grid": grid} and len(back) == len(rows)
+    assert back[0]["init_norm"] == 1.0
     assert back[0]["samples"] == 30 and back[0]["spectrum"] == "flat"
     assert back[0]["distance"] == pytest.approx(rows[0]["distance"])
 

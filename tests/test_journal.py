@@ -162,8 +162,22 @@ def test_journal_init_orthogonal_has_unit_singular_values():
         w = journal_init("orthogonal", dims, seed=2, norm=1.3)
         s = dc.metrics.singular_values(w)[:4]
         assert np.allclose(s, 1.3, rtol=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown initialization"):
         journal_init("uniform", [3, 3], seed=0)
+
+
+def test_journal_init_identity_is_a_scaled_projection():
+    from dlncore.experiments.journal import journal_init
+
+    dims = [6, 3, 3, 6]
+    w = journal_init("identity", dims, seed=0, norm=0.1)
+    assert all(np.allclose(f, 0.1 ** (1 / 3) * np.eye(*f.shape)) for f in w)
+    product = w[2] @ w[1] @ w[0]
+    expected = np.diag([0.1, 0.1, 0.1, 0, 0, 0])
+    np.testing.assert_allclose(product, expected, atol=1e-15)
+    assert np.array_equal(w[0], journal_init("identity", dims, seed=5, norm=0.1)[0])
+    with pytest.raises(ValueError, match="positive"):
+        journal_init("identity", dims, seed=0, norm=0.0)
 
 
 def test_tanh_run_in_float32_follows_float64():

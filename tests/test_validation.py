@@ -508,6 +508,7 @@ EXTREMES = {
         confirm_factor=10.0,
         spectra=["flat"],
         inits=["orthogonal"],
+        init_norms=[1.0],
         input_scales=[1.0],
         samples_list=[1],
         widths=[1],

@@ -233,7 +233,16 @@ def evaluate(
 
 
 #: The choices a candidate sets (columns of the search table, in order).
-CHOICES = ("spectrum", "init", "input_scale", "samples", "width", "data_seed", "init_seed")
+CHOICES = (
+    "spectrum",
+    "init",
+    "init_norm",
+    "input_scale",
+    "samples",
+    "width",
+    "data_seed",
+    "init_seed",
+)
 
 
 def parse_spectrum(text: str) -> tuple[str, float]:
@@ -250,6 +259,7 @@ def candidate(base: Experiment, choice: Mapping) -> Experiment:
         spectrum=kind,
         exponent=exponent,
         init=str(choice["init"]),
+        init_norm=float(choice["init_norm"]),
         input_scale=float(choice["input_scale"]),
         samples=int(choice["samples"]),
         width=int(choice["width"]),

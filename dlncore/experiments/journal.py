@@ -16,24 +16,33 @@ import numpy as np
 from dlncore.data import synthetic_data, teacher_spectrum
 from dlncore.descent import gd
 from dlncore.experiments.tanh import tanh_gd
-from dlncore.init import normalized_gaussian, orthogonal
+from dlncore.init import identity, normalized_gaussian, orthogonal
 from dlncore.network import Weights
 from dlncore.problem import Problem
 from dlncore.results import Run
 
 
 def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
-    """Initial factors with ``‖W_N⋯W_1‖_op = norm``: ``"gaussian"`` (:func:`normalized_gaussian`)
-    or ``"orthogonal"`` (Haar-random semi-orthogonal factors, each scaled by ``norm^{1/N}``;
-    with non-increasing-then-non-decreasing widths every singular value of the product is
-    ``norm``)."""
+    """Initial factors with ``‖W_N⋯W_1‖_op = norm``.
+
+    ``"gaussian"``: :func:`normalized_gaussian` (i.i.d. Gaussian factors, one common rescaling);
+    ``"orthogonal"``: Haar-random semi-orthogonal factors, each scaled by ``norm^{1/N}`` (with
+    non-increasing-then-non-decreasing widths every non-zero singular value of the product is
+    ``norm``); ``"identity"``: rectangular identities ``I_{d_j × d_{j−1}}``, each scaled by
+    ``norm^{1/N}`` (deterministic: ``seed`` is unused). A small ``norm`` gives a small start.
+    """
     if kind == "gaussian":
         return normalized_gaussian(dims, seed, norm)
+    if kind not in ("orthogonal", "identity"):
+        raise ValueError(
+            f"unknown initialization {kind!r}; use 'gaussian', 'orthogonal' or 'identity'"
+        )
+    if not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"norm must be positive and finite, got {norm!r}")
+    scale = norm ** (1.0 / (len(dims) - 1))
     if kind == "orthogonal":
-        if not (np.isfinite(norm) and norm > 0):
-            raise ValueError(f"norm must be positive and finite, got {norm!r}")
-        return orthogonal(dims, seed, scale=norm ** (1.0 / (len(dims) - 1)))
-    raise ValueError(f"unknown initialization {kind!r}; use 'gaussian' or 'orthogonal'")
+        return orthogonal(dims, seed, scale=scale)
+    return identity(dims, scale=scale)
 
 
 def teacher_values(
