@@ -419,6 +419,36 @@ _ALLOW_LARGE = (
 )
 
 
+def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> None:
+    """``CHAPTER`` and ``-p/--param NAME=VALUE(S)``, as ``run`` and ``sweep`` take them."""
+    parser.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
+    parser.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar=f"NAME={values}",
+        help=help,
+    )
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """``--timeout`` and ``--allow-large`` (``run``, ``sweep`` and ``build``)."""
+    parser.add_argument(
+        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
+    )
+    parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+
+
+def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
+    """``--force``, ``--runs-dir`` and the limits, as ``run`` and ``sweep`` take them."""
+    parser.add_argument("--force", action="store_true", help=force_help)
+    parser.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
+    _add_limits(parser)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -435,36 +465,17 @@ def _parser() -> argparse.ArgumentParser:
     lister.set_defaults(func=cmd_list)
 
     runner = sub.add_parser("run", help="execute one chapter with other parameters")
-    runner.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
-    runner.add_argument(
-        "-p",
-        "--param",
-        dest="params",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])",
+    _add_chapter(
+        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
     )
-    runner.add_argument("--force", action="store_true", help="execute even if the run exists")
-    runner.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
-    runner.add_argument(
-        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
-    )
-    runner.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+    _add_execution(runner, "execute even if the run exists")
     runner.set_defaults(func=cmd_run)
 
     sweeper = sub.add_parser("sweep", help="run one chapter over a grid of parameters (on Dask)")
-    sweeper.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
-    sweeper.add_argument(
-        "-p",
-        "--param",
-        dest="params",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME=VALUES",
-        help="values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "
+    _add_chapter(
+        sweeper,
+        "VALUES",
+        "values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "
         "or A:B:STEPS:log (geometric); the sweep runs every combination",
     )
     sweeper.add_argument(
@@ -483,16 +494,11 @@ def _parser() -> argparse.ArgumentParser:
     sweeper.add_argument(
         "--workers", type=_count(1, "workers"), metavar="N", help="local workers (default: cores)"
     )
-    sweeper.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
-    sweeper.add_argument("--force", action="store_true", help="execute points that exist")
     sweeper.add_argument("--yes", action="store_true", help="allow more than 10000 points")
-    sweeper.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
     sweeper.add_argument(
         "--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)"
     )
-    sweeper.add_argument(
-        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
-    )
+    _add_execution(sweeper, "execute points that exist")
     sweeper.set_defaults(func=cmd_sweep)
 
     builder = sub.add_parser("build", help="build the whole book with a parameter profile")
@@ -505,10 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     builder.add_argument(
         "--jobs", type=_count(1, "jobs"), help="chapters executed at once (default: cores)"
     )
-    builder.add_argument(
-        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
-    )
-    builder.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+    _add_limits(builder)
     builder.set_defaults(func=cmd_build)
     return parser
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dlncore.experiments.journal import Experiment, linear_run
+from dlncore.fitting import first_crossing_loglog
 
 #: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
 GRID = np.geomspace(1e1, 1e6, 41)
@@ -108,16 +109,7 @@ def total_distance(parts: Mapping[int, tuple[float, float]]) -> float:
 def first_crossing(curve: Curve, level: float) -> float:
     """First iteration where the loss falls below ``level``, interpolated in log–log between
     the neighbouring points (``nan`` if never)."""
-    k, loss = curve.loss_k, curve.loss
-    below = np.flatnonzero(loss < level)
-    if below.size == 0:
-        return float("nan")
-    i = below[0]
-    if i == 0:
-        return float(k[0])
-    x = np.log10(k[i - 1 : i + 1])
-    y = np.log10(loss[i - 1 : i + 1])
-    return float(10.0 ** np.interp(np.log10(level), y[::-1], x[::-1]))
+    return first_crossing_loglog(curve.loss_k, curve.loss, level)
 
 
 def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:

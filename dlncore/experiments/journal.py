@@ -16,6 +16,7 @@ import numpy as np
 from dlncore.data import synthetic_data, teacher_spectrum
 from dlncore.descent import gd
 from dlncore.experiments.tanh import tanh_gd
+from dlncore.fitting import first_crossing_loglog
 from dlncore.init import identity, normalized_gaussian, orthogonal
 from dlncore.network import Weights
 from dlncore.problem import Problem
@@ -164,14 +165,4 @@ def stall_gradient_norm(weights: Sequence[np.ndarray], step_size: float, eps: fl
 def loss_at_gradient(run: Run, gradient_norm: float) -> float:
     """Loss of ``run`` where its recorded ``grad_norm`` first falls below ``gradient_norm``,
     interpolated log-linearly between the two neighbouring records (``nan`` if never)."""
-    g = np.asarray(run.metrics["grad_norm"], dtype=np.float64)
-    loss = np.asarray(run.loss, dtype=np.float64)
-    below = np.flatnonzero(g < gradient_norm)
-    if below.size == 0:
-        return float("nan")
-    i = below[0]
-    if i == 0:
-        return float(loss[0])
-    x = np.log([g[i - 1], g[i]])
-    y = np.log([loss[i - 1], loss[i]])
-    return float(np.exp(np.interp(np.log(gradient_norm), x[::-1], y[::-1])))
+    return first_crossing_loglog(run.loss, run.metrics["grad_norm"], gradient_norm)
