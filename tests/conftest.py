@@ -1,5 +1,9 @@
+from pathlib import Path
+
+import nbformat
 import numpy as np
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import dlncore as dc
 
@@ -50,3 +54,26 @@ def central_differences(loss, weights, h=1e-6):
             fd[idx] = (loss(plus) - loss(minus)) / (2 * h)
         grads.append(fd)
     return grads
+
+
+def chapter_notebook(intro: str, parameters: str, *cells) -> nbformat.NotebookNode:
+    """A chapter as the book's conventions want it: a markdown cell ``intro`` (the title), the
+    ``parameters``-tagged cell, then ``cells`` (code sources, or ready-made nbformat cells)."""
+    return new_notebook(
+        cells=[
+            new_markdown_cell(intro),
+            new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+            *(new_code_cell(c) if isinstance(c, str) else c for c in cells),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
+
+
+def one_chapter_book(root: Path, name: str, notebook: nbformat.NotebookNode) -> Path:
+    """``root`` as a book folder holding ``chapters/<name>.ipynb``; returns ``root``."""
+    (root / "chapters").mkdir()
+    nbformat.write(notebook, root / "chapters" / f"{name}.ipynb")
+    return root

@@ -16,11 +16,12 @@ import nbformat
 import numpy as np
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
 from dlnbook.chapters import discover_chapters, load_chapter
 from dlnbook.cli import UsageError, main, resolve_chapter
 from dlnbook.ranges import check_ranges, parse_range
+from tests.conftest import chapter_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,19 +76,13 @@ paths = save_figure(fig, "fig-tiny-loss")
 def tiny_chapter(title: str = "Tiny chapter") -> nbformat.NotebookNode:
     """A fast chapter that follows the conventions of chapters/README.md."""
     figure = {"mystnb": {"figure": {"name": "fig-tiny-loss", "caption": "Loss of the tiny run."}}}
-    return new_notebook(
-        cells=[
-            new_markdown_cell(f"# {title}\n\nA tiny chapter for the tests, $L(W) \\ge 0$."),
-            new_code_cell(TINY_PARAMETERS, metadata={"tags": ["parameters"]}),
-            new_code_cell(TINY_CODE),
-            new_code_cell(TINY_FIGURE, metadata=figure),
-            new_code_cell("if fail:\n    raise RuntimeError('tiny chapter failed on purpose')"),
-            new_markdown_cell("{numref}`fig-tiny-loss` shows the loss."),
-        ],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
+    return chapter_notebook(
+        f"# {title}\n\nA tiny chapter for the tests, $L(W) \\ge 0$.",
+        TINY_PARAMETERS,
+        TINY_CODE,
+        new_code_cell(TINY_FIGURE, metadata=figure),
+        "if fail:\n    raise RuntimeError('tiny chapter failed on purpose')",
+        new_markdown_cell("{numref}`fig-tiny-loss` shows the loss."),
     )
 
 

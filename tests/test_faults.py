@@ -24,7 +24,8 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from tests.conftest import chapter_notebook, one_chapter_book
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,23 +53,14 @@ np.savez("results.npz", x=x)
 
 def waiting_chapter() -> nbformat.NotebookNode:
     """A chapter that waits ``pause`` seconds after touching ``marker``."""
-    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return new_notebook(
-        cells=[
-            new_markdown_cell("# Waiting chapter\n\nWaits, then saves four numbers."),
-            new_code_cell(WAITING_PARAMETERS, metadata={"tags": ["parameters"]}),
-            new_code_cell(WAITING_CODE),
-        ],
-        metadata={"kernelspec": kernelspec, "language_info": {"name": "python"}},
+    return chapter_notebook(
+        "# Waiting chapter\n\nWaits, then saves four numbers.", WAITING_PARAMETERS, WAITING_CODE
     )
 
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fault-book")
-    (root / "chapters").mkdir()
-    nbformat.write(waiting_chapter(), root / "chapters" / "01_wait.ipynb")
-    return root
+    return one_chapter_book(tmp_path_factory.mktemp("fault-book"), "01_wait", waiting_chapter())
 
 
 def ours(tag: str) -> list[psutil.Process]:

@@ -24,11 +24,12 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_notebook
 
 from dlnbook.chapters import ChapterError
 from dlnbook.cli import main
 from dlnbook.sweep import glued_values, grid, parse_axis
+from tests.conftest import chapter_notebook, one_chapter_book
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,25 +58,14 @@ glue("verdict", "yes" if x.sum() > 0 else "no", display=False)
 
 def point_chapter() -> nbformat.NotebookNode:
     """A quick chapter that glues two numbers and a word."""
-    return new_notebook(
-        cells=[
-            new_markdown_cell("# Point chapter\n\nOne point of a sweep."),
-            new_code_cell(POINT_PARAMETERS, metadata={"tags": ["parameters"]}),
-            new_code_cell(POINT_CODE),
-        ],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
+    return chapter_notebook(
+        "# Point chapter\n\nOne point of a sweep.", POINT_PARAMETERS, POINT_CODE
     )
 
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweep-book")
-    (root / "chapters").mkdir()
-    nbformat.write(point_chapter(), root / "chapters" / "01_point.ipynb")
-    return root
+    return one_chapter_book(tmp_path_factory.mktemp("sweep-book"), "01_point", point_chapter())
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
