@@ -65,11 +65,12 @@ def test_scaled_run_follows_the_run_at_the_small_step():
         d=6, samples=40, rank=3, spectrum="power", top=1.0, input_scale=2.0, data_seed=0,
         width=3, init_seed=1, init_norm=1.0, step_size=1e-3, steps=20_000, record=30,
     )  # fmt: skip
-    exact, l0, _ = cal.scaled_run(e, 3, factor=1.0)
+    exact, l0, _, diverged_at = cal.scaled_run(e, 3, factor=1.0)
+    assert np.isnan(diverged_at)
     run = linear_run(e, 3)
     assert l0 == pytest.approx(float(run.loss[0]))
     assert np.allclose(exact.loss, run.loss[1:]) and exact.loss_k[0] == run.iterations[1]
-    fast, _, _ = cal.scaled_run(e, 3, factor=10.0)
+    fast, _, _, _ = cal.scaled_run(e, 3, factor=10.0)
     k = np.geomspace(100, 2e4, 20)
     above = exact.loss_at(k) > 1e-3  # the part the distance sees (its floor)
     assert 5 < above.sum() < 20
@@ -159,3 +160,20 @@ def test_a_curve_without_records_after_0_reads_nan():
     empty = features(curve)
     full = features(curve_of_run(np.array([0, 10, 100]), np.ones(3), np.ones(3)))
     assert set(empty) == set(full) and all(np.isnan(v) for v in empty.values())
+
+
+def test_a_candidate_that_diverges_is_flagged_and_ranked_last():
+    base = Experiment(
+        d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
+        width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=2000, record=25,
+        init="orthogonal",
+    )  # fmt: skip
+    truth = dict(spectrum="flat", init="orthogonal", init_norm=1.0, input_scale=1.5, samples=30,
+                 width=2, data_seed=0, init_seed=1)  # fmt: skip
+    published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
+    # inputs 30 times larger: η λ_max(X Xᵀ) is far above 2 and GD blows up
+    grid = {k: [v] for k, v in truth.items()} | {"input_scale": [45.0, 1.5]}
+    good, blown = cal.search(base, published, grid, 1.0, _serial)
+    assert blown["input_scale"] == 45.0 and np.isnan(blown["distance"])
+    assert all(np.isfinite(blown[f"diverged_{n}"]) for n in (2, 3))
+    assert good["distance"] == 0.0 and np.isnan(good["diverged_2"]) and np.isnan(good["diverged_3"])

@@ -158,11 +158,13 @@ def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
 
 
 def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: str = "float64"):
-    """GD at step ``factor · η`` for ``steps / factor`` steps, as a :class:`Curve` at the
-    iterations of step ``η`` (``k = factor · k'``), and the loss at ``k = 0``.
+    """GD at step ``factor · η`` for ``steps / factor`` steps: ``(curve, loss at k = 0,
+    seconds, diverged at)``.
 
-    ``factor = 1`` is the run itself. Module-level and picklable, for
-    :func:`dlncore.experiments.parallel.run_many`.
+    The :class:`Curve` is at the iterations of step ``η`` (``k = factor · k'``), and so is the
+    iteration where the run diverged (``nan`` if it did not; a larger step can diverge where
+    the published one does not). ``factor = 1`` is the run itself. Module-level and
+    picklable, for :func:`dlncore.experiments.parallel.run_many`.
     """
     if not factor >= 1:
         raise ValueError(f"factor must be at least 1, got {factor!r}")
@@ -172,7 +174,8 @@ def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: s
     curve = curve_of_run(
         np.asarray(run.iterations) * factor, run.loss, run.metrics["end_to_end_norm"]
     )
-    return curve, float(run.loss[0]), float(run.info["seconds"])
+    diverged_at = float(run.diverged_at) * factor if bool(run.diverged) else float("nan")
+    return curve, float(run.loss[0]), float(run.info["seconds"]), diverged_at
 
 
 def data_dir() -> Path:
@@ -196,7 +199,9 @@ def evaluate(
 ) -> list[dict]:
     """Distance and features of each experiment against the published curves, one row per
     experiment: ``distance`` (total), ``d_loss_N``/``d_norm_N`` and ``loss0_N``, ``drop_N``,
-    ``plateau_N``, ``norm_min_N``, ``norm_max_N``, ... for every published depth ``N``.
+    ``plateau_N``, ``norm_min_N``, ``norm_max_N``, ..., ``diverged_N`` (iteration, ``nan`` if
+    the run did not diverge) for every published depth ``N``. A candidate with a diverged run
+    has ``distance`` ``nan`` (ranked last).
 
     ``run_many_func(jobs)`` evaluates the :func:`scaled_run` jobs (e.g. a
     :func:`dlncore.experiments.parallel.run_many` with chosen workers).
@@ -213,13 +218,15 @@ def evaluate(
         row: dict = {}
         parts = {}
         for j, n in enumerate(depths):
-            curve, loss0, _ = results[i * len(depths) + j]
+            curve, loss0, _, diverged_at = results[i * len(depths) + j]
             parts[n] = distance(curve, published[n])
             row[f"d_loss_{n}"], row[f"d_norm_{n}"] = parts[n]
             row[f"loss0_{n}"] = loss0
+            row[f"diverged_{n}"] = diverged_at
             for key, value in features(curve).items():
                 row[f"{key}_{n}"] = value
-        row["distance"] = total_distance(parts)
+        diverged = any(np.isfinite(row[f"diverged_{n}"]) for n in depths)
+        row["distance"] = float("nan") if diverged else total_distance(parts)
         rows.append(row)
     return rows
 
