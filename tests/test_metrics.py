@@ -44,3 +44,12 @@ def test_registry_names_the_builtin_metrics_and_binds_the_start():
     assert weight_metrics(own, start) == own
     with pytest.raises(ValueError, match="unknown metric 'speed'; known: grad_norm"):
         weight_metrics(["imbalance", "speed"], start)
+
+
+def test_imbalance_drift_is_the_spectral_norm_of_the_change_of_d():
+    ws = dc.init.gaussian([4, 3, 5, 2], 0.7, seed=3, batch=6)
+    start = dc.init.gaussian([4, 3, 5, 2], 0.7, seed=4, batch=6)
+    pairs = zip(dc.metrics.balancedness(ws), dc.metrics.balancedness(start), strict=True)
+    by_svd = np.max([np.linalg.norm(d - d0, ord=2, axis=(-2, -1)) for d, d0 in pairs], axis=0)
+    assert by_svd.shape == (6,) and np.all(by_svd > 0.1)
+    np.testing.assert_allclose(dc.metrics.imbalance_drift(ws, start), by_svd, rtol=1e-12)
