@@ -112,15 +112,23 @@ def _serial(jobs):
     return [func(**kwargs) for func, kwargs in jobs]
 
 
+#: A tiny search problem: the published curves are made by ``TRUTH`` itself.
+BASE = Experiment(
+    d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
+    width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=3000, record=25,
+    init="orthogonal",
+)  # fmt: skip
+TRUTH = dict(spectrum="flat", init="orthogonal", init_norm=1.0, input_scale=1.5, samples=30,
+             width=2, data_seed=0, init_seed=1)  # fmt: skip
+
+
+def _published_by_truth():
+    return {n: cal.scaled_run(cal.candidate(BASE, TRUTH), n)[0] for n in (2, 3)}
+
+
 def test_search_finds_the_candidate_that_made_the_published_curves(tmp_path):
-    base = Experiment(
-        d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
-        width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=3000, record=25,
-        init="orthogonal",
-    )  # fmt: skip
-    truth = dict(spectrum="flat", init="orthogonal", init_norm=1.0, input_scale=1.5, samples=30,
-                 width=2, data_seed=0, init_seed=1)  # fmt: skip
-    published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
+    base, truth = BASE, TRUTH
+    published = _published_by_truth()
     grid = {k: [v] for k, v in truth.items()} | {"input_scale": [1.0, 1.5], "samples": [12, 30]}
     rows = cal.search(base, published, grid, 1.0, _serial)
     assert len(rows) == 4 and all(r["stage"] == "grid" for r in rows)
@@ -163,17 +171,9 @@ def test_a_curve_without_records_after_0_reads_nan():
 
 
 def test_a_candidate_that_diverges_is_flagged_and_ranked_last():
-    base = Experiment(
-        d=5, samples=30, rank=2, spectrum="flat", top=1.0, input_scale=1.5, data_seed=0,
-        width=2, init_seed=1, init_norm=1.0, step_size=1e-3, steps=2000, record=25,
-        init="orthogonal",
-    )  # fmt: skip
-    truth = dict(spectrum="flat", init="orthogonal", init_norm=1.0, input_scale=1.5, samples=30,
-                 width=2, data_seed=0, init_seed=1)  # fmt: skip
-    published = {n: cal.scaled_run(cal.candidate(base, truth), n)[0] for n in (2, 3)}
     # inputs 30 times larger: η λ_max(X Xᵀ) is far above 2 and GD blows up
-    grid = {k: [v] for k, v in truth.items()} | {"input_scale": [45.0, 1.5]}
-    good, blown = cal.search(base, published, grid, 1.0, _serial)
+    grid = {k: [v] for k, v in TRUTH.items()} | {"input_scale": [45.0, 1.5]}
+    good, blown = cal.search(BASE, _published_by_truth(), grid, 1.0, _serial)
     assert blown["input_scale"] == 45.0 and np.isnan(blown["distance"])
     assert all(np.isfinite(blown[f"diverged_{n}"]) for n in (2, 3))
     assert good["distance"] == 0.0 and np.isnan(good["diverged_2"]) and np.isnan(good["diverged_3"])
