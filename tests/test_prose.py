@@ -1,0 +1,197 @@
+"""Prose that follows the run: the sentence builders of dlncore.experiments.prose, and the
+check that no glued value a page shows is a placeholder (-1, nan, None, inf).
+
+``placeholders`` is also applied by the run-at-the-extremes test of tests/test_validation.py
+(every chapter 1–6 at the cheap extremes of its ranges) and by the breaking runs of
+tests/test_checks.py, so it adds no chapter execution of its own; the one slow test here reruns
+chapter 1 with too few iterations to reach the minimum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from myst_nb.core.variables import format_plain_text
+
+from dlncore.experiments import prose
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_TEXT = re.compile(r"\{glue:text\}`([A-Za-z0-9_-]+)(?::([^`]*))?`")
+#: what a placeholder looks like once rendered (a bare -1 is caught on the raw value)
+PLACEHOLDER = re.compile(r"\b(nan|None|inf)\b", re.IGNORECASE)
+
+
+def _source(cell: dict) -> str:
+    text = cell["source"]
+    return text if isinstance(text, str) else "".join(text)
+
+
+def glued_plain(notebook: dict) -> dict[str, str]:
+    """Glue key -> raw ``text/plain`` of an executed notebook (quotes kept: ``'-1'`` is text)."""
+    values = {}
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            scrap = output.get("metadata", {}).get("scrapbook")
+            if scrap:
+                values[scrap["name"]] = output["data"][scrap["mime_prefix"] + "text/plain"]
+    return values
+
+
+def rendered_prose(executed: Path) -> list[tuple[str, str, str]]:
+    """(key, raw text/plain, text the page shows) of every ``{glue:text}`` in the markdown."""
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    values = glued_plain(notebook)
+    shown = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        for key, spec in GLUE_TEXT.findall(_source(cell)):
+            raw = values.get(key)
+            assert raw is not None, f"{key!r} is referenced by the text but never glued"
+            shown.append((key, raw, format_plain_text(raw, spec or "")))
+    return shown
+
+
+def placeholders(executed: Path) -> list[str]:
+    """The glued values an executed chapter's text shows that are placeholders (empty: none)."""
+    bad = []
+    for key, raw, text in rendered_prose(executed):
+        if raw.strip() == "-1" or PLACEHOLDER.search(text):
+            bad.append(f"{key} = {text!r}")
+    return bad
+
+
+# --- the sentence builders ---------------------------------------------------------------
+
+
+def test_number_writes_missing_values_as_na():
+    assert prose.number(0.012345, ".2g") == "0.012"
+    assert prose.number(3, "d") == "3"
+    assert prose.number(-1.0, ".3g") == "-1"  # a real -1 is a value, not a placeholder
+    for missing in (math.nan, math.inf, -math.inf, None):
+        assert prose.number(missing) == "n/a"
+    assert prose.number(math.nan, ".2g", "not reached") == "not reached"
+
+
+def test_listing_and_per_depth():
+    assert prose.listing([]) == "none"
+    assert prose.listing(["a"]) == "a"
+    assert prose.listing(["a", "b"]) == "a and b"
+    assert prose.listing(["a", "b", "c"], "or") == "a, b or c"
+    assert prose.per_depth(["17", "not reached"], [1, 2]) == "17 (N = 1), not reached (N = 2)"
+    assert prose.per_depth([], []) == "none"
+    with pytest.raises(ValueError, match="2 values for 1 depths"):
+        prose.per_depth(["1", "2"], [3])
+
+
+def test_first_reached_is_never_a_placeholder():
+    assert prose.first_reached([0, 10, 20], [False, True, True]) == (10, "10")
+    k, text = prose.first_reached([0, 10, 20], [False, False, False])
+    assert math.isnan(k) and text == "not reached"
+    k, text = prose.first_reached([], [])
+    assert math.isnan(k) and text == "not reached"
+
+
+def test_verdict_text_follows_the_verdict():
+    args = ("reaches", "does not reach", "was not measured")
+    assert [prose.verdict_text(v, *args) for v in ("yes", "no", "n/a")] == list(args)
+    with pytest.raises(ValueError, match="verdict"):
+        prose.verdict_text("maybe", *args)
+
+
+@pytest.mark.parametrize(
+    ("depths", "reached", "sentence"),
+    [
+        ([1, 2, 3], [True] * 3, "All three depths reach the minimum of their network."),
+        ([2, 3], [True, True], "Both depths reach the minimum of their network."),
+        ([1], [True], "The run with N = 1 reaches the minimum of its network."),
+        (
+            [1],
+            [False],
+            "The run with N = 1 does not reach the minimum of its network within 0 iterations.",
+        ),
+        (
+            [1, 2, 3],
+            [False] * 3,
+            "No depth reaches the minimum of its network within 30 iterations.",
+        ),
+        (
+            [1, 2, 3],
+            [True, False, False],
+            "N = 2 and N = 3 do not reach the minimum of their "
+            "network within 30 iterations; N = 1 does.",
+        ),
+        (
+            [1, 2, 3],
+            [False, True, True],
+            "N = 1 does not reach the minimum of its network "
+            "within 30 iterations; N = 2 and N = 3 do.",
+        ),
+    ],
+)
+def test_depths_outcome_says_which_depths_reached(depths, reached, sentence):
+    budget = 0 if depths == [1] else 30
+    assert prose.depths_outcome(depths, reached, "the minimum of their network", budget) == sentence
+
+
+def test_placeholders_are_found_in_what_the_page_shows(tmp_path):
+    """The checker itself fails on the defects it is meant to catch."""
+
+    def scrap(name, plain):
+        return {
+            "output_type": "display_data",
+            "data": {"application/papermill.record/text/plain": plain},
+            "metadata": {
+                "scrapbook": {"name": name, "mime_prefix": "application/papermill.record/"}
+            },
+        }
+
+    text = (
+        "after {glue:text}`a` and {glue:text}`b:.2g` iterations; {glue:text}`c`, "
+        "{glue:text}`d:.3g`, {glue:text}`e`, {glue:text}`f`"
+    )
+    values = {"a": "-1", "b": "nan", "c": "'fine, -1 (N = 3)'", "d": "-1.0", "e": "None", "f": "2"}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": text},
+            {
+                "cell_type": "code",
+                "source": "",
+                "outputs": [scrap(k, v) for k, v in values.items()],
+            },
+        ]
+    }
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    assert placeholders(path) == ["a = '-1'", "b = 'nan'", "e = 'None'"]
+    nb["cells"][0]["source"] += " {glue:text}`missing`"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    with pytest.raises(AssertionError, match="never glued"):
+        placeholders(path)
+
+
+# --- chapter 1 with too few iterations ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_chapter_1_says_not_reached_when_the_budget_is_too_small(tmp_path):
+    """The issue's rerun: ``dln-book run 1 -p steps=30 -p bottleneck_steps=30``."""
+    from dlnbook.chapters import discover_chapters
+    from dlnbook.runner import plan_runs, run_plans
+
+    chapter = [c for c in discover_chapters(REPO / "chapters") if c.name == "01_setting"]
+    profile = {"01_setting": {"steps": 30, "bottleneck_steps": 30}}
+    (plan,) = plan_runs(chapter, profile, tmp_path)
+    run_plans([plan], jobs=1, log=lambda line: None)
+    shown = {key: text for key, _, text in rendered_prose(plan.executed_notebook)}
+    assert placeholders(plan.executed_notebook) == []
+    assert shown["ch1-first-outcome"].endswith(
+        "do not reach the global minimum of their network within 30 iterations; N = 1 does."
+    ), shown
+    assert shown["ch1-reach"].count("not reached") == 2, shown
+    assert shown["ch1-bottleneck-outcome"].startswith("Not every cross sits on its dot"), shown
+    assert shown["ch1-reached"] == "no"
