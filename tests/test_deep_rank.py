@@ -1,0 +1,123 @@
+"""Tests of dlncore.experiments.deep_rank (chapter 5) against independent computations."""
+
+from itertools import combinations
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dlncore.experiments import deep_rank
+from dlncore.saddles import EscapeScan
+
+
+def test_escape_fit_recovers_an_exact_power_law():
+    eps = np.geomspace(1e-3, 1e-1, 5)
+    times = 7.0 * eps[:, None] ** -2.0 * np.ones((1, 3))  # k = 7 eps^-2: N = 4
+    pred, got, ref = deep_rank.escape_fit(EscapeScan(eps, times, 0.5), eps, 4, 0.1, 2.0)
+    assert pred == -2.0
+    assert got == pytest.approx(-2.0, rel=1e-12)
+    np.testing.assert_allclose(ref, 7.0 * eps**-2.0, rtol=1e-12)
+
+
+def test_escape_fit_two_layers_predicts_the_log_slope():
+    eps = np.geomspace(1e-4, 1e-1, 4)
+    eta, s1 = 0.1, 2.0
+    slope = 1.0 / np.log(1.0 + eta * s1)
+    times = (slope * np.log(1 / eps) + 3.0)[:, None] * np.ones((1, 2))
+    times[0, :] = np.nan  # the smallest scale is censored: left out of the fit
+    pred, got, ref = deep_rank.escape_fit(EscapeScan(eps, times, 0.5), eps, 2, eta, s1)
+    assert pred == pytest.approx(slope, rel=1e-14)
+    assert got == pytest.approx(slope, rel=1e-10)
+    np.testing.assert_allclose(ref[1:], times[1:, 0], rtol=1e-10)  # offset fitted: c = 3
+
+
+def test_escape_fit_without_escapes_is_nan_not_an_error():
+    eps = np.geomspace(1e-3, 1e-1, 3)
+    times = np.full((3, 2), np.nan)
+    _, got, ref = deep_rank.escape_fit(EscapeScan(eps, times, 0.5), eps, 3, 0.1, 1.0)
+    assert np.isnan(got) and np.all(np.isnan(ref))
+
+
+def test_flat_stretches_finds_the_steps_of_a_staircase():
+    it = np.concatenate([[0], np.unique(np.geomspace(1, 1e5, 51).astype(int))])
+    # excess: 10 up to k = 100, 1 from 1e3 to 1e4, 0.01 after 3e4, steep in between
+    excess = np.interp(
+        np.log10(np.maximum(it, 1)), [0, 2, 3, 4, 4.5, 5], [10, 10, 1, 1, 0.01, 0.01]
+    )
+    found = deep_rank.flat_stretches(it, excess, tol=0.02, dwell=0.3)
+    levels = [excess[i] for i, _ in found]
+    assert levels == pytest.approx([10, 1, 0.01], rel=0.04)  # the band: +-2 %
+    for i, j in found:
+        window = excess[i : j + 1]
+        assert window.max() <= 1.04 * window.min()
+        assert np.log10(it[j] / it[i]) >= 0.3
+    # a longer required dwell keeps only the long plateaus (2 decades and 1 decade)
+    assert len(deep_rank.flat_stretches(it, excess, tol=0.02, dwell=1.5)) == 1
+
+
+def test_critical_excess_against_index_sets():
+    sigma = np.array([3.0, 1.5, 0.7, 0.2])
+    r = 3
+    critical = deep_rank.critical_excess(sigma, r)
+    for k in range(r + 1):
+        expected = sorted(
+            0.5 * sum(sigma[i] ** 2 for i in range(r) if i not in s)
+            for s in combinations(range(r), k)
+        )
+        assert sorted(v for _, v in critical[k]) == pytest.approx(expected)
+        (top,) = [v for is_top, v in critical[k] if is_top]
+        assert top == pytest.approx(0.5 * np.sum(sigma[k:r] ** 2))  # L*_k - L*_r
+
+
+def test_plateau_checks_on_a_synthetic_staircase():
+    sigma = np.array([2.0, 1.0, 0.5])
+    r = 3
+    opt = 0.1 + 0.5 * np.array([np.sum(sigma[k:] ** 2) for k in range(r + 1)])
+    lines = opt - opt[r]
+    it = np.concatenate([[0], np.unique(np.geomspace(1, 1e6, 121).astype(int))])
+    x = np.log10(np.maximum(it, 1))
+    on_lines = np.interp(
+        x,
+        [0, 1, 2, 2.5, 3.5, 4, 5, 5.5, 6],
+        [*[lines[0]] * 2, *[lines[1]] * 2, *[lines[2]] * 2, *[1e-9] * 3],
+    )
+    off = on_lines.copy()
+    off[(x >= 2) & (x <= 3.5)] = 0.5 * (sigma[0] ** 2 + sigma[2] ** 2)  # a rival rank-1 value
+    run = SimpleNamespace(iterations=it, loss=np.column_stack([on_lines, off]) + opt[r])
+    rows = deep_rank.plateau_checks(run, opt, deep_rank.critical_excess(sigma, r), 0.02, 0.3)
+    assert rows[:, :2].tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]  # both lines crossed
+    start0, start1 = rows[rows[:, 0] == 0], rows[rows[:, 0] == 1]
+    assert np.all(start0[:, 2] < 1e-12) and np.all(start0[:, 3] > 0.1)  # on the lines
+    assert start1[0, 2] > start1[0, 3]  # k = 1: its plateau is on the rival value
+
+
+def test_plateau_checks_without_crossing_or_plateau():
+    opt = np.array([3.0, 2.0, 1.0])
+    critical = deep_rank.critical_excess(np.array([1.0, 1.0]), 2)
+    it = np.arange(5)
+    above = SimpleNamespace(iterations=it, loss=np.full((5, 1), 10.0))  # never crosses k = 1
+    assert deep_rank.plateau_checks(above, opt, critical, 0.02, 0.1).shape == (0, 4)
+    steep = SimpleNamespace(iterations=it, loss=np.array([[10.0], [5], [2], [1.2], [1.0]]))
+    assert deep_rank.plateau_checks(steep, opt, critical, 0.02, 0.1).tolist() == [
+        [0, 1, np.inf, 0.0]
+    ]
+
+
+def test_final_rank_rows_reads_each_budget_and_blanks_diverged_starts():
+    it = np.array([0, 10, 100])
+    metric = np.arange(6, dtype=float).reshape(3, 2)
+    run = SimpleNamespace(
+        iterations=it,
+        diverged=np.array([False, True]),
+        diverged_at=np.array([0, 50]),
+        metrics={"rank": metric, "excess": metric + 10, "grad_norm": metric + 20},
+    )
+    scales = np.array([0.1, 0.2])
+    rows = deep_rank.final_rank_rows({3: run}, [10, 100], scales)
+    expected = [
+        [3, 10, 2, 12, 22, 0.1],
+        [3, 10, 3, 13, 23, 0.2],  # diverged at 50, after this budget: still read
+        [3, 100, 4, 14, 24, 0.1],
+        [3, 100, np.nan, np.nan, np.nan, 0.2],
+    ]
+    np.testing.assert_array_equal(rows, np.array(expected))
