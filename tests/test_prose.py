@@ -22,7 +22,7 @@ from dlncore.experiments import prose
 REPO = Path(__file__).resolve().parents[1]
 GLUE_TEXT = re.compile(r"\{glue:text\}`([A-Za-z0-9_-]+)(?::([^`]*))?`")
 #: what a placeholder looks like once rendered (a bare -1 is caught on the raw value)
-PLACEHOLDER = re.compile(r"\b(nan|NaN|None|inf)\b")
+PLACEHOLDER = re.compile(r"\b(nan|NaN|inf)\b|\bNone\b(?!\s+[a-z])")  # not "None of the runs"
 
 
 def _source(cell: dict) -> str:
@@ -152,9 +152,10 @@ def test_placeholders_are_found_in_what_the_page_shows(tmp_path):
 
     text = (
         "after {glue:text}`a` and {glue:text}`b:.2g` iterations; {glue:text}`c`, "
-        "{glue:text}`d:.3g`, {glue:text}`e`, {glue:text}`f`"
+        "{glue:text}`d:.3g`, {glue:text}`e`, {glue:text}`f`, {glue:text}`g`"
     )
     values = {"a": "-1", "b": "nan", "c": "'fine, -1 (N = 3)'", "d": "-1.0", "e": "None", "f": "2"}
+    values["g"] = "'None of the runs'"  # a sentence, not a placeholder
     nb = {
         "cells": [
             {"cell_type": "markdown", "source": text},
