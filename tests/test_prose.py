@@ -138,6 +138,13 @@ def test_depths_outcome_says_which_depths_reached(depths, reached, sentence):
     assert prose.depths_outcome(depths, reached, "the minimum of their network", budget) == sentence
 
 
+def test_depths_outcome_needs_one_outcome_per_depth():
+    with pytest.raises(ValueError, match="1 outcomes for 2 depths"):
+        prose.depths_outcome([1, 2], [True], "it", 10)
+    with pytest.raises(ValueError, match="0 outcomes for 0 depths"):
+        prose.depths_outcome([], [], "it", 10)
+
+
 def test_placeholders_are_found_in_what_the_page_shows(tmp_path):
     """The checker itself fails on the defects it is meant to catch."""
 

@@ -99,7 +99,19 @@ def verdict_text(verdict: str, yes: str, no: str, na: str) -> str:
     raise ValueError(f"verdict must be 'yes', 'no' or 'n/a', got {verdict!r}")
 
 
-COUNT_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+COUNT_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+)
 
 
 def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, budget: int) -> str:
@@ -112,7 +124,8 @@ def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, bu
     reached : sequence of bool, shape (D,)
         Whether the run of each depth reached the goal.
     goal : str
-        What is reached, e.g. ``"the global minimum of its network"``.
+        What is reached, e.g. ``"the global minimum of their network"`` (``their`` becomes
+        ``its`` where a single depth is the subject).
     budget : int
         The iteration budget, named in the sentence when a depth fell short.
 
@@ -123,7 +136,7 @@ def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, bu
         ``"N = 2 and N = 3 do not reach the global minimum of their network within 30
         iterations; N = 1 does."``
     """
-    if len(depths) != len(reached):
+    if len(depths) != len(reached) or not depths:
         raise ValueError(f"{len(reached)} outcomes for {len(depths)} depths")
     hit = [f"N = {n}" for n, ok in zip(depths, reached, strict=True) if ok]
     miss = [f"N = {n}" for n, ok in zip(depths, reached, strict=True) if not ok]
