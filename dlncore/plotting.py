@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib as mpl
@@ -14,7 +15,11 @@ PALETTE = sns.color_palette("colorblind")
 
 
 def set_style() -> None:
-    """Set the book's matplotlib/seaborn style (call once per chapter)."""
+    """Set the book's matplotlib/seaborn style (call once per chapter).
+
+    In a Jupyter kernel it also makes the inline backend show figures as SVG: the book's pages
+    serve them as vector images whose text stays sharp and measurable at any width.
+    """
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
     mpl.rcParams.update(
         {
@@ -30,6 +35,18 @@ def set_style() -> None:
             "lines.linewidth": 1.6,
         }
     )
+    _inline_svg()
+
+
+def _inline_svg() -> None:
+    """Inline figures as SVG (without a date: the same figure gives the same bytes); nothing
+    outside an IPython kernel."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None or ipython.get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("svg", metadata={"Date": None})
 
 
 def iteration_axis(ax: plt.Axes, label: str = r"iteration $k$") -> None:

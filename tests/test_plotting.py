@@ -42,3 +42,20 @@ def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
         outputs.append((tmp_path / str(run) / "fig.svg").read_bytes())
         plt.close(fig)
     assert outputs[0] == outputs[1]
+
+
+def test_set_style_shows_inline_figures_as_svg_in_a_kernel():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        formatters = shell.display_formatter.formatters
+        dc.plotting.set_style()
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        svg = formatters["image/svg+xml"](fig)
+        assert svg is not None and "<svg" in svg and "<dc:date>" not in svg
+        assert formatters["image/png"](fig) is None
+        plt.close(fig)
+    finally:
+        InteractiveShell.clear_instance()
