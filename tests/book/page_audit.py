@@ -42,7 +42,7 @@ for (const math of document.querySelectorAll("mjx-container > mjx-math")) {
       .slice(0, 80), in: block.tagName + "." + block.className,
     text: block.textContent.slice(0, 80)});
 }
-const visible = e => e.offsetParent !== null && e.getClientRects().length > 0;
+const visible = e => !e.closest("details:not([open])") && e.getClientRects().length > 0;
 const codeBlocks = [...article.querySelectorAll(".cell_input pre, div.highlight pre")]
   .filter(p => !p.closest(".cell_output"));
 const shownCode = codeBlocks.filter(visible);
@@ -71,7 +71,7 @@ return {
 };
 """
 
-_TICK_TEXT = re.compile(r'id="[xy]tick_\d+">.*?<text[^>]*font-size:\s*([0-9.]+)px', re.DOTALL)
+_TICK_TEXT = re.compile(r'id="[xy]tick_\d+">.*?font-size:\s*([0-9.]+)px', re.DOTALL)
 _VIEWBOX = re.compile(r'viewBox="\s*[-0-9.]+\s+[-0-9.]+\s+([0-9.]+)\s+[0-9.]+\s*"')
 
 
