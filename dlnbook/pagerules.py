@@ -9,6 +9,9 @@ hands to MyST-NB, so the rules hold for every chapter without tagging its cells 
   ``parameters`` cell is removed: the parameters box replaces it).
 - **Alt text.** The image of a figure cell gets its caption as alt text (MyST-NB's
   ``mystnb.image.alt``), in plain words: math without ``$``, cross-references by their target.
+- **Aspect ratio.** An image output that states its display width (a ``retina`` PNG, drawn at
+  twice that size) loses its stated height, so that a column narrower than the figure scales
+  it without distortion.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def alt_text(caption: str) -> str:
 
 
 def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
-    """Fold the code of a chapter notebook and give its figure images alt text, in place.
+    """Fold the code of a chapter notebook, give its figure images alt text and let them keep
+    their aspect ratio when scaled, in place.
 
     Parameters
     ----------
@@ -63,6 +67,10 @@ def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
         tags = metadata.setdefault("tags", [])
         if not any(tag in _KEEP for tag in tags):
             tags.append("hide-input")
+        for output in cell.get("outputs", []):
+            for shown in output.get("metadata", {}).values():
+                if isinstance(shown, dict) and "width" in shown:
+                    shown.pop("height", None)
         mystnb = metadata.get("mystnb", {})
         caption = mystnb.get("figure", {}).get("caption")
         if caption and "alt" not in mystnb.get("image", {}):

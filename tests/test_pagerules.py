@@ -58,3 +58,21 @@ def test_alt_text_collapses_whitespace_and_code_marks():
         alt_text("The bound  `dc.step_size_bound`,\n $\\eta$ ")
         == "The bound dc.step_size_bound, \\eta"
     )
+
+
+def test_images_with_a_display_width_keep_their_aspect_ratio():
+    retina = {"image/png": {"width": 500, "height": 300}}
+    plain = {"image/png": {"height": 300}}
+    outputs = [
+        {"output_type": "display_data", "data": {"image/png": "..."}, "metadata": retina},
+        {"output_type": "display_data", "data": {"image/png": "..."}, "metadata": plain},
+        {"output_type": "stream", "name": "stdout", "text": "x"},
+    ]
+    cell = _code()
+    cell["outputs"] = outputs
+    apply_page_rules({"cells": [cell]})
+    assert [o.get("metadata") for o in cell["outputs"]] == [
+        {"image/png": {"width": 500}},
+        {"image/png": {"height": 300}},
+        None,
+    ]

@@ -1,5 +1,8 @@
 """The shared plotting helpers."""
 
+import base64
+import struct
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -44,18 +47,20 @@ def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_set_style_shows_inline_figures_as_svg_in_a_kernel():
+def test_set_style_shows_inline_figures_at_twice_their_size_in_a_kernel():
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
     try:
-        formatters = shell.display_formatter.formatters
         dc.plotting.set_style()
-        fig, ax = plt.subplots()
+        fig, ax = plt.subplots(figsize=(4.0, 3.0))
         ax.plot([0, 1], [1, 0])
-        svg = formatters["image/svg+xml"](fig)
-        assert svg is not None and "<svg" in svg and "<dc:date>" not in svg
-        assert formatters["image/png"](fig) is None
+        data, metadata = shell.display_formatter.format(fig)
+        png = base64.b64decode(data["image/png"])
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+        shown = metadata["image/png"]
+        assert (shown["width"], shown["height"]) == (width // 2, height // 2)
+        assert 2 * 3.5 * 110 < width <= 2 * 4.0 * 110  # tight bounding box at figure.dpi
         plt.close(fig)
     finally:
         InteractiveShell.clear_instance()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,17 +88,48 @@ def svg_tick_text(path: Path) -> tuple[float, float] | None:
     return min(sizes), float(width.group(1))
 
 
-def tick_text_px(figure: dict[str, Any]) -> float | None:
-    """On-page size in CSS pixels of the smallest tick label of a figure served as SVG from
-    disk (``file://``), else None."""
+def png_dpi(path: Path) -> float | None:
+    """Resolution a PNG declares (its ``pHYs`` chunk, as matplotlib writes it), else None."""
+    data = path.read_bytes()
+    at = 8  # after the signature: chunks of length, type, data, CRC
+    while at + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        if data[at + 4 : at + 8] == b"pHYs":
+            per_x, _, unit = struct.unpack(">IIB", data[at + 8 : at + 17])
+            return per_x * 0.0254 if unit == 1 else None
+        at += 12 + length
+    return None
+
+
+def style_tick_points() -> float:
+    """Tick-label size in points of the book's figure style (``dc.plotting.set_style``)."""
+    import matplotlib as mpl
+    from matplotlib.font_manager import FontProperties
+
+    import dlncore.plotting
+
+    with mpl.rc_context():
+        dlncore.plotting.set_style()
+        sizes = [mpl.rcParams[f"{axis}tick.labelsize"] for axis in "xy"]
+        return min(FontProperties(size=size).get_size_in_points() for size in sizes)
+
+
+def tick_text_px(figure: dict[str, Any], tick_points: float) -> float | None:
+    """On-page size in CSS pixels of the tick labels of a figure read from disk (``file://``):
+    measured from the text of an SVG; for a PNG, the style's ``tick_points`` at the resolution
+    the PNG declares, scaled as the page scales the image. None when neither applies."""
     path = Path(unquote(urlsplit(figure["src"]).path))
-    if path.suffix != ".svg" or not path.is_file():
+    if not path.is_file():
         return None
-    found = svg_tick_text(path)
-    if found is None:
-        return None
-    size, width = found
-    return size * figure["shown"] / width
+    scale = figure["shown"] / figure["natural"] if figure["natural"] else None
+    if path.suffix == ".svg":
+        found = svg_tick_text(path)
+        if found is None:
+            return None
+        size, width = found
+        return size * figure["shown"] / width
+    dpi = png_dpi(path) if path.suffix == ".png" else None
+    return None if dpi is None or scale is None else tick_points / 72 * dpi * scale
 
 
 def _pages(html: Path) -> list[Path]:
@@ -120,13 +152,14 @@ def main(html: Path) -> None:
         raise SystemExit("Chromium or chromedriver is not installed")
     browser = Browser(*found, Path("/tmp") / "page-audit-profile")
     browser.driver.set_window_size(1300, 2000)
+    tick_points = style_tick_points()
     try:
         for page in _pages(html):
             browser.open(page.as_uri())
             browser.inspect()
             report = browser.run(AUDIT_PAGE)
             for fig in report["figures"]:
-                fig["tick_px"] = tick_text_px(fig)
+                fig["tick_px"] = tick_text_px(fig, tick_points)
             print(json.dumps({"page": str(page.relative_to(html)), **report}))
     finally:
         browser.close()
