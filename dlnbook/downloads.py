@@ -61,8 +61,8 @@ def add_executed_download(
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     buttons = menus[0]["buttons"]
-    for button in buttons:
-        if button.get("label") == "download-notebook-button":
+    for button in buttons:  # the source file (a chapter's is its notebook)
+        if button.get("text") == ".ipynb":
             button["text"] = ".ipynb (as committed)"
     executed = {
         "type": "link",
@@ -72,7 +72,7 @@ def add_executed_download(
         "tooltip": "Download the executed notebook, with the outputs this page shows",
         "label": "download-executed-notebook-button",
     }
-    buttons.insert(1, executed)
+    buttons.insert(0, executed)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

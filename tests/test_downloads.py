@@ -8,9 +8,9 @@ from dlnbook.downloads import add_executed_download
 
 
 def _context():
-    committed = {"type": "link", "text": ".ipynb", "label": "download-notebook-button"}
     source = {"type": "link", "text": ".ipynb", "label": "download-source-button"}
-    menu = {"label": "download-buttons", "buttons": [committed, source]}
+    pdf = {"type": "javascript", "text": ".pdf", "label": "download-pdf-button"}
+    menu = {"label": "download-buttons", "buttons": [source, pdf]}
     return {"header_buttons": [menu], "pathto": lambda path, resource: f"../{path}"}
 
 
@@ -29,8 +29,8 @@ def test_executed_notebook_is_copied_and_offered(tmp_path):
     copied = tmp_path / "html" / "executed" / "chapters" / "01_setting.ipynb"
     assert copied.read_text() == '{"cells": ["executed"]}'
     buttons = context["header_buttons"][0]["buttons"]
-    assert [b["text"] for b in buttons] == [".ipynb (as committed)", ".ipynb (executed)", ".ipynb"]
-    assert buttons[1]["url"] == "../executed/chapters/01_setting.ipynb"
+    assert [b["text"] for b in buttons] == [".ipynb (executed)", ".ipynb (as committed)", ".pdf"]
+    assert buttons[0]["url"] == "../executed/chapters/01_setting.ipynb"
 
     other = _context()  # a page that is not a chapter keeps the theme's menu
     add_executed_download(app, "rerunning", "page.html", other, None)
