@@ -67,7 +67,8 @@ return {
     natural: i.naturalWidth, shown: i.getBoundingClientRect().width})),
   codeLines: shownCode.map(lines).reduce((a, b) => a + b, 0),
   codeLinesAll: codeBlocks.map(lines).reduce((a, b) => a + b, 0),
-  codeCells: codeBlocks.length, codeCellsShown: shownCode.length,
+  codeBlocks: codeBlocks.length,
+  codeCellsShown: shownCode.filter(p => p.closest(".cell_input")).length,
   wideLines: shownCode.map(wide).reduce((a, b) => a + b, 0),
 };
 """
