@@ -49,6 +49,42 @@ def _inline_retina() -> None:
     set_matplotlib_formats("retina")
 
 
+def panel_grid(
+    n: int, panel: tuple[float, float], max_width: float = 12.0, **subplot_kw
+) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of ``n`` panels of size ``panel`` (inches), wrapped into rows at ``max_width``.
+
+    At the book's style a page shows a figure of at most ``max_width`` inches across its
+    ``full-width`` column with tick labels of at least 10 px (at a 1300 px window), so a
+    chapter rerun with more panels gets more rows instead of smaller text.
+
+    Parameters
+    ----------
+    n : int
+        Number of panels (>= 1).
+    panel : tuple of float
+        Width and height of one panel in inches.
+    max_width : float
+        Largest figure width in inches; at least one panel per row.
+    **subplot_kw
+        Passed to :func:`matplotlib.pyplot.subplots` (e.g. ``sharey=True``).
+
+    Returns
+    -------
+    fig : Figure
+    axes : list of Axes
+        The ``n`` panels, row by row (the unused cells of the last row are removed).
+    """
+    columns = max(1, min(n, int(max_width // panel[0])))
+    rows = -(-n // columns)
+    fig, grid = plt.subplots(
+        rows, columns, figsize=(columns * panel[0], rows * panel[1]), squeeze=False, **subplot_kw
+    )
+    for ax in grid.flat[n:]:
+        fig.delaxes(ax)
+    return fig, list(grid.flat[:n])
+
+
 def iteration_axis(ax: plt.Axes, label: str = r"iteration $k$") -> None:
     """Logarithmic iteration axis that still shows ``k = 0`` (symlog, linear below 1)."""
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
