@@ -170,9 +170,12 @@ def _title(chapter: Chapter) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every chapter with its parameters (name, type, default, range, meaning) and
-    the rules between them."""
-    for chapter in _chapters(args.book):
+    """Print every chapter (or the one named by ``args.chapter``) with its parameters (name,
+    type, default, range, meaning) and the rules between them."""
+    chapters = _chapters(args.book)
+    if args.chapter is not None:
+        chapters = [resolve_chapter(chapters, args.chapter)]
+    for chapter in chapters:
         rows = [("parameter", "type", "default", "range", "meaning")]
         for param in chapter.parameters:
             rows.append(
@@ -462,6 +465,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lister = sub.add_parser("list", help="every chapter with its parameters")
+    lister.add_argument("chapter", nargs="?", help="only this chapter (number or name)")
     lister.set_defaults(func=cmd_list)
 
     runner = sub.add_parser("run", help="execute one chapter with other parameters")

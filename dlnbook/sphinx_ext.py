@@ -48,6 +48,7 @@ from sphinx.util.logging import NAMESPACE as SPHINX_LOGGER
 from sphinx.util.logging import is_suppressed_warning
 
 from dlnbook.chapters import ChapterError, discover_chapters
+from dlnbook.pagerules import apply_page_rules
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
@@ -151,7 +152,8 @@ def render_executed(plan: Plan, source: str | None = None, executed: Path | None
 
     The chapter notebook as it is now is merged with the outputs of its executed copy
     (:func:`merge_outputs`), so prose edits show without a rerun. The ``parameters`` cell
-    gets the ``remove-cell`` tag and the parameters box is inserted after the title cell.
+    gets the ``remove-cell`` tag and the parameters box is inserted after the title cell; code
+    is folded and figures get alt text (:func:`dlnbook.pagerules.apply_page_rules`).
 
     Parameters
     ----------
@@ -183,7 +185,7 @@ def render_executed(plan: Plan, source: str | None = None, executed: Path | None
     }
     at = 1 if cells and cells[0].get("cell_type") == "markdown" else 0
     cells.insert(at, box)
-    return json.dumps(nb)
+    return json.dumps(apply_page_rules(nb))
 
 
 def figure_problems(nb: dict[str, Any]) -> list[str]:

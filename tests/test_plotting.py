@@ -1,5 +1,8 @@
 """The shared plotting helpers."""
 
+import base64
+import struct
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,3 +45,41 @@ def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
         outputs.append((tmp_path / str(run) / "fig.svg").read_bytes())
         plt.close(fig)
     assert outputs[0] == outputs[1]
+
+
+def test_set_style_shows_inline_figures_at_twice_their_size_in_a_kernel():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        dc.plotting.set_style()
+        fig, ax = plt.subplots(figsize=(4.0, 3.0))
+        ax.plot([0, 1], [1, 0])
+        data, metadata = shell.display_formatter.format(fig)
+        png = base64.b64decode(data["image/png"])
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+        shown = metadata["image/png"]
+        assert (shown["width"], shown["height"]) == (width // 2, height // 2)
+        assert 2 * 3.5 * 110 < width <= 2 * 4.0 * 110  # tight bounding box at figure.dpi
+        plt.close(fig)
+    finally:
+        InteractiveShell.clear_instance()
+
+
+@pytest.mark.parametrize(
+    ("n", "panel", "shape", "size"),
+    [
+        (3, (4.0, 3.9), (1, 3), (12.0, 3.9)),  # fits in 12 inches: one row
+        (3, (5.2, 4.0), (2, 2), (10.4, 8.0)),  # two per row, the last cell removed
+        (1, (13.0, 2.0), (1, 1), (13.0, 2.0)),  # a panel wider than the limit still shows
+        (10, (3.6, 3.0), (4, 3), (10.8, 12.0)),
+    ],
+)
+def test_panel_grid_wraps_panels_into_rows(n, panel, shape, size):
+    fig, axes = dc.plotting.panel_grid(n, panel, sharey=True)
+    assert len(axes) == n and len(fig.axes) == n
+    rows = {ax.get_subplotspec().rowspan.start for ax in axes}
+    columns = {ax.get_subplotspec().colspan.start for ax in axes}
+    assert (len(rows), len(columns)) == shape
+    assert tuple(fig.get_size_inches()) == pytest.approx(size)
+    plt.close(fig)

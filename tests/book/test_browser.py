@@ -8,11 +8,15 @@ book served over HTTP is checked in ``test_site.py``.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
+from dlnbook.pagerules import SHOW_INPUT, alt_text
 from tests.book.conftest import REPO
+from tests.book.page_audit import AUDIT_PAGE, style_tick_points, tick_text_px
 
 pytestmark = pytest.mark.slow
 
@@ -41,3 +45,72 @@ def test_page_renders_offline_with_figures_and_math(browser, smoke_book, page):
         assert report["figures"], f"{page} shows no figure"
         broken = [f["src"] for f in report["figures"] if not f["loaded"]]
         assert not broken, f"{page}: figures did not load: {broken}"
+
+
+def _toc_pages() -> list[str]:
+    """Every page of the book, from ``_toc.yml`` (``chapters/01_setting`` -> ``.html``)."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+    for entry in toc.get("chapters", []) + [
+        c for part in toc.get("parts", []) for c in part.get("chapters", [])
+    ]:
+        files.append(entry["file"])
+    return [f"{f}.html" for f in files]
+
+
+def _chapter_cells(page: str) -> list[dict]:
+    """Cells of the chapter notebook of a page (none for a page that is not a chapter)."""
+    path = (REPO / page).with_suffix(".ipynb")
+    return json.loads(path.read_text(encoding="utf-8"))["cells"] if path.is_file() else []
+
+
+def _shown_inputs(page: str) -> int:
+    """Code cells of a chapter whose input stays visible (tagged ``show-input``)."""
+    return sum(SHOW_INPUT in c["metadata"].get("tags", []) for c in _chapter_cells(page))
+
+
+def _alt_texts(page: str) -> set[str]:
+    """The alt texts of a chapter's figures: their captions in plain words."""
+    figures = [c["metadata"].get("mystnb", {}).get("figure", {}) for c in _chapter_cells(page)]
+    return {alt_text(f["caption"]) for f in figures if "caption" in f}
+
+
+MIN_TICK_PX = 10.0  # tick labels on the page at a 1300 px window
+
+
+@pytest.mark.parametrize("page", _toc_pages())
+def test_page_reads_well_at_reading_width(browser, smoke_book, page):
+    """At a 1300 px window: no TeX left as text, no MathJax error, no formula wider than its
+    box; every figure has its caption as alt text, is served at twice its displayed width
+    unless it is an SVG, and shows tick labels of at least 10 px (an SVG's text measured; a
+    PNG's from the book style's tick size, the resolution it declares and its scale on the
+    page); the code of a chapter is folded except the cells tagged ``show-input``."""
+    size = browser.driver.get_window_size()
+    browser.driver.set_window_size(1300, 2000)
+    try:
+        browser.open((smoke_book.html / page).as_uri())
+        browser.inspect()  # waits for MathJax
+        report = browser.run(AUDIT_PAGE)
+    finally:
+        browser.driver.set_window_size(size["width"], size["height"])
+    assert report["raw"] == [], f"{page}: TeX delimiters left in the text: {report['raw']}"
+    assert report["errors"] == [], f"{page}: MathJax errors: {report['errors']}"
+    assert report["overflowing"] == [], f"{page}: formulas wider than their box (px): " + str(
+        report["overflowing"]
+    )
+    for figure in report["figures"]:
+        name = figure["src"].rsplit("/", 1)[-1]
+        assert figure["alt"] and name not in figure["alt"], f"{page}: {name} has no alt text"
+        if figure["caption"]:
+            assert figure["alt"] in _alt_texts(page), f"{page}: {name}: alt is not the caption"
+        if not name.endswith(".svg"):
+            assert figure["natural"] >= 2 * figure["shown"] - 1, (
+                f"{page}: {name} is neither SVG nor served at twice its width: {figure}"
+            )
+        tick = tick_text_px(figure, style_tick_points())
+        assert tick is not None, f"{page}: {name}: tick labels cannot be measured"
+        assert tick >= MIN_TICK_PX, f"{page}: {name}: tick labels of {tick:.1f} px"
+    if page.startswith("chapters/"):
+        assert report["codeCellsShown"] == _shown_inputs(page), (
+            f"{page}: {report['codeCellsShown']} code cells shown, tagged: {_shown_inputs(page)}"
+        )
