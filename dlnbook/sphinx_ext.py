@@ -52,12 +52,20 @@ from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
-__all__ = ["figure_problems", "merge_outputs", "parameters_box", "render_executed", "setup"]
+__all__ = [
+    "figure_problems",
+    "fmt_value",
+    "merge_outputs",
+    "parameters_box",
+    "render_executed",
+    "setup",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _fmt_value(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A value as MyST inline code (its ``repr``)."""
     text = repr(value)
     return f"``{text}``" if "`" in text else f"`{text}`"
 
@@ -81,12 +89,12 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     overridden = False
     for param in plan.chapter.parameters:
         value = plan.parameters[param.name]
-        cell = _fmt_value(value)
-        if value != param.default:
+        cell, label = fmt_value(value), f"`{param.name}`"
+        if value != param.default:  # highlighted: bold, with the default
             overridden = True
-            cell += f" (default {_fmt_value(param.default)})"
+            cell, label = f"**{cell}** (default {fmt_value(param.default)})", f"**{label}**"
         meaning = meaning_without_range(param).replace("|", "\\|")
-        rows.append(f"| `{param.name}` | {cell} | {meaning} |")
+        rows.append(f"| {label} | {cell} | {meaning} |")
     origin = "the chapter's `parameters` cell"
     if overridden and source:
         origin += f", overridden by `{source}`"
