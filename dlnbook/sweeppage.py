@@ -290,9 +290,10 @@ th[aria-sort=ascending]:after{content:" \\2191";color:#000}
 th[aria-sort=descending]:after{content:" \\2193";color:#000}
 .failed{background:#fde8e8}.table{overflow:auto;max-height:70vh}
 td.yes{background:#c8ecc8}td.no{background:#f6b8b8}td.na{background:#e4e4e4;color:#666}
-.multiples{display:flex;flex-wrap:wrap;gap:8px}.multiples figure{margin:0;width:340px}
+.multiples{display:flex;flex-wrap:wrap;gap:8px}.multiples figure{margin:0;width:400px}
 .multiples img{width:100%;border:1px solid #eee}.multiples figcaption{font-size:12px}
-.plots img{max-width:100%;margin:4px 0;border:1px solid #eee}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0}
+.plots img{max-width:100%;border:1px solid #eee}
 .key{color:#777;font-size:12px}"""
 
 # Click a column header to sort (numbers as numbers, the rest as text; again to reverse).
@@ -421,7 +422,9 @@ def index_html(
         plots = "<p>No numeric glued value differs between the points.</p>"
     same = "".join(
         f'<tr><td style="text-align:left">{esc(descriptions.get(n, ""))}</td>'
-        f'<td class="key">{esc(n)}</td>{_td(ok[0].glued.get(n))}</tr>'
+        f'<td class="key">{esc(n)}</td>'
+        + ("<td>n/a</td>" if _missing(n, ok[0].glued.get(n), ok) else _td(ok[0].glued.get(n)))
+        + "</tr>"
         for n in constant
     )
     same_html = (

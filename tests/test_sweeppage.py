@@ -90,6 +90,7 @@ def values_of(params: dict) -> dict:
         "loss": loss,
         "reach": -1 if params["eta"] < 0.005 else 7,  # -1: not reached
         "dim": 8,  # the same at every point
+        "never": -1,  # a placeholder at every point
         "loss-ok": "yes" if loss < 0.02 else "no",
     }
 
@@ -147,6 +148,7 @@ def test_the_page_shows_what_depends_on_the_swept_values(tmp_path):
     assert plots[0][0] == "final loss"
     assert plots[1][0] == "The loss ends at … after [·] steps; the dimension is …"
     same = page[page.index('id="same"') : page.index('id="points"')]
+    assert ">never</td><td>n/a</td>" in same
     assert ">dim<" in same and "steps; the dimension is [·]" in same and ">loss<" not in same
     # the table: 4 significant digits, sortable, the placeholder -1 left blank
     table = page[page.index('id="points-table"') :]
