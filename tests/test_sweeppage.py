@@ -193,3 +193,23 @@ def test_a_failed_point_is_listed_with_its_log(tmp_path):
     assert 'class="failed"' in page and "../../runs/failed/x.log" in page
     rows = read_csv(folder / "points.csv")
     assert rows[1]["status"] == "failed" and rows[1]["worker"] == "tcp://mine:2"
+
+
+def test_a_sweep_where_nothing_varies_exits_0_with_its_page(tmp_path, capfd):
+    """``dln-book sweep CHAPTER -p NAME=V``: one point, executed, then its page (the sweep
+    crashed after executing it, exit 1)."""
+    from dlnbook.cli import main
+    from tests.conftest import one_chapter_book
+    from tests.test_sweep import point_chapter, sweep_dir
+
+    (tmp_path / "book").mkdir()
+    book = one_chapter_book(tmp_path / "book", "01_point", point_chapter())
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--sweeps-dir", str(tmp_path / "sweeps")]
+    args = ["--book", str(book), "sweep", "1", "-p", "seed=3", "--workers", "1", *dirs]
+    assert main(args) == 0
+    folder = sweep_dir(capfd.readouterr().out)
+    (row,) = read_csv(folder / "points.csv")
+    assert row["status"] == "done" and row["worker"].startswith("tcp://")
+    page = (folder / "index.html").read_text()
+    assert "swept: nothing (one point)" in page
+    assert (folder / row["run"] / "html" / "01_point.html").resolve().is_file()
