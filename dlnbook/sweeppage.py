@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import sys
 import textwrap
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -516,8 +517,9 @@ def write_sweep(
     """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` in one atomic step.
 
     Runs on the client once every point has finished or failed. A successful point whose
-    run folder has no page yet gets it first (:func:`dlnbook.export.render_run`). Every
-    value shown is read from the published run folders.
+    run folder has no page yet gets it first (:func:`dlnbook.export.render_run`; a page
+    that cannot be rendered is reported in one line on stderr). Every value shown is read
+    from the published run folders.
 
     Parameters
     ----------
@@ -535,7 +537,10 @@ def write_sweep(
     for p in points:
         page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
         if p.status != "failed" and p.plan.executed_notebook.is_file() and not page.is_file():
-            render_run(p.plan)
+            try:
+                render_run(p.plan)
+            except RuntimeError as exc:  # the summary still links the point's notebook
+                print(f"point {p.index}: no page: {exc}", file=sys.stderr)
     results = [read_point(p) for p in points]
     files = {
         "points.csv": points_csv(results, swept, folder).encode(),

@@ -213,3 +213,13 @@ def test_a_sweep_where_nothing_varies_exits_0_with_its_page(tmp_path, capfd):
     page = (folder / "index.html").read_text()
     assert "swept: nothing (one point)" in page
     assert (folder / row["run"] / "html" / "01_point.html").resolve().is_file()
+
+
+def test_a_sweep_of_seeds_only_aggregates_them(tmp_path):
+    grid = [{"seed": seed} for seed in (0, 1, 2)]
+    chapter, points, folder = make_sweep(tmp_path, grid, values_of)
+    write_sweep(folder, chapter, points, ["seed"])
+    page = (folder / "index.html").read_text()
+    plots = re.findall(r'<img alt="[^"]*" title="([^"]*)" src="data:image/png', page)
+    assert plots == ["loss"]  # one aggregated plot of the one value that varies
+    assert "Seeds (seed) are aggregated in the plots." in page
