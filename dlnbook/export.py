@@ -32,6 +32,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from dlnbook.chapters import load_chapter
 from dlnbook.glued import checks, count_checks
 from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import RUN_RECORD, Plan
@@ -506,18 +507,29 @@ def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None)
 
 
 def finalize_run(directory: Path, notebook: Path) -> None:
-    """Add ``parameters.json`` to a finished run; safe on a worker.
+    """Add ``parameters.json`` to a finished run folder, and its page where the book is.
 
-    It reads only the run folder (``run.json``), never a path of the client: the page is
-    rendered on the client afterwards (:func:`render_run`).
+    The ``finalize`` hook of a run. ``directory`` holds ``run.json``. When it is in the runs
+    folder of the run (the run folder itself, or its hidden temporary sibling
+    ``.<chapter>-<hash>.tmp-…`` that the client renames into place), the page is rendered
+    too (:func:`render_run`): that is the client, which has the chapter notebook and the
+    book. Anywhere else (a worker's scratch folder) only ``parameters.json`` is written,
+    and nothing of the client is opened; the client renders the page once the run folder
+    is there.
 
     Parameters
     ----------
     directory : Path
-        The (temporary) run folder holding ``run.json``.
+        The run folder holding ``run.json``.
     notebook : Path
-        The executed notebook in that folder (unused; the signature of a finalize hook).
+        The executed notebook in that folder.
     """
     record = json.loads((directory / RUN_RECORD).read_text(encoding="utf-8"))
     text = json.dumps(record["parameters"], indent=2, default=repr)
     (directory / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")
+    name = f"{record['chapter']}-{record['key'][:12]}"
+    if directory.name != name and not directory.name.startswith(f".{name}.tmp-"):
+        return  # not in the runs folder: a worker
+    chapter = load_chapter(record["notebook"])
+    plan = Plan(chapter, record["parameters"], record["key"], directory.with_name(name))
+    render_run(plan, directory)

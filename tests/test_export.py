@@ -1,5 +1,6 @@
 """The standalone page of a run, rendered by the book's own Sphinx configuration (no kernel)."""
 
+import json
 import re
 import shlex
 import shutil
@@ -10,7 +11,14 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from dlnbook.chapters import load_chapter, parse_override
-from dlnbook.export import SHARED_DIR, render_run, rerun_banner, rerun_command, write_page
+from dlnbook.export import (
+    SHARED_DIR,
+    finalize_run,
+    render_run,
+    rerun_banner,
+    rerun_command,
+    write_page,
+)
 from dlnbook.glued import checks, count_checks, glue_descriptions
 from dlnbook.runner import plan_points, plan_runs
 
@@ -234,3 +242,30 @@ def test_glued_values_are_described_by_the_text_that_shows_them(run):
         "a": "All runs end after [·], … and η",
         "b": "All runs end after …, [·] and η",
     }
+
+
+def test_finalize_renders_the_page_only_in_the_runs_folder(run, tmp_path):
+    """On the client, in the hidden sibling that becomes the run folder: parameters and page.
+    In a worker's scratch folder: the parameters only, nothing of the client is read."""
+    record = {
+        "chapter": run.chapter.name,
+        "notebook": str(run.chapter.path),
+        "key": run.key,
+        "parameters": run.parameters,
+    }
+    scratch = tmp_path / "scratch" / "run"
+    hidden = run.run_dir.with_name(f".{run.run_dir.name}.tmp-1-0123abcd")
+    for folder in (scratch, hidden):
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps(record))
+        shutil.copy(run.executed_notebook, folder / run.executed_notebook.name)
+    record["notebook"] = str(tmp_path / "not-on-this-machine.ipynb")  # a client's path
+    (scratch / "run.json").write_text(json.dumps(record))
+    finalize_run(scratch, scratch / run.executed_notebook.name)
+    assert json.loads((scratch / "parameters.json").read_text()) == run.parameters
+    assert not (scratch / "html").exists()
+    finalize_run(hidden, hidden / run.executed_notebook.name)
+    assert json.loads((hidden / "parameters.json").read_text()) == run.parameters
+    page = (hidden / "html" / "02_tiny.html").read_text()
+    (shared,) = (run.run_dir.parent / SHARED_DIR).iterdir()
+    assert f'src="../../{SHARED_DIR}/{shared.name}/mathjax/tex-chtml.js"' in page
