@@ -96,9 +96,9 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     for param in plan.chapter.parameters:
         value = plan.parameters[param.name]
         cell, label = fmt_value(value), f"`{param.name}`"
-        if value != param.default:  # highlighted: bold, with the default
+        if value != param.default:  # highlighted: the name in bold, the default beside
             overridden = True
-            cell, label = f"**{cell}** (default {fmt_value(param.default)})", f"**{label}**"
+            cell, label = f"{cell} (default {fmt_value(param.default)})", f"**{label}**"
         meaning = meaning_without_range(param).replace("|", "\\|")
         rows.append(f"| {label} | {cell} | {meaning} |")
     origin = "the chapter's `parameters` cell"

@@ -118,7 +118,7 @@ def test_page_shows_what_the_book_shows(run, capfd):
     assert page == run.run_dir / "html" / "02_tiny.html"
     html = page.read_text()
     assert "Tiny chapter" in html and "Parameters of this run" in html
-    assert re.search(r'<span class="pre">2</span></code></strong> \(default', html)  # the box
+    assert re.search(r'<span class="pre">2</span></code> \(default', html)  # the box
     assert "proof theorem admonition" in html  # sphinx-proof's theorem box
     # numbered as in the book: continuing after the figure and theorem of the first chapter
     assert re.search(r'<span class="caption-number">Fig\. 2 </span>', html)
