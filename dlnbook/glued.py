@@ -102,6 +102,7 @@ def plain(text: str) -> str:
     ``$``, ``**`` and backslash escapes go, TeX commands lose their backslash."""
     text = _ROLE.sub(lambda m: m.group(1).split("<")[0].strip(), text)
     text = text.replace("$", "").replace("**", "").replace("\\|", "|")
+    text = re.sub(r"\\t?frac\s*12(?![0-9])", "½", text)
     text = re.sub(r"\\(?:tfrac|frac)\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", text)
     text = re.sub(r"\\([A-Za-z]+|\|)", lambda m: _TEX.get(m.group(1), m.group(1)), text)
     return re.sub(r"\s+", " ", text.replace("{", "").replace("}", "")).strip()
