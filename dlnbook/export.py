@@ -294,11 +294,13 @@ _STATIC_REF = re.compile(r'((?:src|href)=")_static/')
 _DROP = re.compile(
     r'\s*<link rel="(?:index|search)"[^>]*>|\s*<script src="searchindex\.js"></script>'
 )
-#: The page has no search and no index: hide the theme's search buttons and field.
+#: The page has no search and no index: hide the theme's search buttons and field; the
+#: rows of changed parameters (name in bold) are highlighted in the parameters box.
 _PAGE_STYLE = (
     "<style>.search-button, .search-button-field, .bd-search, #pst-search-dialog"
     " {display: none !important}\n"
-    ".dlnbook-rerun .admonition-title {font-weight: bold}</style>\n"
+    ".dlnbook-rerun .admonition-title {font-weight: bold}\n"
+    "tr:has(> td:first-child strong) > td {background: #fff3cd !important}</style>\n"
 )
 
 

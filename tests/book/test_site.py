@@ -384,6 +384,12 @@ def test_a_run_folder_is_small_and_its_page_reads_offline(chapter1_run, browser)
     banner = browser.run("return document.querySelector('.dlnbook-rerun').innerText")
     assert "dln-book run 01_setting -p steps=30 -p bottleneck_steps=30" in banner
     assert re.search(r"Checks: \d of \d held, \d did not, \d n/a", banner)
+    highlighted = browser.run(
+        "return [...document.querySelectorAll('tr')].filter(tr => tr.cells.length"
+        " && getComputedStyle(tr.cells[0]).backgroundColor === 'rgb(255, 243, 205)')"
+        ".map(tr => tr.cells[0].textContent.trim())"
+    )
+    assert highlighted == ["steps", "bottleneck_steps"]  # the changed parameters
 
 
 SORT_STATE = """
