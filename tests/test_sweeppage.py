@@ -195,6 +195,7 @@ def test_a_failed_point_is_listed_with_its_log(tmp_path):
     assert rows[1]["status"] == "failed" and rows[1]["worker"] == "tcp://mine:2"
 
 
+@pytest.mark.slow
 def test_a_sweep_where_nothing_varies_exits_0_with_its_page(tmp_path, capfd):
     """``dln-book sweep CHAPTER -p NAME=V``: one point, executed, then its page (the sweep
     crashed after executing it, exit 1)."""
