@@ -338,60 +338,34 @@ def _td(value: Any, css: str = "") -> str:
     return f"<td{cls}{data}>{html.escape(_fmt(value))}</td>"
 
 
-def index_html(
-    chapter: Chapter,
-    results: Sequence[PointResult],
-    swept: Sequence[str],
-    folder: Path,
-    log_axes: Collection[str] = (),
-) -> str:
-    """The standalone ``index.html`` of a sweep (nothing requested from the network).
-
-    Parameters
-    ----------
-    chapter : Chapter
-        The swept chapter.
-    results : sequence of PointResult
-        The points (:func:`read_point`).
-    swept : sequence of str
-        The parameters that differ between points (may be empty: a one-point sweep).
-    folder : Path
-        The sweep folder (links are relative to it).
-    log_axes : collection of str
-        Swept parameters given as ``:log`` grids (geometric grids are found anyway).
-    """
+def _checks_section(ok: Sequence[PointResult], swept: Sequence[str]) -> str:
+    """The verdicts of the "What we checked" rows per point: a coloured grid."""
     esc = html.escape
-    ok = [r for r in results if r.ok]
-    descriptions = glue_descriptions(json.loads(chapter.path.read_text(encoding="utf-8")))
-    names = list(dict.fromkeys(n for r in ok for n in r.glued))
-    varying, constant = [], []
-    for name in names:
-        values = {json.dumps(r.glued.get(name), default=repr) for r in ok}
-        (varying if len(values) > 1 else constant).append(name)
-    numeric = [n for n in varying if any(_number(r.glued.get(n)) for r in ok)]
-
-    # the checks grid
     claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
-    if claims:
-        head = "".join(f'<th title="{esc(c)}">C{i}</th>' for i, c in enumerate(claims, start=1))
-        rows = []
-        for r in ok:
-            held = {c.claim: c.held for c in r.checks}
-            cells = "".join(
-                f'<td class="{"na" if held.get(c, "n/a") == "n/a" else held[c]}">'
-                f"{esc(held.get(c, 'n/a'))}</td>"
-                for c in claims
-            )
-            rows.append(f"<tr><th>{esc(_label(r.point, swept) or 'the point')}</th>{cells}</tr>")
-        legend = "".join(f"<li>C{i}: {esc(c)}</li>" for i, c in enumerate(claims, start=1))
-        checks_html = (
-            f'<table class="checks"><thead><tr><th>point</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table><ol class="key">{legend}</ol>'
+    if not claims:
+        return "<p>The chapter has no <em>What we checked</em> table.</p>"
+    head = "".join(f'<th title="{esc(c)}">C{i}</th>' for i, c in enumerate(claims, start=1))
+    rows = []
+    for r in ok:
+        held = {c.claim: c.held for c in r.checks}
+        cells = "".join(
+            f'<td class="{"na" if held.get(c, "n/a") == "n/a" else held[c]}">'
+            f"{esc(held.get(c, 'n/a'))}</td>"
+            for c in claims
         )
-    else:
-        checks_html = "<p>The chapter has no <em>What we checked</em> table.</p>"
+        rows.append(f"<tr><th>{esc(_label(r.point, swept) or 'the point')}</th>{cells}</tr>")
+    legend = "".join(f"<li>C{i}: {esc(c)}</li>" for i, c in enumerate(claims, start=1))
+    return (
+        f'<table class="checks"><thead><tr><th>point</th>{head}</tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table><ol class="key">{legend}</ol>'
+    )
 
-    # the chapter's figures across the points
+
+def _figures_section(
+    chapter: Chapter, ok: Sequence[PointResult], swept: Sequence[str], folder: Path
+) -> str:
+    """Each figure of the chapter at every point, side by side (small multiples)."""
+    esc = html.escape
     order = sorted(ok, key=lambda r: [_fmt(r.point.plan.parameters[n]) for n in swept])
     multiples = []
     for fig_name, caption in _chapter_figures(chapter):
@@ -410,33 +384,38 @@ def index_html(
                 f'<h3>{esc(fig_name)}</h3><p class="key">{esc(caption)}</p>'
                 f'<div class="multiples">{"".join(tiles)}</div>'
             )
-    figures_html = "".join(multiples) or "<p>No figure files in the points' folders.</p>"
+    return "".join(multiples) or "<p>No figure files in the points' folders.</p>"
 
-    # glued values that vary
-    if numeric and len(ok) > 1:
-        plots = "".join(
-            f'<figure><img alt="{esc(desc)}" title="{esc(name)}" src="{uri}">'
-            f'<figcaption class="key">{esc(name)}</figcaption></figure>'
-            for name, desc, uri in _value_plots(ok, numeric, swept, descriptions, log_axes)
-        )
-    else:
-        plots = "<p>No numeric glued value differs between the points.</p>"
-    same = "".join(
+
+def _same_section(ok: Sequence[PointResult], constant: Sequence[str], descriptions: dict) -> str:
+    """The glued values that are the same at every point, once."""
+    esc = html.escape
+    rows = "".join(
         f'<tr><td style="text-align:left">{esc(descriptions.get(n, ""))}</td>'
         f'<td class="key">{esc(n)}</td>'
         + ("<td>n/a</td>" if _missing(n, ok[0].glued.get(n), ok) else _td(ok[0].glued.get(n)))
         + "</tr>"
         for n in constant
     )
-    same_html = (
-        f'<table class="sortable"><thead><tr><th>description</th><th>name</th><th>value</th>'
-        f"</tr></thead><tbody>{same}</tbody></table>"
-        if same
-        else "<p>None.</p>"
+    if not rows:
+        return "<p>None.</p>"
+    return (
+        '<table class="sortable"><thead><tr><th>description</th><th>name</th><th>value</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
     )
 
-    # the table of points
-    shown = varying
+
+def _points_table(
+    chapter: Chapter,
+    results: Sequence[PointResult],
+    swept: Sequence[str],
+    folder: Path,
+    shown: Sequence[str],
+    descriptions: dict,
+) -> str:
+    """The sortable table of points: swept values, status, checks held, the values shown."""
+    esc = html.escape
+    ok = [r for r in results if r.ok]
     header = ["point", *swept, "status", "checks held", "seconds", "worker", "page", "error"]
     header_html = "".join(f"<th>{esc(h)}</th>" for h in header) + "".join(
         f'<th title="{esc(descriptions.get(g, g))}">{esc(g)}</th>' for g in shown
@@ -471,37 +450,83 @@ def index_html(
         ]
         css = ' class="failed"' if not r.ok else ""
         rows.append(f"<tr{css}>{''.join(cells)}</tr>")
-
-    failed = len(results) - len(ok)
-    fixed = (
-        {k: v for k, v in results[0].point.plan.parameters.items() if k not in swept}
-        if results
-        else {}
+    return (
+        f'<table class="sortable" id="points-table"><thead><tr>{header_html}</tr></thead>'
+        f"<tbody>\n{''.join(rows)}\n</tbody></table>"
     )
+
+
+def _summary(results: Sequence[PointResult], swept: Sequence[str]) -> str:
+    """The opening paragraph: points, swept values, failures, the fixed parameters."""
+    esc = html.escape
+    failed = sum(not r.ok for r in results)
+    params = results[0].point.plan.parameters if results else {}
+    fixed = {k: v for k, v in params.items() if k not in swept}
     values = {n: dict.fromkeys(_fmt(r.point.plan.parameters[n]) for r in results) for n in swept}
     axes_text = "; ".join(f"{esc(n)} = {esc(', '.join(v))}" for n, v in values.items())
     seeds = [s for s in swept if is_seed(s)]
     seeds_note = f" Seeds ({esc(', '.join(seeds))}) are aggregated in the plots." if seeds else ""
+    return (
+        f"<p>{len(results)} point(s); swept: {axes_text or 'nothing (one point)'}; {failed} "
+        f"failed.\n{seeds_note} Other parameters: "
+        f"<code>{esc(json.dumps(fixed, default=repr))}</code>.\n"
+        'Table with every value at full precision: <a href="points.csv">points.csv</a>.</p>'
+    )
+
+
+def index_html(
+    chapter: Chapter,
+    results: Sequence[PointResult],
+    swept: Sequence[str],
+    folder: Path,
+    log_axes: Collection[str] = (),
+) -> str:
+    """The standalone ``index.html`` of a sweep (nothing requested from the network).
+
+    Parameters
+    ----------
+    chapter : Chapter
+        The swept chapter.
+    results : sequence of PointResult
+        The points (:func:`read_point`).
+    swept : sequence of str
+        The parameters that differ between points (may be empty: a one-point sweep).
+    folder : Path
+        The sweep folder (links are relative to it).
+    log_axes : collection of str
+        Swept parameters given as ``:log`` grids (geometric grids are found anyway).
+    """
+    esc = html.escape
+    ok = [r for r in results if r.ok]
+    descriptions = glue_descriptions(json.loads(chapter.path.read_text(encoding="utf-8")))
+    varying, constant = [], []
+    for name in dict.fromkeys(n for r in ok for n in r.glued):
+        values = {json.dumps(r.glued.get(name), default=repr) for r in ok}
+        (varying if len(values) > 1 else constant).append(name)
+    numeric = [n for n in varying if any(_number(r.glued.get(n)) for r in ok)]
+    if numeric and len(ok) > 1:
+        plots = "".join(
+            f'<figure><img alt="{esc(desc)}" title="{esc(name)}" src="{uri}">'
+            f'<figcaption class="key">{esc(name)}</figcaption></figure>'
+            for name, desc, uri in _value_plots(ok, numeric, swept, descriptions, log_axes)
+        )
+    else:
+        plots = "<p>No numeric glued value differs between the points.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sweep of {esc(chapter.name)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>Sweep of {esc(chapter.name)}</h1>
-<p>{len(results)} point(s); swept: {axes_text or "nothing (one point)"}; {failed} failed.
-{seeds_note} Other parameters: <code>{esc(json.dumps(fixed, default=repr))}</code>.
-Table with every value at full precision: <a href="points.csv">points.csv</a>.</p>
+{_summary(results, swept)}
 <h2 id="checks">What we checked, per point</h2>
-{checks_html}
+{_checks_section(ok, swept)}
 <h2 id="figures">The chapter's figures across the points</h2>
-{figures_html}
+{_figures_section(chapter, ok, swept, folder)}
 <h2 id="values">Values that differ between points</h2>
 <div class="plots">{plots}</div>
 <h2 id="same">Values that are the same at every point</h2>
-{same_html}
+{_same_section(ok, constant, descriptions)}
 <h2 id="points">Points</h2>
-<div class="table"><table class="sortable" id="points-table"><thead><tr>{header_html}</tr></thead>
-<tbody>
-{"".join(rows)}
-</tbody></table></div>
+<div class="table">{_points_table(chapter, results, swept, folder, varying, descriptions)}</div>
 <script>{_SORT}</script>
 </body></html>
 """
