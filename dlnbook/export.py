@@ -420,9 +420,6 @@ def write_page(
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace, patch_docutils
-
     from dlnbook.sphinx_ext import render_executed
 
     book = find_book_root(plan.chapter.path) if book is None else Path(book)
@@ -435,38 +432,8 @@ def write_page(
     offsets, others = book_numbering(book, plan.chapter.path)
     _resolve_other_pages(nb, others)
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
-        srcdir, outdir = Path(tmp) / "src", Path(tmp) / "out"
-        srcdir.mkdir()
-        config = _page_config(book, srcdir, name)
-        bibfiles = config.get("bibtex_bibfiles") or []
-        for bib in bibfiles:
-            shutil.copyfile(book / bib, srcdir / Path(bib).name)
-        config["bibtex_bibfiles"] = [Path(bib).name for bib in bibfiles]
-        if bibfiles and any("{cite" in "".join(c.get("source", "")) for c in nb["cells"]):
-            references = {"cell_type": "markdown", "id": "dlnbook-references", "metadata": {}}
-            nb["cells"].append({**references, "source": _BIBLIOGRAPHY})
-        (srcdir / f"{name}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
-        warnings = StringIO()
-        try:
-            with patch_docutils(None), docutils_namespace():
-                app = Sphinx(
-                    srcdir=srcdir,
-                    confdir=None,
-                    outdir=outdir,
-                    doctreedir=Path(tmp) / "doctrees",
-                    buildername="html",
-                    confoverrides=config,
-                    status=None,
-                    warning=warnings,
-                    freshenv=True,
-                )
-                app.connect("env-get-updated", _shift_numbers(offsets), priority=900)
-                app.build()
-        except Exception as exc:
-            raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc
-        finally:
-            for line in _ANSI.sub("", warnings.getvalue()).splitlines():
-                print(f"page of {name}: {line.replace(str(srcdir) + '/', '')}", file=sys.stderr)
+        outdir = Path(tmp) / "out"
+        config = _sphinx_page(nb, name, book, offsets, Path(tmp))
         _prune_static(outdir / "_static", config.get("mathjax_path", ""))
         assets = shared_assets(_tree_files(outdir / "_static"), shared)
         final = plan.run_dir / PAGE_DIR
@@ -479,6 +446,49 @@ def write_page(
         if (outdir / "_images").is_dir():
             shutil.copytree(outdir / "_images", target / "_images")
     return target / f"{name}.html"
+
+
+def _sphinx_page(
+    nb: dict[str, Any], name: str, book: Path, offsets: dict[str, int], tmp: Path
+) -> dict:
+    """Build the notebook ``nb`` as the one document of a Sphinx site in ``tmp / "out"``,
+    with the book's configuration (returned) and numbering; warnings go to stderr."""
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    srcdir = tmp / "src"
+    srcdir.mkdir()
+    config = _page_config(book, srcdir, name)
+    bibfiles = config.get("bibtex_bibfiles") or []
+    for bib in bibfiles:
+        shutil.copyfile(book / bib, srcdir / Path(bib).name)
+    config["bibtex_bibfiles"] = [Path(bib).name for bib in bibfiles]
+    if bibfiles and any("{cite" in "".join(c.get("source", "")) for c in nb["cells"]):
+        references = {"cell_type": "markdown", "id": "dlnbook-references", "metadata": {}}
+        nb["cells"].append({**references, "source": _BIBLIOGRAPHY})
+    (srcdir / f"{name}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    warnings = StringIO()
+    try:
+        with patch_docutils(None), docutils_namespace():
+            app = Sphinx(
+                srcdir=srcdir,
+                confdir=None,
+                outdir=tmp / "out",
+                doctreedir=tmp / "doctrees",
+                buildername="html",
+                confoverrides=config,
+                status=None,
+                warning=warnings,
+                freshenv=True,
+            )
+            app.connect("env-get-updated", _shift_numbers(offsets), priority=900)
+            app.build()
+    except Exception as exc:
+        raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc
+    finally:
+        for line in _ANSI.sub("", warnings.getvalue()).splitlines():
+            print(f"page of {name}: {line.replace(str(srcdir) + '/', '')}", file=sys.stderr)
+    return config
 
 
 def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None) -> Path:
