@@ -37,7 +37,7 @@ from dlnbook.chapters import (
     parse_override,
 )
 from dlnbook.executor import ExecutorError
-from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
+from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run, render_run
 from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.rules import check_resources
@@ -261,6 +261,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ChapterFailure as exc:
         return _report_failure(exc)
+    if not (plan.run_dir / PAGE_DIR / f"{chapter.name}.html").is_file():
+        render_run(plan)  # on the client, where the book is
     _describe_run(plan.run_dir, chapter.name)
     return 0
 

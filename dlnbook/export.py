@@ -1,11 +1,15 @@
 """Files the command line adds to a finished run: a standalone page and the parameters.
 
-The page is rendered by the book's own renderer: a Sphinx build of one document (the chapter,
-prepared exactly as the book build prepares it, parameters box included) with the book's
-configuration as Jupyter Book translates ``_config.yml`` (theme, MyST-NB, sphinx-proof,
-numbered figures, glued values, citations, offline MathJax). Only the ``dlnbook.sphinx_ext``
-extension is left out: the chapter has already run. The result is a folder, ``html/``,
-holding ``<chapter>.html`` and its ``_static/`` assets; it opens offline from the disk.
+The page is rendered on the client (where the book is) by the book's own renderer: a Sphinx
+build of one document (the chapter, prepared exactly as the book build prepares it,
+parameters box included, opened by the rerun banner) with the book's configuration as
+Jupyter Book translates ``_config.yml`` (theme, MyST-NB, sphinx-proof, numbered figures,
+glued values, citations, offline MathJax). Only the ``dlnbook.sphinx_ext`` extension is left
+out: the chapter has already run. A run folder gets ``html/<chapter>.html`` and the images it
+shows (``html/_images/``), about 0.1–0.5 MB; the theme and MathJax (about 12 MB) are stored
+once per runs folder, in ``runs/_static/<digest>/``, and linked. The page opens offline
+from the disk; it has no search and no index (the theme's search button is hidden), and its
+download button serves the executed notebook of the run.
 
 Figures and statements are numbered as in the book, which numbers them continuously over
 its pages (``_toc.yml`` order). A page of its own cannot link to other chapters: a
@@ -16,8 +20,11 @@ as its label, with a warning.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -26,21 +33,30 @@ from pathlib import Path
 from typing import Any
 
 from dlnbook.chapters import load_chapter
+from dlnbook.glued import checks, count_checks
+from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import RUN_RECORD, Plan
 
 __all__ = [
     "PAGE_DIR",
     "PARAMETERS_FILE",
+    "SHARED_DIR",
     "book_numbering",
     "finalize_run",
     "find_book_root",
     "numbered_items",
+    "render_run",
+    "rerun_banner",
+    "rerun_command",
+    "shared_assets",
     "write_page",
 ]
 
 PARAMETERS_FILE = "parameters.json"
 #: Folder of a run that holds the standalone page and its assets.
 PAGE_DIR = "html"
+#: Folder of a runs folder holding the assets (theme, MathJax) its pages share.
+SHARED_DIR = "_static"
 _EXTENSION = "dlnbook.sphinx_ext"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PRF_FENCE = re.compile(r"^\s*(?:`{3,}|:{3,})\{prf:(\w+)\}")
@@ -223,29 +239,176 @@ def _page_config(book: Path, srcdir: Path, name: str) -> dict:
     return config
 
 
-def _prune_mathjax(static: Path, mathjax_path: str) -> None:
-    """Delete MathJax's other combined builds (``tex-svg.js``, ...; about 14 MB) next to the
-    local ``mathjax_path`` (e.g. ``mathjax/tex-chtml.js``) the page loads; that one fetches
-    fonts and extensions from the subfolders, which are kept."""
+def _prune_static(static: Path, mathjax_path: str) -> None:
+    """Delete what a standalone page never loads from its ``_static`` folder: MathJax's other
+    combined builds (``tex-svg.js``, ...; about 14 MB) next to the local ``mathjax_path``
+    (e.g. ``mathjax/tex-chtml.js``; it fetches fonts and extensions from the subfolders,
+    which are kept), and the source maps (``*.map``) of the theme's scripts and styles."""
     entry = static / mathjax_path
-    if not mathjax_path or "//" in mathjax_path or not entry.is_file():
-        return
-    for path in entry.parent.glob("*.js"):
-        if path != entry:
-            path.unlink()
+    if mathjax_path and "//" not in mathjax_path and entry.is_file():
+        for path in entry.parent.glob("*.js"):
+            if path != entry:
+                path.unlink()
+    for path in static.rglob("*.map"):
+        path.unlink()
 
 
-def write_page(plan: Plan, executed: Path, target: Path) -> Path:
-    """Render a chapter run as a standalone HTML page with the book's renderer.
+def _tree_files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def shared_assets(files: dict[str, bytes], shared: Path) -> Path:
+    """Store the assets of a page (theme, MathJax) once in a folder shared by many pages.
+
+    The folder is ``shared/<digest>``, named after the SHA-256 of the files (paths and
+    contents), and written in one atomic step when it does not exist yet: pages rendered
+    with the same book configuration share it; another configuration gets its own.
+
+    Parameters
+    ----------
+    files : dict of str to bytes
+        Relative path -> contents (the ``_static`` folder of a rendered page).
+    shared : Path
+        The shared folder, e.g. ``runs/_static``.
+
+    Returns
+    -------
+    Path
+        ``shared/<digest>``.
+    """
+    digest = hashlib.sha256()
+    for rel, data in sorted(files.items()):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    folder = shared / digest.hexdigest()[:16]
+    if not (folder / ".complete").is_file():
+        prune_stale(shared)
+        publish_run(folder, {**files, ".complete": b""}, replace=folder.exists())
+    return folder
+
+
+_STATIC_REF = re.compile(r'((?:src|href)=")_static/')
+_DROP = re.compile(
+    r'\s*<link rel="(?:index|search)"[^>]*>|\s*<script src="searchindex\.js"></script>'
+)
+#: The page has no search and no index: hide the theme's search buttons and field; the
+#: rows of changed parameters (name in bold) are highlighted in the parameters box.
+_PAGE_STYLE = (
+    "<style>.search-button, .search-button-field, .bd-search, #pst-search-dialog"
+    " {display: none !important}\n"
+    ".dlnbook-rerun .admonition-title {font-weight: bold}\n"
+    "tr:has(> td:first-child strong) > td {background: #fff3cd !important}</style>\n"
+)
+
+
+def _standalone(html: str, static: str, notebook: str) -> str:
+    """A page of the one-document Sphinx build made standalone: assets from ``static`` (a
+    relative URL), no links to the search and index pages that do not exist, and the
+    download button serving ``notebook`` (the executed notebook, relative URL)."""
+    html = _STATIC_REF.sub(lambda m: f"{m.group(1)}{static}/", html)
+    html = _DROP.sub("", html)
+    html = html.replace('href="_sources/"', f'href="{notebook}" download')
+    return html.replace("</head>", _PAGE_STYLE + "</head>", 1)
+
+
+def rerun_command(plan: Plan, program: str = "dln-book") -> str:
+    """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out).
+
+    >>> rerun_command(plan)  # doctest: +SKIP
+    "dln-book run 01_setting -p steps=30 -p 'depths=[2, 3]'"
+    """
+    defaults = plan.chapter.defaults
+    args = [program, "run", plan.chapter.name]
+    for name, value in plan.parameters.items():
+        if value != defaults.get(name):
+            args += ["-p", shlex.quote(f"{name}={value!r}")]
+    return " ".join(args)
+
+
+def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
+    """MyST markdown of the banner that opens a rerun page.
+
+    It lists the parameters that differ from the book's defaults, the ``dln-book run``
+    command that reproduces the page and how many rows of the chapter's "What we checked"
+    table held (from the glued verdicts of ``nb``).
 
     Parameters
     ----------
     plan : Plan
-        The run (its chapter and parameters; the box names its folder).
+        The run.
+    nb : dict
+        The notebook the page renders (current text, outputs of the run).
+
+    Returns
+    -------
+    str
+        An ``admonition`` directive (class ``dlnbook-rerun``).
+    """
+    from dlnbook.sphinx_ext import fmt_value
+
+    defaults = plan.chapter.defaults
+    changed = [
+        f"`{name}` = {fmt_value(value)} (book: {fmt_value(defaults.get(name))})"
+        for name, value in plan.parameters.items()
+        if value != defaults.get(name)
+    ]
+    found = checks(nb)
+    counts = count_checks(found)
+    if found:
+        held = (
+            f"{counts['yes']} of {len(found)} held, {counts['no']} did not, "
+            f"{counts['n/a']} n/a (table *What we checked* at the end)."
+        )
+        failed = [c.markdown for c in found if c.held == "no"]
+        if failed:
+            held += " Did not hold: " + "; ".join(failed) + "."
+    else:
+        held = "this chapter has no *What we checked* table."
+    lines = [
+        "This page is a rerun of the chapter, not the book's page.",
+        "",
+        "- **Changed from the book:** "
+        + ("; ".join(changed) if changed else "nothing (the book's default parameters)."),
+        f"- **Reproduce:** `{rerun_command(plan)}`",
+        f"- **Checks:** {held}",
+    ]
+    body = "\n".join(lines)
+    head = f"````{{admonition}} Rerun: {plan.run_dir.name}\n:class: important dlnbook-rerun"
+    return f"{head}\n\n{body}\n````\n"
+
+
+def write_page(
+    plan: Plan,
+    executed: Path,
+    target: Path,
+    book: Path | None = None,
+    shared: Path | None = None,
+) -> Path:
+    """Render a chapter run as one standalone HTML page with the book's renderer.
+
+    Runs where the book is (the client): it reads the chapter notebook (``plan.chapter.path``)
+    and the book's ``_config.yml``, ``_toc.yml`` and bibliography. The page opens with the
+    rerun banner (:func:`rerun_banner`) and the parameters box. ``target`` receives only
+    ``<chapter>.html`` and the images it shows (``_images/``); the theme and MathJax are
+    stored once in ``shared`` (see :func:`shared_assets`) and linked relative to where the
+    page will be, ``plan.run_dir / PAGE_DIR``, so ``target`` may be a temporary folder that
+    becomes that one.
+
+    Parameters
+    ----------
+    plan : Plan
+        The run (chapter, parameters, key and final run folder).
     executed : Path
         The executed notebook of the run.
     target : Path
-        Output folder; receives ``<chapter>.html`` and ``_static/``. Replaced if it exists.
+        Output folder; replaced if it exists.
+    book : Path, optional
+        The book folder; by default the one holding the chapter (:func:`find_book_root`).
+    shared : Path, optional
+        Folder of the shared assets; default ``plan.run_dir.parent / "_static"``.
 
     Returns
     -------
@@ -257,71 +420,128 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace, patch_docutils
-
     from dlnbook.sphinx_ext import render_executed
 
-    book = find_book_root(plan.chapter.path)
+    book = find_book_root(plan.chapter.path) if book is None else Path(book)
+    shared = plan.run_dir.parent / SHARED_DIR if shared is None else Path(shared)
     name = plan.chapter.name
     nb = json.loads(render_executed(plan, executed=executed))
+    box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
+    banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
+    nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
     offsets, others = book_numbering(book, plan.chapter.path)
     _resolve_other_pages(nb, others)
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
-        srcdir = Path(tmp) / "src"
-        srcdir.mkdir()
-        config = _page_config(book, srcdir, name)
-        bibfiles = config.get("bibtex_bibfiles") or []
-        for bib in bibfiles:
-            shutil.copyfile(book / bib, srcdir / Path(bib).name)
-        config["bibtex_bibfiles"] = [Path(bib).name for bib in bibfiles]
-        if bibfiles and any("{cite" in "".join(c.get("source", "")) for c in nb["cells"]):
-            references = {"cell_type": "markdown", "id": "dlnbook-references", "metadata": {}}
-            nb["cells"].append({**references, "source": _BIBLIOGRAPHY})
-        (srcdir / f"{name}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
-        warnings = StringIO()
+        outdir = Path(tmp) / "out"
+        config = _sphinx_page(nb, name, book, offsets, Path(tmp))
+        _prune_static(outdir / "_static", config.get("mathjax_path", ""))
+        assets = shared_assets(_tree_files(outdir / "_static"), shared)
+        final = plan.run_dir / PAGE_DIR
+        static = os.path.relpath(assets, final).replace(os.sep, "/")
+        notebook = os.path.relpath(plan.executed_notebook, final).replace(os.sep, "/")
+        page = (outdir / f"{name}.html").read_text(encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
-        try:
-            with patch_docutils(None), docutils_namespace():
-                app = Sphinx(
-                    srcdir=srcdir,
-                    confdir=None,
-                    outdir=target,
-                    doctreedir=Path(tmp) / "doctrees",
-                    buildername="html",
-                    confoverrides=config,
-                    status=None,
-                    warning=warnings,
-                    freshenv=True,
-                )
-                app.connect("env-get-updated", _shift_numbers(offsets), priority=900)
-                app.build()
-        except Exception as exc:
-            raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc
-        finally:
-            for line in _ANSI.sub("", warnings.getvalue()).splitlines():
-                print(f"page of {name}: {line.replace(str(srcdir) + '/', '')}", file=sys.stderr)
-        _prune_mathjax(target / "_static", config.get("mathjax_path", ""))
+        target.mkdir(parents=True)
+        (target / f"{name}.html").write_text(_standalone(page, static, notebook), "utf-8")
+        if (outdir / "_images").is_dir():
+            shutil.copytree(outdir / "_images", target / "_images")
     return target / f"{name}.html"
 
 
-def finalize_run(directory: Path, notebook: Path) -> None:
+def _sphinx_page(
+    nb: dict[str, Any], name: str, book: Path, offsets: dict[str, int], tmp: Path
+) -> dict:
+    """Build the notebook ``nb`` as the one document of a Sphinx site in ``tmp / "out"``,
+    with the book's configuration (returned) and numbering; warnings go to stderr."""
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    srcdir = tmp / "src"
+    srcdir.mkdir()
+    config = _page_config(book, srcdir, name)
+    bibfiles = config.get("bibtex_bibfiles") or []
+    for bib in bibfiles:
+        shutil.copyfile(book / bib, srcdir / Path(bib).name)
+    config["bibtex_bibfiles"] = [Path(bib).name for bib in bibfiles]
+    if bibfiles and any("{cite" in "".join(c.get("source", "")) for c in nb["cells"]):
+        references = {"cell_type": "markdown", "id": "dlnbook-references", "metadata": {}}
+        nb["cells"].append({**references, "source": _BIBLIOGRAPHY})
+    (srcdir / f"{name}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    warnings = StringIO()
+    try:
+        with patch_docutils(None), docutils_namespace():
+            app = Sphinx(
+                srcdir=srcdir,
+                confdir=None,
+                outdir=tmp / "out",
+                doctreedir=tmp / "doctrees",
+                buildername="html",
+                confoverrides=config,
+                status=None,
+                warning=warnings,
+                freshenv=True,
+            )
+            app.connect("env-get-updated", _shift_numbers(offsets), priority=900)
+            app.build()
+    except Exception as exc:
+        raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc
+    finally:
+        for line in _ANSI.sub("", warnings.getvalue()).splitlines():
+            print(f"page of {name}: {line.replace(str(srcdir) + '/', '')}", file=sys.stderr)
+    return config
+
+
+def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None) -> Path:
     """Add ``parameters.json`` and the standalone page (``html/<chapter>.html``) to a run.
 
-    Called by :func:`dlnbook.runner.run_plans` in the worker, before the run folder appears.
+    Runs on the client, where the book is, once the worker's files are there: in the
+    published run folder (the default) or in the folder that is about to become it.
+
+    Parameters
+    ----------
+    plan : Plan
+        The run; its chapter path, parameters and run folder are the client's.
+    folder : Path, optional
+        The folder holding the executed notebook; default ``plan.run_dir``.
+    book : Path, optional
+        The book folder; by default the one holding the chapter.
+
+    Returns
+    -------
+    Path
+        The page.
+    """
+    folder = plan.run_dir if folder is None else Path(folder)
+    text = json.dumps(plan.parameters, indent=2, default=repr)
+    (folder / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")
+    executed = folder / plan.executed_notebook.name
+    return write_page(plan, executed, folder / PAGE_DIR, book=book)
+
+
+def finalize_run(directory: Path, notebook: Path) -> None:
+    """Add ``parameters.json`` to a finished run folder, and its page where the book is.
+
+    The ``finalize`` hook of a run. ``directory`` holds ``run.json``. When it is in the runs
+    folder of the run (the run folder itself, or its hidden temporary sibling
+    ``.<chapter>-<hash>.tmp-…`` that the client renames into place), the page is rendered
+    too (:func:`render_run`): that is the client, which has the chapter notebook and the
+    book. Anywhere else (a worker's scratch folder) only ``parameters.json`` is written,
+    and nothing of the client is opened; the client renders the page once the run folder
+    is there.
 
     Parameters
     ----------
     directory : Path
-        The (temporary) run folder holding ``run.json``.
+        The run folder holding ``run.json``.
     notebook : Path
         The executed notebook in that folder.
     """
     record = json.loads((directory / RUN_RECORD).read_text(encoding="utf-8"))
     text = json.dumps(record["parameters"], indent=2, default=repr)
     (directory / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")
+    name = f"{record['chapter']}-{record['key'][:12]}"
+    if directory.name != name and not directory.name.startswith(f".{name}.tmp-"):
+        return  # not in the runs folder: a worker
     chapter = load_chapter(record["notebook"])
-    key = record["key"]
-    run_dir = directory.with_name(f"{chapter.name}-{key[:12]}")  # its name once it appears
-    plan = Plan(chapter, record["parameters"], key, run_dir)
-    write_page(plan, notebook, directory / PAGE_DIR)
+    plan = Plan(chapter, record["parameters"], record["key"], directory.with_name(name))
+    render_run(plan, directory)

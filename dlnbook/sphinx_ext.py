@@ -12,6 +12,11 @@ Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``)
    of its executed copy (so prose edits need no rerun), hides the ``parameters`` cell and
    adds a box listing the parameters the chapter ran with.
 
+A build either finishes the site or starts the render afresh: a marker written in the
+doctrees folder at the start of every build and removed when it finished without error
+makes the next build delete the saved environment, the doctrees and the HTML output when
+the last one was interrupted (killed while writing pages) or failed.
+
 Configuration values (``sphinx.config`` in ``_config.yml``):
 
 ``dlnbook_chapters_dir`` (``"chapters"``)
@@ -37,6 +42,7 @@ import functools
 import json
 import logging as pylogging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +59,20 @@ from dlnbook.profiles import check_profile, load_profile
 from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
-__all__ = ["figure_problems", "merge_outputs", "parameters_box", "render_executed", "setup"]
+__all__ = [
+    "figure_problems",
+    "fmt_value",
+    "merge_outputs",
+    "parameters_box",
+    "render_executed",
+    "setup",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _fmt_value(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A value as MyST inline code (its ``repr``)."""
     text = repr(value)
     return f"``{text}``" if "`" in text else f"`{text}`"
 
@@ -82,12 +96,12 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     overridden = False
     for param in plan.chapter.parameters:
         value = plan.parameters[param.name]
-        cell = _fmt_value(value)
-        if value != param.default:
+        cell, label = fmt_value(value), f"`{param.name}`"
+        if value != param.default:  # highlighted: the name in bold, the default beside
             overridden = True
-            cell += f" (default {_fmt_value(param.default)})"
+            cell, label = f"{cell} (default {fmt_value(param.default)})", f"**{label}**"
         meaning = meaning_without_range(param).replace("|", "\\|")
-        rows.append(f"| `{param.name}` | {cell} | {meaning} |")
+        rows.append(f"| {label} | {cell} | {meaning} |")
     origin = "the chapter's `parameters` cell"
     if overridden and source:
         origin += f", overridden by `{source}`"
@@ -345,6 +359,35 @@ def _forget_env_after_failed_build(
         (Path(app.doctreedir) / ENV_PICKLE_FILENAME).unlink(missing_ok=True)
 
 
+#: Written in the doctrees folder when a build starts, removed when it finished without an
+#: error: present at the start, it says the last render was interrupted.
+RENDER_MARKER = "dlnbook-render-incomplete"
+
+
+def _start_render(app: Sphinx, config: Any) -> None:
+    """``config-inited``, before Sphinx loads its saved environment: if the last build did
+    not finish (killed while it wrote pages, or failed), delete the saved environment, the
+    doctrees and the output folder, so that every page is read and written again. Sphinx
+    would otherwise trust the environment saved before the pages were written, write only
+    what changed since, and leave a site with pages missing from its search index."""
+    doctrees, outdir = Path(app.doctreedir), Path(app.outdir)
+    marker = doctrees / RENDER_MARKER
+    if marker.is_file():
+        logger.info("dlnbook: the last build did not finish; rendering every page afresh")
+        shutil.rmtree(doctrees, ignore_errors=True)
+        if outdir.is_dir() and outdir.resolve() != Path(app.srcdir).resolve():
+            for path in outdir.iterdir():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    doctrees.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def _finish_render(app: Sphinx, exception: Exception | None) -> None:
+    """``build-finished``: the render is complete unless the build raised."""
+    if exception is None:
+        (Path(app.doctreedir) / RENDER_MARKER).unlink(missing_ok=True)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the configuration values and event handlers (Sphinx entry point)."""
     app.add_config_value("dlnbook_chapters_dir", "chapters", "env", [str])
@@ -359,6 +402,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", runner.source_read)
     app.connect("env-purge-doc", runner.env_purge_doc)
     app.connect("env-merge-info", runner.env_merge_info)
+    app.connect("config-inited", _start_render)
+    app.connect("build-finished", _finish_render, priority=900)  # after every other handler
     counter = _WarningCounter(app)
     pylogging.getLogger(SPHINX_LOGGER).addHandler(counter)
     app.connect("build-finished", functools.partial(_forget_env_after_failed_build, counter))

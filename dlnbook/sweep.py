@@ -7,25 +7,20 @@ folder, so sweeps and runs reuse each other's results) and executed by the one
 
 - ``points.csv``: one row per point: the swept parameters, status (``done``, ``reused``,
   ``failed``), seconds, worker, run folder, error, and every scalar the chapter glued;
-- ``index.html``: a standalone offline page with that table, a plot of every numeric glued
-  value against each swept parameter (one line per value of the other swept parameters),
-  and links to each point's own page.
+- ``index.html``: a standalone offline page showing how the results depend on the swept
+  parameters, with links to each point's own page.
 
-It is written in one atomic step once every point has finished or failed.
+Both are written by :func:`dlnbook.sweeppage.write_sweep` in one atomic step once every
+point has finished or failed.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
-import csv
 import hashlib
-import html
-import io
 import itertools
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -36,9 +31,10 @@ from typing import Any
 
 from dlnbook.chapters import Chapter, ChapterError, effective_parameters, parse_override
 from dlnbook.executor import Executor
-from dlnbook.export import PAGE_DIR
-from dlnbook.rundirs import prune_stale, publish_run
+from dlnbook.glued import glued_values
+from dlnbook.rundirs import prune_stale
 from dlnbook.runner import Outcome, Plan, make_task, record_result
+from dlnbook.sweeppage import write_sweep
 
 __all__ = [
     "MAX_POINTS",
@@ -54,7 +50,6 @@ __all__ = [
 #: Largest grid accepted without an explicit confirmation (``--yes``).
 MAX_POINTS = 10_000
 _RANGE = re.compile(r"\s*([^:\[\]'\"]+):([^:\[\]'\"]+):(\d+)(:log)?\s*")
-_NUMPY_SCALAR = re.compile(r"np\.(?:float|int|uint|bool|complex|str)\w*\((.*)\)", re.S)
 
 
 # --- the grid --------------------------------------------------------------------------
@@ -196,35 +191,6 @@ def check_names(chapter: Chapter, names: Iterable[str]) -> None:
 # --- results of a point ----------------------------------------------------------------
 
 
-def _scalar(text: str) -> Any:
-    match = _NUMPY_SCALAR.fullmatch(text.strip())
-    try:
-        value = ast.literal_eval(match[1] if match else text.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return value if isinstance(value, bool | int | float | str) else None
-
-
-def glued_values(notebook: Path) -> dict[str, Any]:
-    """Scalars the executed chapter glued (``myst_nb.glue``): name -> value.
-
-    Values are read from the glued ``text/plain`` representation (``repr`` of a float is
-    exact); non-scalar glued objects (arrays, figures) are left out.
-    """
-    nb = json.loads(notebook.read_text(encoding="utf-8"))
-    values: dict[str, Any] = {}
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []):
-            scrap = output.get("metadata", {}).get("scrapbook")
-            if not scrap:
-                continue
-            text = output.get("data", {}).get(scrap.get("mime_prefix", "") + "text/plain")
-            value = _scalar("".join(text) if isinstance(text, list) else text or "")
-            if value is not None:
-                values[scrap["name"]] = value
-    return values
-
-
 @dataclass
 class Point:
     """One point of a sweep and what became of it."""
@@ -265,178 +231,6 @@ def sweep_folder(sweeps_dir: Path, chapter: Chapter, plans: Iterable[Plan]) -> P
     """``<sweeps_dir>/<chapter>-<hash>``: the hash covers the set of points."""
     digest = hashlib.sha256("\n".join(sorted(p.key for p in plans)).encode()).hexdigest()
     return sweeps_dir.resolve() / f"{chapter.name}-{digest[:12]}"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _rel(path: Path | None, start: Path) -> str:
-    return os.path.relpath(path, start) if path else ""
-
-
-def _columns(points: Sequence[Point], swept: Sequence[str]) -> tuple[list[str], list[str]]:
-    glued = list(dict.fromkeys(name for p in points for name in p.glued))
-    head = ["point", *swept, "status", "seconds", "worker", "run", "error"]
-    return head, glued
-
-
-def points_csv(points: Sequence[Point], swept: Sequence[str], folder: Path) -> str:
-    """The ``points.csv`` text: one row per point."""
-    head, glued = _columns(points, swept)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(head + glued)
-    for p in points:
-        seconds = "" if p.seconds is None else f"{p.seconds:.3f}"
-        run = _rel(p.plan.run_dir, folder) if p.status != "failed" else _rel(p.log, folder)
-        row = [p.index, *(p.plan.parameters[n] for n in swept), p.status, seconds, p.worker]
-        writer.writerow(
-            [_cell(v) for v in [*row, run, p.error]] + [_cell(p.glued.get(g)) for g in glued]
-        )
-    return out.getvalue()
-
-
-def _numeric(values: Iterable[Any]) -> bool:
-    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
-def _panel(ax: Any, points: Sequence[Point], name: str, param: str, swept: Sequence[str]) -> None:
-    """Glued value ``name`` against ``param``: one line per value of the other swept
-    parameters; a numeric axis (logarithmic over two decades or more) or categories."""
-    xs_all = [p.plan.parameters[param] for p in points]
-    numeric_x = _numeric(xs_all)
-    categories = list(dict.fromkeys(_cell(x) for x in xs_all))
-
-    def position(p: Point) -> Any:
-        value = p.plan.parameters[param]
-        return value if numeric_x else categories.index(_cell(value))
-
-    others = [s for s in swept if s != param]
-    lines: dict[str, list[tuple[Any, Any]]] = {}
-    for p in points:
-        if name in p.glued:
-            label = ", ".join(f"{o}={_cell(p.plan.parameters[o])}" for o in others)
-            lines.setdefault(label, []).append((position(p), p.glued[name]))
-    for label, pairs in lines.items():
-        xs, ys = zip(*sorted(pairs), strict=True)
-        ax.plot(xs, ys, marker="o", ms=3, label=label or None)
-    if numeric_x and min(xs_all) > 0 and max(xs_all) >= 50 * min(xs_all):
-        ax.set_xscale("log")
-    if not numeric_x:
-        ax.set_xticks(range(len(categories)), categories, rotation=30, fontsize="small")
-    ys_all = [y for pairs in lines.values() for _, y in pairs]
-    if ys_all and min(ys_all) > 0 and max(ys_all) >= 1e3 * min(ys_all):
-        ax.set_yscale("log")
-    ax.set(xlabel=param, ylabel=name)
-    ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        ax.legend(fontsize="x-small", frameon=False)
-
-
-def _plots(points: Sequence[Point], swept: Sequence[str]) -> list[tuple[str, str]]:
-    """(glued name, PNG data URI) of one figure per numeric glued value: a panel per swept
-    parameter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [p for p in points if p.status != "failed"]
-    names = [
-        g
-        for g in dict.fromkeys(n for p in ok for n in p.glued)
-        if _numeric(p.glued[g] for p in ok if g in p.glued)
-    ]
-    figures = []
-    for name in names:
-        size = (3.6 * len(swept), 2.8)
-        fig, axes = plt.subplots(1, len(swept), figsize=size, squeeze=False, layout="constrained")
-        for ax, param in zip(axes[0], swept, strict=True):
-            _panel(ax, ok, name, param, swept)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-        plt.close(fig)
-        data = base64.b64encode(buffer.getvalue()).decode()
-        figures.append((name, f"data:image/png;base64,{data}"))
-    return figures
-
-
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;
-text-align:right;white-space:nowrap}th{background:#f3f3f3;position:sticky;top:0}
-.failed{background:#fde8e8}.figs img{margin:4px;border:1px solid #eee}
-.table{overflow:auto;max-height:70vh}"""
-
-
-def index_html(
-    chapter: Chapter, points: Sequence[Point], swept: Sequence[str], folder: Path
-) -> str:
-    """The standalone ``index.html`` of a sweep (no external resource)."""
-    head, glued = _columns(points, swept)
-    esc = html.escape
-    rows = []
-    for p in points:
-        if p.status == "failed":
-            links = [f'<a href="{esc(_rel(p.log, folder))}">log</a>']
-            if p.partial:
-                links.insert(0, f'<a href="{esc(_rel(p.partial, folder))}">partial notebook</a>')
-            link = " ".join(links)
-        else:
-            page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
-            link = f'<a href="{esc(_rel(page, folder))}">{esc(p.plan.run_dir.name)}</a>'
-        seconds = "" if p.seconds is None else f"{p.seconds:.1f}"
-        cells = [
-            str(p.index),
-            *(esc(_cell(p.plan.parameters[n])) for n in swept),
-            esc(p.status),
-            seconds,
-            esc(p.worker),
-            link,
-            esc(p.error),
-            *(esc(_cell(p.glued.get(g))) for g in glued),
-        ]
-        css = ' class="failed"' if p.status == "failed" else ""
-        rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    header = "".join(f"<th>{esc(h)}</th>" for h in head + glued)
-    failed = sum(p.status == "failed" for p in points)
-    fixed = {k: v for k, v in points[0].plan.parameters.items() if k not in swept} if points else {}
-    figures = "".join(
-        f'<img alt="{esc(name)}" title="{esc(name)}" src="{uri}">'
-        for name, uri in _plots(points, swept)
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Sweep of {esc(chapter.name)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>Sweep of {esc(chapter.name)}</h1>
-<p>{len(points)} points over {esc(", ".join(swept) or "no parameter")}; {failed} failed.
-Other parameters: <code>{esc(json.dumps(fixed, default=repr))}</code>.
-Table: <a href="points.csv">points.csv</a>.</p>
-<h2>Glued values against each swept parameter</h2>
-<div class="figs">{figures or "<p>No numeric glued value.</p>"}</div>
-<h2>Points</h2>
-<div class="table"><table><thead><tr>{header}</tr></thead><tbody>
-{"".join(rows)}
-</tbody></table></div>
-</body></html>
-"""
-
-
-def write_sweep(
-    folder: Path, chapter: Chapter, points: Sequence[Point], swept: Sequence[str]
-) -> None:
-    """Write ``points.csv`` and ``index.html`` into ``folder`` in one atomic step."""
-    files = {
-        "points.csv": points_csv(points, swept, folder).encode(),
-        "index.html": index_html(chapter, points, swept, folder).encode(),
-    }
-    publish_run(folder, files, replace=True)
 
 
 # --- running ---------------------------------------------------------------------------

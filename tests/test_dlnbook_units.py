@@ -192,7 +192,7 @@ def test_render_executed_hides_parameter_cells_and_shows_box(tmp_path):
     box = cells[1]["source"]
     assert box.startswith("````{admonition} Parameters of this run")
     assert "| `seed` | `0` | random seed |" in box
-    assert "| `steps` | `3` (default `10`) | GD steps |" in box
+    assert "| **`steps`** | `3` (default `10`) | GD steps |" in box  # changed: name in bold
     assert "overridden by `profiles/x.yml`" in box
     assert [c["source"] for c in cells[2:]] == [source, "x = 1"]  # no injected cell
     assert "remove-cell" in cells[2]["metadata"]["tags"]

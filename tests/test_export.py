@@ -1,6 +1,8 @@
 """The standalone page of a run, rendered by the book's own Sphinx configuration (no kernel)."""
 
+import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -8,9 +10,17 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dlnbook.chapters import load_chapter
-from dlnbook.export import write_page
-from dlnbook.runner import plan_runs
+from dlnbook.chapters import load_chapter, parse_override
+from dlnbook.export import (
+    SHARED_DIR,
+    finalize_run,
+    render_run,
+    rerun_banner,
+    rerun_command,
+    write_page,
+)
+from dlnbook.glued import checks, count_checks, glue_descriptions
+from dlnbook.runner import plan_points, plan_runs
 
 # Sphinx runs in this process; an extension of Jupyter Book uses a docutils API it deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:nodes.Node.traverse:PendingDeprecationWarning")
@@ -26,6 +36,17 @@ TEXT = (
     "see {numref}`fig-tiny`; "
     "the gap is {glue:text}`gap:.1e`, and $L(W) \\ge 0$.\n\n"
     "```{prf:theorem} Tiny\n:label: thm-tiny\n\nThe loss is {glue:text}`verdict`.\n```"
+)
+CHECKED = (
+    "```{admonition} What we checked\n"
+    "| claim | measured | criterion | held? |\n"
+    "| --- | --- | --- | --- |\n"
+    "| the gap is small, $g \\lvert x \\rvert$ | gap {glue:text}`gap:.1e` | $< 1$ "
+    "| {glue:text}`gap-ok` |\n"
+    "| the loss is bounded | {glue:text}`verdict` | bounded | {glue:text}`bounded-ok` |\n"
+    "| nothing to test here | - | - | {glue:text}`skipped-ok` |\n"
+    "| an identity | exact | - | n/a |\n"
+    "```"
 )
 
 
@@ -70,6 +91,7 @@ def run(tmp_path):
             new_code_cell("steps = 3  # steps [>= 0]", metadata={"tags": ["parameters"]}),
             new_code_cell("glue('gap', 1.23e-4)\nglue('verdict', 'bounded')"),
             new_code_cell("plot()", metadata=figure),
+            new_markdown_cell(CHECKED),
         ],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
     )
@@ -77,7 +99,13 @@ def run(tmp_path):
     chapter = load_chapter(book / "chapters" / "02_tiny.ipynb")
     (plan,) = plan_runs([chapter], {"02_tiny": {"steps": 2}}, tmp_path / "runs", tmp_path)
     nb.cells.insert(2, new_code_cell("steps = 2", metadata={"tags": ["injected-parameters"]}))
-    nb.cells[3].outputs = [glue_output("gap", "0.000123"), glue_output("verdict", "'bounded'")]
+    nb.cells[3].outputs = [
+        glue_output("gap", "0.000123"),
+        glue_output("verdict", "'bounded'"),
+        glue_output("gap-ok", "'yes'"),
+        glue_output("bounded-ok", "'no'"),
+        glue_output("skipped-ok", "'n/a'"),
+    ]
     nb.cells[4].outputs = [new_output("display_data", data={"image/png": PNG})]
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     plan.run_dir.mkdir(parents=True)
@@ -106,8 +134,13 @@ def test_page_shows_what_the_book_shows(run, capfd):
     assert "{numref}" not in html and "{glue" not in html and "steps = 2" not in html
     images = re.findall(r'<img[^>]+src="([^"]+)"', html)
     assert images and all((page.parent / src).is_file() for src in images)
-    assert (page.parent / "_static" / "mathjax" / "tex-chtml.js").is_file()
-    assert not (page.parent / "_static" / "mathjax" / "tex-svg.js").exists()  # pruned
+    # the theme and MathJax are shared by the runs folder, linked from the page
+    (shared,) = (run.run_dir.parent / SHARED_DIR).iterdir()
+    assert f'src="../../{SHARED_DIR}/{shared.name}/mathjax/tex-chtml.js"' in html
+    assert not (shared / "mathjax" / "tex-svg.js").exists()  # pruned
+    for ref in re.findall(r'(?:src|href)="([^"#]+?)(?:\?[^"]*)?"', html):
+        if "://" not in ref:
+            assert (page.parent / ref).exists(), ref  # every local reference resolves
     remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//[^"]*"', html)
     assert not remote, remote
     assert capfd.readouterr().err == ""  # no warnings
@@ -122,3 +155,117 @@ def test_page_warns_about_what_it_cannot_render(run, capfd):
     assert "page of 02_tiny: " in err
     assert "label 'thm-elsewhere' not found" in err
     assert "unknownrole" in err
+
+
+def test_run_folder_holds_one_page_and_shares_the_assets(run, tmp_path):
+    """Two runs of a runs folder: each gets one page and its images, no Sphinx site; the
+    theme and MathJax are stored once."""
+    (other,) = plan_points(run.chapter, [{"steps": 5}], run.run_dir.parent, tmp_path)
+    other.run_dir.mkdir()
+    shutil.copy(run.executed_notebook, other.executed_notebook)
+    for plan in (run, other):
+        page = render_run(plan)
+        assert sorted(p.name for p in page.parent.iterdir()) == ["02_tiny.html", "_images"]
+        assert (plan.run_dir / "parameters.json").is_file()
+        html = page.read_text()
+        for gone in ("searchindex.js", "genindex.html", 'href="search.html"', "_sources/"):
+            assert gone not in html, gone
+        # the download button serves the executed notebook of the run
+        assert 'href="../02_tiny.ipynb" download' in html
+        size = sum(p.stat().st_size for p in plan.run_dir.rglob("*") if p.is_file())
+        assert size < 300_000, size
+    shared = list((run.run_dir.parent / SHARED_DIR).iterdir())
+    assert len(shared) == 1 and (shared[0] / "mathjax" / "tex-chtml.js").is_file()
+    assert sorted(p.name for p in run.run_dir.parent.iterdir()) == sorted(
+        [SHARED_DIR, run.run_dir.name, other.run_dir.name]
+    )
+
+
+def test_rerun_banner_names_the_changes_the_command_and_the_checks(run):
+    page = write_page(run, run.executed_notebook, run.run_dir / "html").read_text()
+    banner = page[page.index('dlnbook-rerun admonition">') : page.index("Parameters of this")]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", banner))
+    assert "Changed from the book: steps = 2 (book: 3)" in text
+    assert "Reproduce: dln-book run 02_tiny -p steps=2" in text
+    assert "Checks: 1 of 4 held, 1 did not, 2 n/a" in text
+    assert "Did not hold: the loss is bounded." in text
+    # the changed parameter is highlighted in the box
+    box = page[page.index("Parameters of this run") :]
+    assert re.search(r"<strong><code[^>]*><span class=\"pre\">steps</span></code></strong>", box)
+
+
+def test_rerun_command_reproduces_the_parameters(run, tmp_path):
+    changes = {"steps": 7, "name": "a b", "depths": [2, 3], "eta": 1e-3, "flag": False}
+    (plan,) = plan_points(
+        run.chapter, [{**run.chapter.defaults, **changes}], tmp_path / "r", tmp_path
+    )
+    command = rerun_command(plan)
+    words = shlex.split(command)
+    assert words[:3] == ["dln-book", "run", "02_tiny"]
+    overrides = dict(parse_override(w) for w in words[4::2])
+    assert words[3::2] == ["-p"] * len(changes)
+    assert overrides == changes
+    (same,) = plan_points(
+        run.chapter, [{**plan.chapter.defaults, **overrides}], tmp_path / "r", tmp_path
+    )
+    assert same.key == plan.key
+    (default,) = plan_runs([run.chapter], {}, tmp_path / "r", tmp_path)
+    assert rerun_command(default) == "dln-book run 02_tiny"
+    assert "nothing (the book's default parameters)" in rerun_banner(default, {"cells": []})
+
+
+def test_checks_read_the_held_column_and_the_glued_verdicts(run):
+    found = checks(run.executed_notebook)
+    assert [(c.name, c.held) for c in found] == [
+        ("gap-ok", "yes"),
+        ("bounded-ok", "no"),
+        ("skipped-ok", "n/a"),
+        (None, "n/a"),
+    ]
+    assert found[0].claim == "the gap is small, g | x |"
+    assert count_checks(found) == {"yes": 1, "no": 1, "n/a": 2}
+    # a verdict the run did not glue counts as n/a, not as held
+    nb = nbformat.read(run.executed_notebook, as_version=4)
+    nb.cells[3].outputs = nb.cells[3].outputs[:3]
+    assert [c.held for c in checks(nb)] == ["yes", "n/a", "n/a", "n/a"]
+    assert checks({"cells": []}) == []
+
+
+def test_glued_values_are_described_by_the_text_that_shows_them(run):
+    described = glue_descriptions(run.executed_notebook)
+    assert described["gap-ok"] == "the gap is small, g | x | (held?)"
+    assert described["verdict"] == "the loss is bounded"  # the table, before the prose
+    assert described["gap"] == "gap"
+    prose = "First. All runs end after {glue:text}`a`, {glue:text}`b:.2g` and $\\eta$.\n\nNext"
+    described = glue_descriptions({"cells": [{"cell_type": "markdown", "source": prose}]})
+    assert described == {
+        "a": "All runs end after [·], … and η",
+        "b": "All runs end after …, [·] and η",
+    }
+
+
+def test_finalize_renders_the_page_only_in_the_runs_folder(run, tmp_path):
+    """On the client, in the hidden sibling that becomes the run folder: parameters and page.
+    In a worker's scratch folder: the parameters only, nothing of the client is read."""
+    record = {
+        "chapter": run.chapter.name,
+        "notebook": str(run.chapter.path),
+        "key": run.key,
+        "parameters": run.parameters,
+    }
+    scratch = tmp_path / "scratch" / "run"
+    hidden = run.run_dir.with_name(f".{run.run_dir.name}.tmp-1-0123abcd")
+    for folder in (scratch, hidden):
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps(record))
+        shutil.copy(run.executed_notebook, folder / run.executed_notebook.name)
+    record["notebook"] = str(tmp_path / "not-on-this-machine.ipynb")  # a client's path
+    (scratch / "run.json").write_text(json.dumps(record))
+    finalize_run(scratch, scratch / run.executed_notebook.name)
+    assert json.loads((scratch / "parameters.json").read_text()) == run.parameters
+    assert not (scratch / "html").exists()
+    finalize_run(hidden, hidden / run.executed_notebook.name)
+    assert json.loads((hidden / "parameters.json").read_text()) == run.parameters
+    page = (hidden / "html" / "02_tiny.html").read_text()
+    (shared,) = (run.run_dir.parent / SHARED_DIR).iterdir()
+    assert f'src="../../{SHARED_DIR}/{shared.name}/mathjax/tex-chtml.js"' in page

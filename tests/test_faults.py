@@ -25,6 +25,7 @@ import nbformat
 import psutil
 import pytest
 
+from dlnbook.export import SHARED_DIR
 from tests.conftest import chapter_notebook, one_chapter_book
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,8 @@ def run_cmd(book: Path, runs: Path, *params: str) -> list[str]:
 
 
 def published(runs: Path) -> list[str]:
-    return sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    # the pages' shared theme and MathJax (runs/_static) are not a run
+    return sorted(p.name for p in runs.iterdir() if p.name != SHARED_DIR) if runs.exists() else []
 
 
 def no_traceback(output: str) -> None:
@@ -198,7 +200,7 @@ def test_killed_forced_rerun_keeps_the_previous_run_and_the_next_run_works(book,
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "KeyboardInterrupt" not in first.stdout + first.stderr  # kernel shut down quietly
-    (folder,) = runs.iterdir()
+    (folder,) = [runs / name for name in published(runs)]
     record = (folder / "run.json").read_text()
     marker.unlink()
     stopped = stop([*cmd, "--force"], marker, [(0, signal.SIGKILL, True)], tmp_path)

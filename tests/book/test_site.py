@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import snowballstemmer
 import yaml
 from sphinx.errors import ConfigError
 
+from dlnbook.export import SHARED_DIR
 from dlnbook.publish import PREVIEW_IMAGE, check_repository_url, check_site_url
 from tests.book.conftest import (
     REPO,
@@ -35,6 +38,7 @@ from tests.book.conftest import (
     tiny_chapter,
 )
 
+BIN = Path(sys.executable).parent
 CHAPTERS = sorted(p.stem for p in (REPO / "chapters").glob("*.ipynb"))
 LOCAL_SCHEMES = ("data:", "blob:", "about:")
 SITE_URL = "https://owner.github.io/dln-book/"
@@ -334,3 +338,96 @@ def test_published_book_has_base_url_sitemap_and_link_preview(published_book):
     sitemap = (published_book / "sitemap.xml").read_text()
     locations = re.findall(r"<loc>([^<]+)</loc>", sitemap)
     assert sorted(locations) == [f"{SITE_URL}chapters/01_alpha.html", f"{SITE_URL}index.html"]
+
+
+# --- the pages of `dln-book run` and `dln-book sweep`, opened from disk ------------------------
+
+FILE_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+
+@pytest.fixture(scope="module")
+def chapter1_run(tmp_path_factory) -> Path:
+    """``dln-book run 1 -p steps=30 -p bottleneck_steps=30`` into a fresh runs folder."""
+    runs = tmp_path_factory.mktemp("runs")
+    cmd = [str(BIN / "dln-book"), "run", "1", "-p", "steps=30", "-p", "bottleneck_steps=30"]
+    proc = subprocess.run(
+        [*cmd, "--runs-dir", str(runs)], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.name.startswith("01_setting-")]
+    return run_dir
+
+
+def folder_bytes(folder: Path) -> int:
+    """What ``du`` counts: the blocks of every file and folder below ``folder``."""
+    return sum(p.lstat().st_blocks * 512 for p in [folder, *folder.rglob("*")])
+
+
+@pytest.mark.slow
+def test_a_run_folder_is_small_and_its_page_reads_offline(chapter1_run, browser):
+    assert folder_bytes(chapter1_run) <= 2_000_000, folder_bytes(chapter1_run)
+    assert not (chapter1_run / "jupyter_execute").exists()
+    assert sorted(p.name for p in (chapter1_run / "html").iterdir()) == [
+        "01_setting.html",
+        "_images",
+    ]
+    (shared,) = (chapter1_run.parent / SHARED_DIR).iterdir()  # theme and MathJax, once
+    assert (shared / "mathjax" / "tex-chtml.js").is_file()
+    browser.open((chapter1_run / "html" / "01_setting.html").as_uri())
+    report = browser.inspect()
+    requests = browser.requests()
+    assert not [r.url for r in requests if not r.url.startswith(FILE_SCHEMES)]
+    assert not [(r.url, r.error) for r in requests if r.failed]
+    assert any(r.url.endswith(f"{shared.name}/mathjax/tex-chtml.js") for r in requests)
+    assert report["typeset"] > 0 and report["untypeset"] == 0 and report["raw"] == []
+    assert len(report["figures"]) >= 2 and all(f["loaded"] for f in report["figures"])
+    banner = browser.run("return document.querySelector('.dlnbook-rerun').innerText")
+    assert "dln-book run 01_setting -p steps=30 -p bottleneck_steps=30" in banner
+    assert re.search(r"Checks: \d of \d held, \d did not, \d n/a", banner)
+    highlighted = browser.run(
+        "return [...document.querySelectorAll('tr')].filter(tr => tr.cells.length"
+        " && getComputedStyle(tr.cells[0]).backgroundColor === 'rgb(255, 243, 205)')"
+        ".map(tr => tr.cells[0].textContent.trim())"
+    )
+    assert highlighted == ["steps", "bottleneck_steps"]  # the changed parameters
+
+
+SORT_STATE = """
+const table = document.getElementById("points-table");
+const col = [...table.tHead.rows[0].cells].findIndex(th => th.textContent === arguments[0]);
+return [...table.tBodies[0].rows].map(r => r.cells[col].textContent);
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_page_of_three_points_reads_offline_and_sorts(tmp_path, browser):
+    from dlnbook.sweeppage import write_sweep
+    from tests.test_sweeppage import make_sweep, values_of
+
+    grid = [{"eta": eta} for eta in (1e-3, 1e-2, 1e-1)]
+    chapter, points, folder = make_sweep(tmp_path, grid, values_of)
+    write_sweep(folder, chapter, points, ["eta"])
+    browser.open((folder / "index.html").as_uri())
+    requests = browser.requests()
+    assert not [r.url for r in requests if not r.url.startswith(FILE_SCHEMES)]
+    assert not [(r.url, r.error) for r in requests if r.failed]
+    images = browser.run(
+        "return [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth > 0])"
+    )
+    assert len(images) == 3 + 2  # the figure at three points, two plots of varying values
+    assert all(loaded for _, loaded in images), images
+    colours = browser.run(
+        "return [...document.querySelectorAll('table.checks td')].map("
+        "td => [td.textContent, getComputedStyle(td).backgroundColor])"
+    )
+    assert {text: colour for text, colour in colours} == {
+        "yes": "rgb(200, 236, 200)",
+        "no": "rgb(246, 184, 184)",
+        "n/a": "rgb(228, 228, 228)",
+    }
+    assert browser.run(SORT_STATE, "loss") == ["0.0003333", "0.003333", "0.03333"]
+    header = browser.driver.find_element("xpath", "//table[@id='points-table']//th[.='loss']")
+    header.click()  # ascending: already in order
+    header.click()  # descending
+    assert browser.run(SORT_STATE, "loss") == ["0.03333", "0.003333", "0.0003333"]
+    assert browser.run(SORT_STATE, "point") == ["3", "2", "1"]
