@@ -47,9 +47,13 @@ from sphinx.util import logging
 from sphinx.util.logging import NAMESPACE as SPHINX_LOGGER
 from sphinx.util.logging import is_suppressed_warning
 
-from dlnbook.chapters import ChapterError, discover_chapters
-from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, meaning_without_range
+from dlnbook.chapters import (
+    ChapterError,
+    discover_chapters,
+    load_profile,
+    meaning_without_range,
+    validate_book,
+)
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
 __all__ = ["figure_problems", "merge_outputs", "parameters_box", "render_executed", "setup"]
@@ -249,10 +253,11 @@ class _BookRunner:
                     self.source = profile_path.relative_to(srcdir).as_posix()
                 except ValueError:
                     self.source = str(profile_path)
-                check_profile(profile, (c.name for c in chapters), self.source)
+            allow_large = bool(
+                os.environ.get("DLNBOOK_ALLOW_LARGE")
+            )  # dln-book build --allow-large
+            validate_book(chapters, profile, self.source or "profile", allow_large)
             plans = plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None)
-            for plan in plans:  # the same range rules as `dln-book run`
-                check_ranges(plan.chapter, plan.parameters)
         except (ChapterError, RuntimeError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
         try:
