@@ -37,6 +37,7 @@ import functools
 import json
 import logging as pylogging
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,13 @@ logger = logging.getLogger(__name__)
 def _fmt_value(value: Any) -> str:
     text = repr(value)
     return f"``{text}``" if "`" in text else f"`{text}`"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as one word of a shell command, in double quotes where that suffices."""
+    if shlex.quote(text) == text or any(c in text for c in '"$`\\!'):
+        return shlex.quote(text)
+    return f'"{text}"'
 
 
 def parameters_box(plan: Plan, source: str | None = None) -> str:
@@ -94,9 +102,14 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     origin = "the chapter's `parameters` cell"
     if overridden and source:
         origin += f", overridden by `{source}`"
+    changed = [p.name for p in plan.chapter.parameters if plan.parameters[p.name] != p.default]
+    rerun = " ".join(
+        [f"dln-book run {plan.chapter.name}"]
+        + [f"-p {_shell_word(f'{name}={plan.parameters[name]!r}')}" for name in changed]
+    )
     footer = (
         f"Values from {origin}. Executed copy: `{plan.run_dir.name}`. "
-        f"Rerun with other values: `dln-book run {plan.chapter.name} -p NAME=VALUE`."
+        f"Rerun it: `{rerun}`; change a value with `-p NAME=VALUE`."
     )
     table = "\n".join(rows)
     return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
