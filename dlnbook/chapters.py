@@ -1,12 +1,10 @@
 """Chapter notebooks, their parameters, and the one validation of new values.
 
-A chapter is a notebook ``chapters/<stem>.ipynb`` with exactly one code cell tagged
-``parameters``; each non-blank line is ``name = literal  # meaning [range]``, and comment
-lines declare rules and cost estimates (:mod:`dlnbook.checks`). All of it is parsed once,
-when the chapter is read. :func:`validate` turns overrides (from ``-p``, a sweep or a
-profile) into the chapter's effective parameters, checking types, ranges, rules and the cost
-estimates; ``run``, ``sweep``, ``build`` and the Sphinx extension all call it. YAML files
-(profiles, sweep files) are read by :func:`load_yaml` alone.
+A chapter is a notebook ``chapters/<stem>.ipynb`` with one code cell tagged ``parameters``:
+``name = literal  # meaning [range]`` lines, and the rules and estimates of
+:mod:`dlnbook.checks`, parsed once when the chapter is read. :func:`validate` turns overrides
+(``-p``, a sweep point, a profile) into effective parameters; ``run``, ``sweep``, ``build``
+and the Sphinx build all call it. :func:`load_yaml` reads every YAML file of parameters.
 """
 
 from __future__ import annotations
@@ -23,35 +21,12 @@ from typing import Any
 
 import yaml
 
-from dlnbook.checks import (
-    MAX_SECONDS,
-    ChapterError,
-    Estimate,
-    Range,
-    Rule,
-    human,
-    machine_memory,
-    parse_checks,
-    parse_range,
-    show,
-)
+from dlnbook import checks
+from dlnbook.checks import ChapterError, Range, show
 
-__all__ = [
-    "Chapter",
-    "ChapterError",
-    "Parameter",
-    "check_profile",
-    "discover_chapters",
-    "effective_parameters",
-    "load_chapter",
-    "load_profile",
-    "load_yaml",
-    "meaning_without_range",
-    "parse_override",
-    "parse_parameters_source",
-    "validate",
-    "validate_book",
-]
+__all__ = ["Chapter", "ChapterError", "Parameter", "discover_chapters", "load_chapter"]
+__all__ += ["effective_parameters", "meaning_without_range", "parse_override", "validate"]
+__all__ += ["check_profile", "load_profile", "load_yaml", "validate_book"]
 
 INT_LIMIT = 2**63
 """Integer parameters must lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``."""
@@ -87,8 +62,8 @@ class Chapter:
 
     path: Path
     parameters: tuple[Parameter, ...]
-    rules: tuple[Rule, ...] = ()
-    estimates: tuple[Estimate, ...] = ()
+    rules: tuple[checks.Rule, ...] = ()
+    estimates: tuple[checks.Estimate, ...] = ()
     error: str | None = None
 
     @property
@@ -137,31 +112,19 @@ def _parse_line(line: str) -> Parameter:
     if not meaning:
         raise ChapterError(f"parameter {name!r} needs a one-line '# meaning' comment")
     try:
-        return Parameter(name, value, meaning, parse_range(meaning))
+        return Parameter(name, value, meaning, checks.parse_range(meaning))
     except ChapterError as exc:
         raise ChapterError(f"parameter {name!r}: {exc}") from None
 
 
 def parse_parameters_source(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
-    """Parse the source of a ``parameters`` cell.
-
-    Parameters
-    ----------
-    source : str
-        Cell source; one ``name = literal  # meaning`` assignment per line.
-    where : str
-        Description of the cell used in error messages (e.g. the notebook path).
-
-    Returns
-    -------
-    tuple of Parameter
-        The parameters, in source order.
+    """The parameters of a ``parameters`` cell, in source order.
 
     Raises
     ------
     ChapterError
-        If a line is not a single assignment of a literal to a name with a comment, or a
-        name is assigned twice.
+        Located by ``where`` and the line: a line that is not ``name = literal  # meaning``,
+        an unreadable range, or a name assigned twice.
     """
     params: dict[str, Parameter] = {}
     for lineno, line in enumerate(source.splitlines(), start=1):
@@ -178,21 +141,12 @@ def parse_parameters_source(source: str, where: str = "parameters cell") -> tupl
 
 
 def load_chapter(path: str | Path) -> Chapter:
-    """Read a chapter notebook and parse its ``parameters`` cell.
-
-    Parameters
-    ----------
-    path : str or Path
-        Path of the ``.ipynb`` file.
-
-    Returns
-    -------
-    Chapter
+    """Read a chapter notebook (``.ipynb``) and parse its ``parameters`` cell.
 
     Raises
     ------
     ChapterError
-        If the file is not a notebook or its parameters cell is missing or malformed.
+        If the file is not a notebook, or its parameters cell is missing or malformed.
     """
     path = Path(path).resolve()
     try:
@@ -210,24 +164,13 @@ def load_chapter(path: str | Path) -> Chapter:
         )
     source = "".join(tagged[0].get("source", ""))
     params = parse_parameters_source(source, str(path))
-    rules, estimates = parse_checks(source, {p.name for p in params}, str(path))
+    rules, estimates = checks.parse_checks(source, {p.name for p in params}, str(path))
     return Chapter(path, params, rules, estimates)
 
 
 def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
-    """Every chapter notebook of a directory, sorted by file name.
-
-    A chapter that cannot be read is kept, with its ``error`` set and no parameters, so
-    that it alone is refused (by :func:`validate`) and the others work.
-
-    Parameters
-    ----------
-    chapters_dir : str or Path
-        Directory holding the ``*.ipynb`` chapters (not searched recursively).
-
-    Returns
-    -------
-    list of Chapter
+    """Every chapter ``*.ipynb`` of a directory, sorted by name. A chapter that cannot be
+    read is kept with its ``error`` and no parameters: :func:`validate` refuses it alone.
 
     Raises
     ------
@@ -317,19 +260,8 @@ def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
 
 
 def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The chapter's defaults with the overrides merged in, types checked (only types:
-    :func:`validate` checks everything).
-
-    Parameters
-    ----------
-    chapter : Chapter
-    overrides : mapping or None
-        Parameter name -> value; every name must be declared by the chapter.
-
-    Returns
-    -------
-    dict
-        All parameters of the chapter, in declaration order, overrides applied.
+    """The chapter's defaults with ``overrides`` (name -> value) merged in, in declaration
+    order; only names and types are checked here (:func:`validate` checks everything).
 
     Raises
     ------
@@ -354,9 +286,9 @@ def validate(
 ) -> dict[str, Any]:
     """The effective parameters of a run, checked as every command checks them.
 
-    In order: the chapter can be read, names, types and finiteness, ranges, rules, then
-    (unless ``allow_large``) the estimated memory (at most this machine's) and time (at
-    most :data:`~dlnbook.checks.MAX_SECONDS`).
+    In order: the chapter can be read; names, types and finiteness; ranges; rules; then,
+    unless ``allow_large``, the estimated memory (at most this machine's) and time (at most
+    :data:`~dlnbook.checks.MAX_SECONDS`).
 
     Parameters
     ----------
@@ -385,16 +317,20 @@ def validate(
     for rule in chapter.rules:
         if problem := rule.problem(params):
             raise ChapterError(f"chapter {chapter.name!r} {problem}")
-    limits = {
-        "memory": (machine_memory(), "this machine has"),
-        "time": (MAX_SECONDS, "the limit is"),
-    }
+    memory, time = (
+        (checks.machine_memory(), "this machine has"),
+        (checks.MAX_SECONDS, "the limit is"),
+    )
     for estimate in () if allow_large else chapter.estimates:
-        amount, (limit, what) = estimate.value(params), limits[estimate.kind]
+        amount, (limit, what) = (
+            estimate.value(params),
+            memory if estimate.kind == "memory" else time,
+        )
         if not amount <= limit:
+            need, human = ("take" if estimate.kind == "time" else "need"), checks.human
             raise ChapterError(
-                f"chapter {chapter.name!r} would {'take' if estimate.kind == 'time' else 'need'} "
-                f"an estimated {human(estimate.kind, amount)} ({estimate.kind}: {estimate}); "
+                f"chapter {chapter.name!r} would {need} an estimated "
+                f"{human(estimate.kind, amount)} ({estimate.kind}: {estimate}); "
                 f"{what} {human(estimate.kind, limit)}; pass --allow-large to run it anyway"
             )
     return params
@@ -406,32 +342,18 @@ def validate_book(
     source: str,
     allow_large: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`validate` every chapter of a book with a profile (see :func:`load_profile`).
-
-    Returns
-    -------
-    dict
-        Chapter stem -> effective parameters.
-
-    Raises
-    ------
-    ChapterError
-        On a profile naming an unknown chapter, or the first chapter that fails.
-    """
+    """Chapter stem -> effective parameters of every chapter with a profile (see
+    :func:`load_profile`); :class:`ChapterError` on an unknown chapter or the first chapter
+    that fails :func:`validate`."""
     chapters = list(chapters)
     check_profile(profile, (c.name for c in chapters), source)
     return {c.name: validate(c, profile.get(c.name), allow_large) for c in chapters}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse a ``NAME=VALUE`` override of a command line: ``VALUE`` is read as a Python
-    literal when possible (``3``, ``1e-3``, ``True``, ``[2, 3]``), else kept as a string.
-
-    Raises
-    ------
-    ChapterError
-        If there is no ``=`` or the name is not an identifier.
-    """
+    """``(name, value)`` of a ``NAME=VALUE`` override: ``VALUE`` as a Python literal if it is
+    one (``3``, ``1e-3``, ``True``, ``[2, 3]``), else a string; :class:`ChapterError` if there
+    is no ``=`` or the name is not an identifier."""
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
@@ -446,58 +368,39 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """YAML without aliases (an alias bomb expands nothing: it is refused at its first
-    alias), merge keys or a key written twice in one mapping."""
+    """Safe YAML without aliases (a bomb is refused at its first alias, before anything is
+    expanded), merge keys or a key written twice in one mapping."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+            _refuse("aliases (*name) are not allowed", self.peek_event().start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise yaml.constructor.ConstructorError(
-                    None, None, "merge keys (<<) are not allowed", key_node.start_mark
-                )
+                _refuse("merge keys (<<) are not allowed", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 continue  # the base class reports an unhashable key
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
-                )
+                _refuse(f"key {key!r} appears twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
-)
+def _refuse(problem: str, mark: Any) -> None:
+    raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
 
 
 def load_yaml(path: str | Path, what: str) -> Any:
-    """Read a YAML file of parameters: safe types only, no aliases, no merge keys, no key
-    written twice.
-
-    Parameters
-    ----------
-    path : str or Path
-    what : str
-        What the file is, for the message (``"parameter profile"``, ``"sweep file"``).
-
-    Returns
-    -------
-    Any
-        The document (None for an empty file).
-
-    Raises
-    ------
-    ChapterError
-        One line: the file cannot be read, is not UTF-8 or breaks one of the rules.
-    """
+    """The document of a YAML file of parameters (None when empty), read by the rules of
+    :class:`_StrictLoader`; ``what`` names the file in the one-line :class:`ChapterError`
+    (``"parameter profile"``, ``"sweep file"``)."""
     try:
         return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
     except OSError as exc:
@@ -514,14 +417,8 @@ def load_yaml(path: str | Path, what: str) -> Any:
 
 
 def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read a profile: YAML mapping chapter stems to ``{parameter: value}`` (an empty file
-    is an empty profile).
-
-    Raises
-    ------
-    ChapterError
-        If :func:`load_yaml` fails or the file does not have that shape.
-    """
+    """A profile: YAML mapping chapter stems to ``{parameter: value}`` (an empty file is an
+    empty profile); :class:`ChapterError` if :func:`load_yaml` fails or the shape is wrong."""
     data = load_yaml(path, "parameter profile")
     if data is None:
         return {}

@@ -1,23 +1,12 @@
-"""What a ``parameters`` cell declares besides the values: ranges, rules and cost estimates.
+"""What a ``parameters`` cell declares besides the values: ranges, rules, cost estimates.
 
-A range is the bracket at the end of a parameter's comment::
-
-    noise = 0.2  # noise level of the targets [>= 0, <= 10]
-    depths = [1, 2, 3]  # depths N [1..20, len 1..8]
-    widths = [8, 4, 8]  # widths d_0, ..., d_N [chain, <= 500]
-    init = "orthogonal"  # initial factors ['orthogonal' | 'gaussian']
-
-Items: a bound on the number or on every entry of a list (``> x``, ``>= x``, ``< x``,
-``<= x``, ``a..b``); a bound on the length of a list (``len >= k``, ``len <= k``,
-``len j..k``); ``chain`` (network widths ``[d_0, ..., d_N]``: integers ``>= 1``, ``N + 1``
-of them if the chapter has ``depth``, ``d_0 = d_x`` and ``d_N = d_y`` if it has those); or
-the allowed strings (``'a' | 'b'``).
-
-Rules and estimates are comment lines, ``# rule: EXPRESSION: why``, ``# memory: EXPRESSION``
-(bytes) and ``# time: EXPRESSION`` (seconds; the lines of a kind are added up). Expressions
-use parameter names, numbers, strings, arithmetic, comparisons, ``and``/``or``/``not`` and
-``min``, ``max``, ``len``, ``sum``, ``abs``, :func:`gd_seconds`, :func:`gd_bytes`. This module
-knows nothing of chapters; :func:`dlnbook.chapters.validate` applies it.
+A range is the bracket ending a parameter's comment, ``[>= 0, <= 10]``, ``[1..20, len 1..8]``,
+``[chain, <= 500]`` or ``['a' | 'b']`` (syntax: ``chapters/README.md``). Rules and estimates
+are comment lines: ``# rule: EXPRESSION: why``, ``# memory: EXPRESSION`` (bytes) and
+``# time: EXPRESSION`` (seconds), over the parameter names with arithmetic, comparisons,
+``and``/``or``/``not`` and ``min``, ``max``, ``len``, ``sum``, ``abs``, :func:`gd_seconds` and
+:func:`gd_bytes`. This module knows nothing of chapters: :func:`dlnbook.chapters.validate`
+applies what it parses.
 """
 
 from __future__ import annotations
@@ -34,20 +23,8 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
-__all__ = [
-    "MAX_SECONDS",
-    "ChapterError",
-    "Estimate",
-    "Range",
-    "Rule",
-    "gd_bytes",
-    "gd_seconds",
-    "human",
-    "machine_memory",
-    "parse_checks",
-    "parse_range",
-    "show",
-]
+__all__ = ["ChapterError", "Estimate", "Range", "Rule", "parse_checks", "parse_range"]
+__all__ += ["MAX_SECONDS", "gd_bytes", "gd_seconds", "human", "machine_memory", "show"]
 
 MAX_SECONDS = 24 * 3600.0
 """Longest estimated run time (seconds) accepted without ``--allow-large``."""
@@ -83,7 +60,6 @@ def _fmt(number: float) -> str:
 
 
 def _describe(bounds: tuple[tuple[str, float], ...], prefix: str) -> list[str]:
-    """Bounds as written in brackets: ``a..b`` for ``>= a`` followed by ``<= b``."""
     items, rest = [], list(bounds)
     while rest:
         (op, limit), rest = rest[0], rest[1:]
@@ -123,7 +99,7 @@ class Range:
     chain: bool = False
     choices: tuple[str, ...] = ()
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # as ``dln-book list`` shows it: ``a..b`` for ``>= a, <= b``
         items = [" | ".join(map(repr, self.choices))] if self.choices else []
         items += ["chain"] * self.chain + _describe(self.bounds, "")
         return ", ".join(items + _describe(self.length, "len "))
@@ -346,27 +322,9 @@ def _split_reason(text: str) -> tuple[str, str]:
 def parse_checks(
     source: str, names: set[str], where: str = "parameters cell"
 ) -> tuple[tuple[Rule, ...], tuple[Estimate, ...]]:
-    """Read the ``# rule:``, ``# memory:`` and ``# time:`` lines of a parameters cell.
-
-    Parameters
-    ----------
-    source : str
-        Source of the cell.
-    names : set of str
-        The parameter names declared in the cell.
-    where : str
-        Description of the cell for error messages.
-
-    Returns
-    -------
-    rules : tuple of Rule
-    estimates : tuple of Estimate
-        At most one per kind (its lines added up).
-
-    Raises
-    ------
-    ChapterError
-        If a line cannot be read or names an unknown parameter.
+    """The rules and estimates (at most one per kind, its lines added up) of a parameters
+    cell ``source`` whose parameters are ``names``; a line that cannot be read or names an
+    unknown parameter raises :class:`ChapterError` located by ``where`` and its line number.
     """
     rules: list[Rule] = []
     terms: dict[str, list[_Expression]] = {}
