@@ -10,10 +10,8 @@ and the Sphinx build all call it. :func:`load_yaml` reads every YAML file of par
 from __future__ import annotations
 
 import ast
-import io
 import json
 import math
-import tokenize
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,20 +43,9 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Chapter:
-    """A chapter notebook and what its ``parameters`` cell declares.
-
-    Attributes
-    ----------
-    path : Path
-        Absolute path of the notebook.
-    parameters : tuple of Parameter
-        In the order of the cell.
-    rules : tuple of Rule
-    estimates : tuple of Estimate
-    error : str or None
-        Why the chapter cannot be read (then it has no parameters and every
-        :func:`validate` of it fails with this message); None for a good chapter.
-    """
+    """A chapter notebook (absolute ``path``) and what its ``parameters`` cell declares, in
+    the order of the cell; ``error`` says why a chapter cannot be read (it then has no
+    parameters, and :func:`validate` refuses it with that message)."""
 
     path: Path
     parameters: tuple[Parameter, ...]
@@ -80,20 +67,10 @@ class Chapter:
 # --- reading a chapter -----------------------------------------------------------------
 
 
-def _split_comment(line: str) -> tuple[str, str]:
-    """Split one source line into code and the text of its trailing ``#`` comment."""
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(line).readline):
-            if tok.type == tokenize.COMMENT:
-                return line[: tok.start[1]], tok.string.lstrip("#").strip()
-    except (tokenize.TokenError, SyntaxError):
-        pass
-    return line, ""
-
-
 def _parse_line(line: str) -> Parameter:
     """One ``name = literal  # meaning [range]`` line (errors without the location)."""
-    code, meaning = _split_comment(line)
+    code, comment = checks.split_at(line, "#")
+    meaning = comment.lstrip("#").strip()
     try:
         body = ast.parse(code.strip()).body
     except SyntaxError:
@@ -153,11 +130,8 @@ def load_chapter(path: str | Path) -> Chapter:
         cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
         raise ChapterError(f"{path}: cannot read notebook: {exc}") from None
-    tagged = [
-        c
-        for c in cells
-        if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])
-    ]
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
         raise ChapterError(
             f"{path}: expected exactly one code cell tagged 'parameters', found {len(tagged)}"
@@ -191,9 +165,8 @@ def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
 
 def meaning_without_range(param: Parameter) -> str:
     """The parameter's one-line meaning, without its trailing range bracket."""
-    if param.range is None:
-        return param.meaning
-    return param.meaning[: param.meaning.rindex("[")].rstrip()
+    meaning = param.meaning
+    return meaning if param.range is None else meaning[: meaning.rindex("[")].rstrip()
 
 
 # --- validation ------------------------------------------------------------------------
@@ -222,18 +195,14 @@ def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
         return value
     if not isinstance(default, float):
         return value
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-    if number is None:
-        raise ChapterError(f"{problem} expects a number, got {show(value)}")
     try:
-        number = float(number)
-    except OverflowError:
+        number = None if isinstance(value, bool) else float(value)
+    except OverflowError:  # an int beyond float range
         number = math.inf
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not isinstance(value, int | float | str):
+        raise ChapterError(f"{problem} expects a number, got {show(value)}")
     if not math.isfinite(number):
         raise ChapterError(f"{problem} expects a finite number, got {show(value)}")
     return number
@@ -336,11 +305,11 @@ def validate(
     return params
 
 
+Profile = Mapping[str, Mapping[str, Any]]
+
+
 def validate_book(
-    chapters: Iterable[Chapter],
-    profile: Mapping[str, Mapping[str, Any]],
-    source: str,
-    allow_large: bool = False,
+    chapters: Iterable[Chapter], profile: Profile, source: str, allow_large: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Chapter stem -> effective parameters of every chapter with a profile (see
     :func:`load_profile`); :class:`ChapterError` on an unknown chapter or the first chapter
@@ -435,9 +404,7 @@ def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
     return profile
 
 
-def check_profile(
-    profile: Mapping[str, Any], chapter_names: Iterable[str], source: str = "profile"
-) -> None:
+def check_profile(profile: Profile, chapter_names: Iterable[str], source: str = "profile") -> None:
     """Fail (:class:`ChapterError`) if a profile names a chapter that does not exist."""
     names = set(chapter_names)
     unknown = sorted(set(profile) - names)

@@ -24,7 +24,7 @@ from numbers import Real
 from typing import Any
 
 __all__ = ["ChapterError", "Estimate", "Range", "Rule", "parse_checks", "parse_range"]
-__all__ += ["MAX_SECONDS", "gd_bytes", "gd_seconds", "human", "machine_memory", "show"]
+__all__ += ["MAX_SECONDS", "gd_bytes", "gd_seconds", "human", "machine_memory", "show", "split_at"]
 
 MAX_SECONDS = 24 * 3600.0
 """Longest estimated run time (seconds) accepted without ``--allow-large``."""
@@ -46,10 +46,6 @@ _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt
 _NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _BOUND = re.compile(rf"(>=|<=|>|<)\s*({_NUMBER})")
 _INTERVAL = re.compile(rf"({_NUMBER})\s*\.\.\s*({_NUMBER})")
-
-
-def _float(text: str) -> float:
-    return float(text.replace("_", ""))
 
 
 def _fmt(number: float) -> str:
@@ -80,19 +76,9 @@ def _leaves(value: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class Range:
-    """Allowed values of one parameter (the bracket syntax is in the module docs).
-
-    Attributes
-    ----------
-    bounds : tuple of (str, float)
-        Comparisons the number, or every entry of the list, must pass.
-    length : tuple of (str, int)
-        Comparisons the length of a list must pass.
-    chain : bool
-        Whether the value must be network widths ``[d_0, ..., d_N]``.
-    choices : tuple of str
-        Allowed strings (empty: any).
-    """
+    """Allowed values of one parameter: comparisons the number or every entry of a list
+    must pass (``bounds``), comparisons of a list's length (``length``), whether it must be
+    network widths ``[d_0, ..., d_N]`` (``chain``) and the allowed strings (``choices``)."""
 
     bounds: tuple[tuple[str, float], ...] = ()
     length: tuple[tuple[str, int], ...] = ()
@@ -126,24 +112,9 @@ class Range:
 
 
 def parse_range(meaning: str) -> Range | None:
-    """The range in brackets at the end of a parameter's comment.
-
-    Parameters
-    ----------
-    meaning : str
-        The comment after the value, e.g. ``"noise level [>= 0, <= 10]"``.
-
-    Returns
-    -------
-    Range or None
-        None if the comment does not end with a bracket that starts like a range (as
-        ``[d_0, ..., d_N]``, which is part of the meaning).
-
-    Raises
-    ------
-    ChapterError
-        If the bracket starts like a range but an item cannot be read.
-    """
+    """The range in brackets ending a parameter's comment ``meaning``, or None if there is
+    none (a bracket that does not start like a range, as ``[d_0, ..., d_N]``, is part of
+    the meaning); :class:`ChapterError` if an item of a range cannot be read."""
     match = re.search(r"\[([^\[\]]*)\]\s*$", meaning)
     inside = match.group(1).strip() if match else ""
     if not inside.startswith((">", "<", "=", "chain", "len", "'")) and not _INTERVAL.match(inside):
@@ -153,9 +124,10 @@ def parse_range(meaning: str) -> Range | None:
         if item == "chain":
             chain = True
         elif m := _BOUND.fullmatch(item):
-            bounds.append((m[1], _float(m[2])))
+            bounds.append((m[1], float(m[2].replace("_", ""))))
         elif m := _INTERVAL.fullmatch(item):
-            bounds += [(">=", _float(m[1])), ("<=", _float(m[2]))]
+            low, high = (float(g.replace("_", "")) for g in m.groups())
+            bounds += [(">=", low), ("<=", high)]
         elif m := re.fullmatch(r"len\s*(>=|<=|>|<)\s*(\d+)", item):
             length.append((m[1], int(m[2])))
         elif m := re.fullmatch(r"len\s+(\d+)\s*\.\.\s*(\d+)", item):
@@ -194,20 +166,9 @@ def _chain_problem(value: Any, params: Mapping[str, Any]) -> str | None:
 
 
 def gd_seconds(steps: float, depth: float, width: float, starts: float = 1) -> float:
-    """Estimated seconds of batched gradient descent on one core.
-
-    A step is ``3 N`` matrix products, each about 1 µs of call overhead plus
-    ``2 starts width^3`` flops at 50 GFLOP/s (the rates of ``benchmarks/bench_gd.py``).
-
-    Parameters
-    ----------
-    steps, depth, width, starts : float
-        Iterations, depth ``N``, largest width, batch size.
-
-    Returns
-    -------
-    float
-    """
+    """Estimated seconds of ``steps`` iterations of batched GD on one core (depth ``N``,
+    largest width, ``starts`` in the batch): ``3 N`` matrix products a step, each about 1 µs
+    of overhead plus ``2 starts width^3`` flops at 50 GFLOP/s (``benchmarks/bench_gd.py``)."""
     return steps * 3 * depth * (1e-6 + 2 * starts * width**3 / 5e10)
 
 
@@ -308,15 +269,16 @@ class Estimate:
         return " + ".join(term.text for term in self.terms)
 
 
-def _split_reason(text: str) -> tuple[str, str]:
-    """Split ``EXPRESSION: why`` at the first ``:`` outside a string."""
+def split_at(text: str, token: str) -> tuple[str, str]:
+    """Split Python source at its first ``token`` (``"#"``: the comment, or an operator such
+    as ``":"``) outside strings, dropping the token's first character; ``(text, "")`` if none."""
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type == tokenize.OP and tok.string == ":":
-                return text[: tok.start[1]].strip(), text[tok.end[1] :].strip()
+            if tok.string == token or (token == "#" and tok.type == tokenize.COMMENT):
+                return text[: tok.start[1]], text[tok.start[1] + 1 :]
     except (tokenize.TokenError, SyntaxError):
         pass
-    return text.strip(), ""
+    return text, ""
 
 
 def parse_checks(
@@ -332,7 +294,7 @@ def parse_checks(
         match = re.fullmatch(r"#\s*(rule|memory|time)\s*:(.*)", line.strip())
         try:
             if match and match[1] == "rule":
-                expression, reason = _split_reason(match[2])
+                expression, reason = (part.strip() for part in split_at(match[2], ":"))
                 if not reason:
                     raise ChapterError("expected '# rule: EXPRESSION: why'")
                 rules.append(Rule(_Expression.compile(expression, names), reason))
