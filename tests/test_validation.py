@@ -816,3 +816,35 @@ def test_each_chapter_runs_at_the_cheap_extremes_of_its_ranges(tmp_path):
     outcomes = run_plans(plan_runs(CHAPTERS, profile, tmp_path), jobs=2, log=lambda msg: None)
     assert sorted(o.plan.chapter.name for o in outcomes) == sorted(EXTREMES)
     print(f"seven chapters at their extremes: {time.perf_counter() - start:.1f} s")
+
+
+def test_the_sphinx_build_validates_as_the_commands_do(tmp_path, monkeypatch):
+    """Estimates included (it checked ranges only); ``DLNBOOK_ALLOW_LARGE`` waives them as
+    ``dln-book build --allow-large`` does."""
+    from types import SimpleNamespace
+
+    from sphinx.errors import ExtensionError
+
+    from dlnbook.sphinx_ext import _BookRunner
+
+    nb = chapter_notebook("# Big", "steps = 5  # iterations [0..1e12]\n# time: steps", "x = 1")
+    book = one_chapter_book(tmp_path, "01_big", nb)
+    (book / "big.yml").write_text("01_big:\n  steps: 100000000\n")
+    config = dict(dlnbook_chapters_dir="chapters", dlnbook_cache_dir="", dlnbook_core_dir="")
+    config |= dict(dlnbook_params_file="big.yml", dlnbook_jobs=0, dlnbook_timeout=0)
+    app = SimpleNamespace(config=SimpleNamespace(**config), srcdir=book, outdir=book / "o")
+    monkeypatch.delenv("DLNBOOK_PARAMS_FILE", raising=False)
+    monkeypatch.delenv("DLNBOOK_ALLOW_LARGE", raising=False)
+    with pytest.raises(
+        ExtensionError, match=r"'01_big' would take an estimated 27,778 h \(time: steps\)"
+    ):
+        _BookRunner().builder_inited(app)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise Executed
+
+    monkeypatch.setattr("dlnbook.sphinx_ext.run_plans", refuse)
+    monkeypatch.setattr("dlnbook.sphinx_ext.plan_runs", lambda *args: [])
+    monkeypatch.setenv("DLNBOOK_ALLOW_LARGE", "1")
+    with pytest.raises(Executed):
+        _BookRunner().builder_inited(app)
