@@ -439,8 +439,7 @@ class _Overrides(argparse.Action):
 
 
 def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> None:
-    """``CHAPTER``, ``-p/--param NAME=VALUE(S)`` and ``--dry-run``, as ``run`` and ``sweep``
-    take them."""
+    """``CHAPTER`` and ``-p/--param NAME=VALUE(S)``, as ``run`` and ``sweep`` take them."""
     parser.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
     parser.add_argument(
         "-p",
@@ -452,23 +451,19 @@ def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> Non
         metavar=f"NAME={values}",
         help=help,
     )
-    _add_dry_run(parser)
 
 
-def _add_dry_run(parser: argparse.ArgumentParser) -> None:
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """``--timeout``, ``--allow-large`` and ``--dry-run`` (``run``, ``sweep`` and ``build``)."""
+    parser.add_argument(
+        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
+    )
+    parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
     parser.add_argument(
         "--dry-run",
         action="store_true",
         help="check everything as the command would, print the parameters, execute nothing",
     )
-
-
-def _add_limits(parser: argparse.ArgumentParser) -> None:
-    """``--timeout`` and ``--allow-large`` (``run``, ``sweep`` and ``build``)."""
-    parser.add_argument(
-        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
-    )
-    parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
 
 
 def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
@@ -478,39 +473,19 @@ def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
     _add_limits(parser)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Rerun the chapters of the book with other parameters.",
-    )
-    parser.add_argument(
-        "--book",
-        type=Path,
-        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
-        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    lister = sub.add_parser(
-        "list", help="every chapter with its parameters", epilog=f"example: {PROG} list"
-    )
-    lister.set_defaults(func=cmd_list)
+def _command(sub: Any, func: Callable, help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand running ``func``; its ``--help`` ends with one working example (tested
+    by ``tests/test_commands.py``)."""
+    name = func.__name__.removeprefix("cmd_")
+    parser = sub.add_parser(name, help=help, epilog=f"example: {PROG} {name} {example}".strip())
+    parser.set_defaults(func=func)
+    return parser
 
-    runner = sub.add_parser(
-        "run",
-        help="execute one chapter with other parameters",
-        epilog=f"example: {PROG} run 2 -p depth=4 -p eta_max=0.3",
-    )
-    _add_chapter(
-        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
-    )
-    _add_execution(runner, "execute even if the run exists")
-    runner.set_defaults(func=cmd_run)
 
-    sweeper = sub.add_parser(
-        "sweep",
-        help="run one chapter over a grid of parameters (on Dask)",
-        epilog=f"example: {PROG} sweep 2 -p depth=2,3,4 -p eta_max=0.1:0.5:5",
-    )
+def _add_sweep(sub: Any) -> None:
+    """The ``sweep`` subcommand and its options."""
+    help = "run one chapter over a grid of parameters (on Dask)"
+    sweeper = _command(sub, cmd_sweep, help, "2 -p depth=2,3,4 -p eta_max=0.1:0.5:5")
     _add_chapter(
         sweeper,
         "VALUES",
@@ -538,12 +513,31 @@ def _parser() -> argparse.ArgumentParser:
         "--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)"
     )
     _add_execution(sweeper, "execute points that exist")
-    sweeper.set_defaults(func=cmd_sweep)
 
-    builder = sub.add_parser(
-        "build",
-        help="build the whole book with a parameter profile",
-        epilog=f"example: {PROG} build --params profiles/smoke.yml",
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Rerun the chapters of the book with other parameters.")
+    parser.add_argument(
+        "--book",
+        type=Path,
+        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
+        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _command(sub, cmd_list, "every chapter with its parameters", "")
+    runner = _command(
+        sub, cmd_run, "execute one chapter with other parameters", "2 -p depth=4 -p eta_max=0.3"
+    )
+    _add_chapter(
+        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
+    )
+    _add_execution(runner, "execute even if the run exists")
+    _add_sweep(sub)
+    builder = _command(
+        sub,
+        cmd_build,
+        "build the whole book with a parameter profile",
+        "--params profiles/smoke.yml",
     )
     builder.add_argument(
         "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
@@ -555,8 +549,6 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=_count(1, "jobs"), help="chapters executed at once (default: cores)"
     )
     _add_limits(builder)
-    _add_dry_run(builder)
-    builder.set_defaults(func=cmd_build)
     return parser
 
 
