@@ -285,6 +285,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     axes, explicit = load_points_file(args.points) if args.points else ({}, [])
     for item in args.params:
         name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
+        if name in axes or any(name in point for point in explicit):
+            raise UsageError(f"parameter {name!r} is given in {args.points} and with -p")
         axes[name] = values
     check_names(chapter, [*axes, *(n for p in explicit for n in p)])
     if not axes and not explicit:

@@ -341,6 +341,17 @@ def test_a_parameter_given_twice_is_refused_naming_it(args, tmp_path, capfd, no_
     assert line.startswith("dln-book: error: parameter 'width' is given twice"), line
 
 
+@pytest.mark.parametrize("text", ["width: [2, 4]\n", "points: [{width: 2}, {width: 4}]\n"])
+def test_a_parameter_in_the_sweep_file_and_with_p_is_refused(text, tmp_path, capfd, no_execution):
+    (tmp_path / "p.yml").write_text(text)
+    args = ["sweep", "1", "--params", str(tmp_path / "p.yml"), "-p", "width=8", "--dry-run"]
+    assert main(["--book", str(REPO), *args]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert (
+        line == f"dln-book: error: parameter 'width' is given in {tmp_path / 'p.yml'} and with -p"
+    )
+
+
 def test_a_broken_parameters_cell_blocks_only_its_chapter(tmp_path, capfd):
     good = chapter_notebook("# Good", "steps = 3  # iterations [0..10]", "x = steps")
     book = one_chapter_book(tmp_path, "01_good", good)
