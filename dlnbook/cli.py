@@ -239,10 +239,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     chapter = resolve_chapter(chapters, args.chapter)
     overrides = _parse_overrides(args.params)
     params = validate(chapter, overrides, args.allow_large)
-    if args.dry_run:
-        return _dry_run(chapter, [params])
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
+    if args.dry_run:
+        return _dry_run(chapter, [params])
     (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
     changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
     print(
@@ -298,8 +298,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     overrides = grid(axes, explicit)
     validated = [validate(chapter, o, args.allow_large) for o in overrides]  # before any run
-    if args.dry_run:
-        return _dry_run(chapter, validated)
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
     plans = plan_points(chapter, validated, runs_dir, _core_dir(args.book))
@@ -318,6 +316,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
     folder = sweep_folder(sweeps_dir, chapter, plans)
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
+    if args.dry_run:
+        return _dry_run(chapter, [point.plan.parameters for point in points])
     return run_sweep(
         chapter,
         points,
@@ -353,16 +353,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     chapters = _chapters(book)
     profile = load_profile(args.params)
     validated = validate_book(chapters, profile, str(args.params), args.allow_large)
-    if args.dry_run:
-        for chapter in chapters:
-            _dry_run(chapter, [validated[chapter.name]])
-        return 0
     stem = args.params.stem
     out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
     out = out.resolve()
     if out == (book / "_build").resolve() or out == book.resolve():
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _check_output_dir(out, "--out")
+    if args.dry_run:
+        for chapter in chapters:
+            _dry_run(chapter, [validated[chapter.name]])
+        return 0
     configured_cache = _book_config(book).get("dlnbook_cache_dir")
     cache = book / configured_cache if configured_cache else out / "_build" / "executed"
     plans = plan_runs(chapters, profile, cache, _core_dir(book))

@@ -609,8 +609,8 @@ def test_argument_errors_are_one_line(args, message, tmp_path, capfd):
 def test_runs_dir_that_is_a_file_or_under_a_file(tmp_path, capfd, no_execution):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    for runs in (afile, afile / "runs"):
-        assert main(["--book", str(REPO), "run", "1", "--runs-dir", str(runs)]) == 2
+    for runs, dry in itertools.product((afile, afile / "runs"), ([], ["--dry-run"])):
+        assert main(["--book", str(REPO), "run", "1", "--runs-dir", str(runs), *dry]) == 2
         (line,) = capfd.readouterr().err.strip().splitlines()
         assert f"{afile} is not a folder" in line
 
