@@ -426,7 +426,7 @@ def test_an_alias_bomb_is_refused_at_once(kind, tmp_path):
         ("steps: 5\nsteps: 6\n", r"key 'steps' appears twice \(line \d+, column \d+\)"),
         ("base: &b {steps: 5}\nwidth: {<<: *b}\n", r"aliases \(\*name\) are not allowed"),
         ("width:\n  <<: {steps: 5}\n", r"merge keys \(<<\) are not allowed"),
-        ("depths: " + "[" * 1500 + "]" * 1500 + "\n", "nested too deeply"),
+        ("depths: " + "[" * 600 + "]" * 600 + "\n", "nested too deeply"),
     ],
 )
 def test_profiles_and_sweep_files_follow_the_same_yaml_rules(
