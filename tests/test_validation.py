@@ -859,3 +859,18 @@ def test_the_sphinx_build_validates_as_the_commands_do(tmp_path, monkeypatch):
     monkeypatch.setenv("DLNBOOK_ALLOW_LARGE", "1")
     with pytest.raises(Executed):
         _BookRunner().builder_inited(app)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_build_tells_the_sphinx_build_whether_large_runs_are_allowed(allow, tmp_path, monkeypatch):
+    seen = {}
+
+    def jupyter_book(cmd: list[str], env: dict[str, str], **kwargs: Any) -> Any:
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr("dlnbook.cli.run_plans", lambda *args, **kwargs: [])
+    monkeypatch.setattr("dlnbook.cli.subprocess.run", jupyter_book)
+    args = ["build", "--params", str(REPO / "profiles/smoke.yml"), "--out", str(tmp_path / "o")]
+    assert main(["--book", str(REPO), *args, *["--allow-large"] * allow]) == 0
+    assert seen["DLNBOOK_ALLOW_LARGE"] == ("1" if allow else "")
