@@ -3,12 +3,11 @@
 The modules are layered so that the command line (``dln-book``) and the Sphinx extension
 share one implementation:
 
-- :mod:`dlnbook.ranges`, :mod:`dlnbook.rules`: what a parameter may be, written in the
-  ``parameters`` cell (ranges in brackets; rules between parameters; memory and time
-  estimates), and the checks run before anything executes.
-- :mod:`dlnbook.chapters`: find chapter notebooks, parse their ``parameters`` cell, merge
-  overrides into the effective parameters (types, finite numbers, flat lists).
-- :mod:`dlnbook.profiles`: read parameter profiles (YAML: chapter -> {parameter: value}).
+- :mod:`dlnbook.checks`: what a parameter may be, written in the ``parameters`` cell
+  (ranges in brackets; rules between parameters; memory and time estimates).
+- :mod:`dlnbook.chapters`: find chapter notebooks, parse their ``parameters`` cell, read YAML
+  profiles and sweep files, and ``validate``: overrides into effective parameters, checked
+  (types, ranges, rules, estimates) alike for ``run``, ``sweep``, ``build`` and Sphinx.
 - :mod:`dlnbook.runner`: hash (code cells, effective parameters, ``dlncore`` syntax trees)
   and plan runs; execute stale chapters through the executor.
 - :mod:`dlnbook.executor`: the one way chapters execute (``run``, ``sweep``, the book build):
@@ -24,4 +23,4 @@ share one implementation:
 - :mod:`dlnbook.digitize`: read the curves of a published line plot (chapter 7's reference).
 """
 
-__all__ = ["chapters", "profiles", "ranges", "rules", "runner"]
+__all__ = ["chapters", "checks", "runner"]

@@ -33,14 +33,14 @@ from dlnbook.chapters import (
     Chapter,
     ChapterError,
     discover_chapters,
-    effective_parameters,
+    load_profile,
+    meaning_without_range,
     parse_override,
+    validate,
+    validate_book,
 )
 from dlnbook.executor import ExecutorError
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run, render_run
-from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, meaning_without_range
-from dlnbook.rules import check_resources
 from dlnbook.runner import ChapterFailure, plan_points, plan_runs, run_plans
 
 __all__ = ["main", "resolve_chapter"]
@@ -122,18 +122,6 @@ def resolve_chapter(chapters: Sequence[Chapter], text: str) -> Chapter:
     raise UsageError(f"unknown chapter {text!r} (chapters: {names})")
 
 
-def _validated(
-    chapter: Chapter, overrides: dict[str, Any], allow_large: bool = False
-) -> dict[str, Any]:
-    """Effective parameters of a chapter, checked for names, types, ranges, rules and
-    (unless ``allow_large``) the estimated memory and time."""
-    params = effective_parameters(chapter, overrides)
-    check_ranges(chapter, params)
-    if not allow_large:
-        check_resources(chapter, params)
-    return params
-
-
 def _check_output_dir(path: Path, option: str) -> None:
     """Fail unless ``path`` is a writable folder or can be created as one."""
     existing = path
@@ -176,6 +164,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.chapter is not None:
         chapters = [resolve_chapter(chapters, args.chapter)]
     for chapter in chapters:
+        if chapter.error:
+            print(f"{chapter.name}: cannot be read: {chapter.error}\n")
+            continue
         rows = [("parameter", "type", "default", "range", "meaning")]
         for param in chapter.parameters:
             rows.append(
@@ -211,6 +202,15 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def _dry_run(chapter: Chapter, points: Sequence[dict[str, Any]]) -> int:
+    """``--dry-run``: print each validated run's parameters that differ from the defaults;
+    nothing is executed or written."""
+    for params in points:
+        changed = [f"{k}={v!r}" for k, v in params.items() if v != chapter.defaults[k]]
+        print(f"{chapter.name} with {', '.join(changed) or 'its default parameters'}: valid")
+    return 0
+
+
 def _describe_run(run_dir: Path, name: str) -> None:
     """Print where the files of a finished run are."""
     figures = sorted((run_dir / "figures").glob("*")) if (run_dir / "figures").is_dir() else []
@@ -241,9 +241,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     chapters = _chapters(args.book)
     chapter = resolve_chapter(chapters, args.chapter)
     overrides = _parse_overrides(args.params)
-    _validated(chapter, overrides, args.allow_large)
+    params = validate(chapter, overrides, args.allow_large)
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
+    if args.dry_run:
+        return _dry_run(chapter, [params])
     (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
     changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
     print(
@@ -288,6 +290,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     axes, explicit = load_points_file(args.points) if args.points else ({}, [])
     for item in args.params:
         name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
+        if name in axes or any(name in point for point in explicit):
+            raise UsageError(f"parameter {name!r} is given in {args.points} and with -p")
         axes[name] = values
     check_names(chapter, [*axes, *(n for p in explicit for n in p)])
     if not axes and not explicit:
@@ -298,7 +302,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
         )
     overrides = grid(axes, explicit)
-    validated = [_validated(chapter, o, args.allow_large) for o in overrides]  # before any run
+    validated = [validate(chapter, o, args.allow_large) for o in overrides]  # before any run
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
     plans = plan_points(chapter, validated, runs_dir, _core_dir(args.book))
@@ -317,6 +321,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
     folder = sweep_folder(sweeps_dir, chapter, plans)
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
+    if args.dry_run:
+        return _dry_run(chapter, [point.plan.parameters for point in points])
     return run_sweep(
         chapter,
         points,
@@ -351,15 +357,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     book: Path = args.book
     chapters = _chapters(book)
     profile = load_profile(args.params)
-    check_profile(profile, (c.name for c in chapters), str(args.params))
-    for chapter in chapters:
-        _validated(chapter, profile.get(chapter.name, {}), args.allow_large)
+    validated = validate_book(chapters, profile, str(args.params), args.allow_large)
     stem = args.params.stem
     out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
     out = out.resolve()
     if out == (book / "_build").resolve() or out == book.resolve():
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _check_output_dir(out, "--out")
+    if args.dry_run:
+        for chapter in chapters:
+            _dry_run(chapter, [validated[chapter.name]])
+        return 0
     configured_cache = _book_config(book).get("dlnbook_cache_dir")
     cache = book / configured_cache if configured_cache else out / "_build" / "executed"
     plans = plan_runs(chapters, profile, cache, _core_dir(book))
@@ -372,6 +380,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
     env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
+    env["DLNBOOK_ALLOW_LARGE"] = "1" if args.allow_large else ""
     print(f"building the book into {out}")
     try:
         proc = subprocess.run(
@@ -424,6 +433,18 @@ _ALLOW_LARGE = (
 )
 
 
+class _Overrides(argparse.Action):
+    """``-p NAME=VALUE ...``, repeatable; the same NAME twice is an error (exit 2)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        items = [*getattr(namespace, self.dest), *values]
+        names = [item.partition("=")[0].strip() for item in items]
+        for name in names:
+            if names.count(name) > 1:
+                parser.error(f"parameter {name!r} is given twice (-p {name}=...); give it once")
+        setattr(namespace, self.dest, items)
+
+
 def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> None:
     """``CHAPTER`` and ``-p/--param NAME=VALUE(S)``, as ``run`` and ``sweep`` take them."""
     parser.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
@@ -431,7 +452,7 @@ def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> Non
         "-p",
         "--param",
         dest="params",
-        action="extend",
+        action=_Overrides,
         nargs="+",
         default=[],
         metavar=f"NAME={values}",
@@ -440,11 +461,16 @@ def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> Non
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
-    """``--timeout`` and ``--allow-large`` (``run``, ``sweep`` and ``build``)."""
+    """``--timeout``, ``--allow-large`` and ``--dry-run`` (``run``, ``sweep`` and ``build``)."""
     parser.add_argument(
         "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
     )
     parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything as the command would, print the parameters, execute nothing",
+    )
 
 
 def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
@@ -454,30 +480,19 @@ def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
     _add_limits(parser)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Rerun the chapters of the book with other parameters.",
-    )
-    parser.add_argument(
-        "--book",
-        type=Path,
-        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
-        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    lister = sub.add_parser("list", help="every chapter with its parameters")
-    lister.add_argument("chapter", nargs="?", help="only this chapter (number or name)")
-    lister.set_defaults(func=cmd_list)
+def _command(sub: Any, func: Callable, help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand running ``func``; its ``--help`` ends with one working example (tested
+    by ``tests/test_commands.py``)."""
+    name = func.__name__.removeprefix("cmd_")
+    parser = sub.add_parser(name, help=help, epilog=f"example: {PROG} {name} {example}".strip())
+    parser.set_defaults(func=func)
+    return parser
 
-    runner = sub.add_parser("run", help="execute one chapter with other parameters")
-    _add_chapter(
-        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
-    )
-    _add_execution(runner, "execute even if the run exists")
-    runner.set_defaults(func=cmd_run)
 
-    sweeper = sub.add_parser("sweep", help="run one chapter over a grid of parameters (on Dask)")
+def _add_sweep(sub: Any) -> None:
+    """The ``sweep`` subcommand and its options."""
+    help = "run one chapter over a grid of parameters (on Dask)"
+    sweeper = _command(sub, cmd_sweep, help, "2 -p depth=2,3,4 -p eta_max=0.1:0.5:5")
     _add_chapter(
         sweeper,
         "VALUES",
@@ -505,9 +520,33 @@ def _parser() -> argparse.ArgumentParser:
         "--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)"
     )
     _add_execution(sweeper, "execute points that exist")
-    sweeper.set_defaults(func=cmd_sweep)
 
-    builder = sub.add_parser("build", help="build the whole book with a parameter profile")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Rerun the chapters of the book with other parameters.")
+    parser.add_argument(
+        "--book",
+        type=Path,
+        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
+        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lister = _command(sub, cmd_list, "every chapter (or one) with its parameters", "2")
+    lister.add_argument("chapter", nargs="?", help="only this chapter (number or name)")
+    runner = _command(
+        sub, cmd_run, "execute one chapter with other parameters", "2 -p depth=4 -p eta_max=0.3"
+    )
+    _add_chapter(
+        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
+    )
+    _add_execution(runner, "execute even if the run exists")
+    _add_sweep(sub)
+    builder = _command(
+        sub,
+        cmd_build,
+        "build the whole book with a parameter profile",
+        "--params profiles/smoke.yml",
+    )
     builder.add_argument(
         "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
     )
@@ -518,7 +557,6 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=_count(1, "jobs"), help="chapters executed at once (default: cores)"
     )
     _add_limits(builder)
-    builder.set_defaults(func=cmd_build)
     return parser
 
 

@@ -42,6 +42,7 @@ import functools
 import json
 import logging as pylogging
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,14 @@ from sphinx.util import logging
 from sphinx.util.logging import NAMESPACE as SPHINX_LOGGER
 from sphinx.util.logging import is_suppressed_warning
 
-from dlnbook.chapters import ChapterError, discover_chapters
+from dlnbook.chapters import (
+    ChapterError,
+    discover_chapters,
+    load_profile,
+    meaning_without_range,
+    validate_book,
+)
 from dlnbook.pagerules import apply_page_rules
-from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, meaning_without_range
 from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
 
 __all__ = [
@@ -75,6 +80,13 @@ def fmt_value(value: Any) -> str:
     """A value as MyST inline code (its ``repr``)."""
     text = repr(value)
     return f"``{text}``" if "`" in text else f"`{text}`"
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as one word of a shell command, in double quotes where that suffices."""
+    if shlex.quote(text) == text or any(c in text for c in '"$`\\!'):
+        return shlex.quote(text)
+    return f'"{text}"'
 
 
 def parameters_box(plan: Plan, source: str | None = None) -> str:
@@ -105,9 +117,14 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     origin = "the chapter's `parameters` cell"
     if overridden and source:
         origin += f", overridden by `{source}`"
+    changed = [p.name for p in plan.chapter.parameters if plan.parameters[p.name] != p.default]
+    rerun = " ".join(
+        [f"dln-book run {plan.chapter.name}"]
+        + [f"-p {_shell_word(f'{name}={plan.parameters[name]!r}')}" for name in changed]
+    )
     footer = (
         f"Values from {origin}. Executed copy: `{plan.run_dir.name}`. "
-        f"Rerun with other values: `dln-book run {plan.chapter.name} -p NAME=VALUE`."
+        f"Rerun it: `{rerun}`; change a value with `-p NAME=VALUE`."
     )
     table = "\n".join(rows)
     return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
@@ -265,10 +282,11 @@ class _BookRunner:
                     self.source = profile_path.relative_to(srcdir).as_posix()
                 except ValueError:
                     self.source = str(profile_path)
-                check_profile(profile, (c.name for c in chapters), self.source)
+            allow_large = bool(
+                os.environ.get("DLNBOOK_ALLOW_LARGE")
+            )  # dln-book build --allow-large
+            validate_book(chapters, profile, self.source or "profile", allow_large)
             plans = plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None)
-            for plan in plans:  # the same range rules as `dln-book run`
-                check_ranges(plan.chapter, plan.parameters)
         except (ChapterError, RuntimeError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
         try:

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlnbook.chapters import Chapter, ChapterError, effective_parameters, parse_override
+from dlnbook.chapters import (
+    Chapter,
+    ChapterError,
+    effective_parameters,
+    load_yaml,
+    parse_override,
+)
 from dlnbook.executor import Executor
 from dlnbook.glued import glued_values
 from dlnbook.rundirs import prune_stale
@@ -150,17 +156,7 @@ def load_points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, A
     ChapterError
         If the file cannot be read or has another shape.
     """
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ChapterError(f"cannot read sweep file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ChapterError(f"sweep file {path} is not valid YAML{where}: {problem}") from None
+    data = load_yaml(path, "sweep file")
     if isinstance(data, dict) and set(data) == {"points"}:
         points = data["points"]
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from dlnbook.chapters import discover_chapters, load_chapter
+from dlnbook.chapters import discover_chapters, load_chapter, validate
+from dlnbook.checks import parse_range
 from dlnbook.cli import UsageError, main, resolve_chapter
-from dlnbook.ranges import check_ranges, parse_range
 from tests.conftest import chapter_notebook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,12 +184,12 @@ def test_chain_is_checked_against_depth_and_data_widths(tmp_path):
     nb.cells[1].source += "d_x = 3  # input dimension\n"
     nbformat.write(nb, tmp_path / "c.ipynb")
     chapter = load_chapter(tmp_path / "c.ipynb")
-    check_ranges(chapter, {**chapter.defaults, "widths": [3, 5, 3]})
-    check_ranges(chapter, {**chapter.defaults, "widths": [3, 5, 5, 3], "depth": 3})
+    validate(chapter, {"widths": [3, 5, 3]})
+    validate(chapter, {"widths": [3, 5, 5, 3], "depth": 3})
     with pytest.raises(ChapterError, match="must start with d_x = 3"):
-        check_ranges(chapter, {**chapter.defaults, "widths": [4, 2, 3]})
+        validate(chapter, {"widths": [4, 2, 3]})
     with pytest.raises(ChapterError, match="needs every width >= 1"):
-        check_ranges(chapter, {**chapter.defaults, "widths": [3, 0, 3]})
+        validate(chapter, {"widths": [3, 0, 3]})
 
 
 # --- bad input: exit 2, one message, nothing written -----------------------------------

@@ -9,13 +9,14 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from dlnbook.chapters import (
     ChapterError,
+    check_profile,
     discover_chapters,
     effective_parameters,
     load_chapter,
+    load_profile,
     parse_override,
     parse_parameters_source,
 )
-from dlnbook.profiles import check_profile, load_profile
 from dlnbook.runner import plan_runs, prune_cache
 from dlnbook.sphinx_ext import figure_problems, render_executed
 

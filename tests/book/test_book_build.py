@@ -10,8 +10,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell
 
-from dlnbook.chapters import discover_chapters
-from dlnbook.profiles import load_profile
+from dlnbook.chapters import discover_chapters, load_profile
 from tests.book.conftest import REPO, SMOKE, build_book, make_mini_book, tiny_chapter
 
 pytestmark = pytest.mark.slow
