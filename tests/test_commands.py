@@ -94,7 +94,7 @@ def test_the_collection_finds_the_commands_of_every_kind():
     examples = help_examples()
     for name in ("list", "run", "sweep", "build"):
         assert len(re.findall(r"example: dln-book ", examples[name])) == 1, name
-    assert ("intro.md", "dln-book run 04_two_layers -p seed_init=1") in COMMANDS
+    assert ("intro.md", "dln-book run 04_two_layers -p seed_init=2") in COMMANDS
 
 
 @pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
