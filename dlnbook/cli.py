@@ -29,19 +29,22 @@ from typing import Any, NoReturn
 
 import yaml
 
-from dlnbook.chapters import (
-    Chapter,
-    ChapterError,
-    discover_chapters,
-    effective_parameters,
-    parse_override,
-)
-from dlnbook.executor import ExecutorError
+from dlnbook.chapters import Chapter, ChapterError, discover_chapters, parse_override
+from dlnbook.executor import ExecutorError, check_address
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.profiles import check_profile, load_profile
-from dlnbook.ranges import check_ranges, meaning_without_range
-from dlnbook.rules import check_resources
-from dlnbook.runner import ChapterFailure, plan_points, plan_runs, run_plans
+from dlnbook.ranges import meaning_without_range
+from dlnbook.runner import (
+    PLANS_ENV,
+    ChapterFailure,
+    Plan,
+    PublishError,
+    dry_run,
+    encode_plans,
+    plan_points,
+    plan_runs,
+    run_plans,
+)
 
 __all__ = ["main", "resolve_chapter"]
 
@@ -120,18 +123,6 @@ def resolve_chapter(chapters: Sequence[Chapter], text: str) -> Chapter:
             raise UsageError(f"chapter {text!r} is ambiguous: {names}")
     names = ", ".join(c.name for c in chapters)
     raise UsageError(f"unknown chapter {text!r} (chapters: {names})")
-
-
-def _validated(
-    chapter: Chapter, overrides: dict[str, Any], allow_large: bool = False
-) -> dict[str, Any]:
-    """Effective parameters of a chapter, checked for names, types, ranges, rules and
-    (unless ``allow_large``) the estimated memory and time."""
-    params = effective_parameters(chapter, overrides)
-    check_ranges(chapter, params)
-    if not allow_large:
-        check_resources(chapter, params)
-    return params
 
 
 def _check_output_dir(path: Path, option: str) -> None:
@@ -233,15 +224,30 @@ def _report_failure(exc: ChapterFailure) -> int:
     return 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
-    chapters = _chapters(args.book)
-    chapter = resolve_chapter(chapters, args.chapter)
-    overrides = _parse_overrides(args.params)
-    _validated(chapter, overrides, args.allow_large)
+def _runs_dir(args: argparse.Namespace) -> Path:
+    """The runs folder (``--runs-dir`` or ``BOOK/runs``), checked writable."""
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
-    (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
+    return runs_dir
+
+
+def _scheduler(args: argparse.Namespace) -> str | None:
+    """``--scheduler`` or ``$DLNBOOK_SCHEDULER``, checked (exit 2 on a bad address)."""
+    address = getattr(args, "scheduler", None)
+    address = address if address is not None else os.environ.get("DLNBOOK_SCHEDULER") or None
+    return None if address is None else check_address(address)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
+    chapter = resolve_chapter(_chapters(args.book), args.chapter)
+    overrides = _parse_overrides(args.params)
+    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    (plan,) = plan_points(chapter, [overrides], runs_dir, _core_dir(args.book), args.allow_large)
+    scheduler = _scheduler(args)
+    _runs_dir(args)
+    if args.dry_run:
+        return dry_run([plan], scheduler=scheduler, jobs=1)
     changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
     print(
         f"{chapter.name} with "
@@ -254,6 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             finalize=finalize_run,
             stream_stderr=True,
+            scheduler=scheduler,
             force=args.force,
         )
     except ChapterFailure as exc:
@@ -293,10 +300,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
         )
     overrides = grid(axes, explicit)
-    validated = [_validated(chapter, o, args.allow_large) for o in overrides]  # before any run
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
-    plans = plan_points(chapter, validated, runs_dir, _core_dir(args.book))
+    plans = plan_points(chapter, overrides, runs_dir, _core_dir(args.book), args.allow_large)
+    scheduler = _scheduler(args)
+    _runs_dir(args)
     swept = [
         name
         for name in chapter.defaults
@@ -311,17 +318,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweeps_dir = args.sweeps_dir if args.sweeps_dir is not None else args.book / "sweeps"
     _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
     folder = sweep_folder(sweeps_dir, chapter, plans)
+    if args.dry_run:
+        return dry_run([p.plan for p in points], swept, scheduler, args.workers, "point")
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
     return run_sweep(
         chapter,
         points,
         swept,
         folder,
-        scheduler=args.scheduler,
-        workers=args.workers,
+        scheduler=scheduler,
+        jobs=args.workers,
         force=args.force,
         timeout=args.timeout,
         finalize=finalize_run,
+        wait_for_workers=args.wait_for_workers,
     )
 
 
@@ -347,26 +357,39 @@ def cmd_build(args: argparse.Namespace) -> int:
     chapters = _chapters(book)
     profile = load_profile(args.params)
     check_profile(profile, (c.name for c in chapters), str(args.params))
-    for chapter in chapters:
-        _validated(chapter, profile.get(chapter.name, {}), args.allow_large)
     stem = args.params.stem
     out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
     out = out.resolve()
+    configured_cache = _book_config(book).get("dlnbook_cache_dir")
+    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
+    plans = plan_runs(chapters, profile, cache, _core_dir(book), args.allow_large)
     if out == (book / "_build").resolve() or out == book.resolve():
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _check_output_dir(out, "--out")
-    configured_cache = _book_config(book).get("dlnbook_cache_dir")
-    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
-    plans = plan_runs(chapters, profile, cache, _core_dir(book))
+    scheduler = _scheduler(args)
+    if args.dry_run:
+        return dry_run(plans, scheduler=scheduler, jobs=args.jobs)
     try:
         # progress bars only when chapters run one at a time; in parallel they would garble
         one_at_a_time = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
-        run_plans(plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=one_at_a_time)
+        run_plans(
+            plans,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            stream_stderr=one_at_a_time,
+            scheduler=scheduler,
+        )
     except ChapterFailure as exc:
         return _report_failure(exc)
+    return _render_book(book, out, args.params, plans, cache)
+
+
+def _render_book(book: Path, out: Path, params: Path, plans: Sequence[Plan], cache: Path) -> int:
+    """``jupyter-book build`` of the executed chapters (handed over, not planned again)."""
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
-    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
+    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(params.resolve()))
+    env[PLANS_ENV] = encode_plans(plans)
     print(f"building the book into {out}")
     try:
         proc = subprocess.run(
@@ -382,7 +405,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if proc.returncode != 0:
         print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
         return 1
-    print(f"Book built with {args.params}: file://{out / '_build' / 'html' / 'index.html'}")
+    print(f"Book built with {params}: file://{out / '_build' / 'html' / 'index.html'}")
     return 0
 
 
@@ -440,6 +463,12 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
     )
     parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, then show what would run (cached or not, estimated time); "
+        "execute and write nothing",
+    )
 
 
 def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
@@ -464,14 +493,24 @@ def _parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="every chapter with its parameters")
     lister.set_defaults(func=cmd_list)
 
-    runner = sub.add_parser("run", help="execute one chapter with other parameters")
+    runner = sub.add_parser(
+        "run",
+        help="execute one chapter with other parameters",
+        epilog="example:\n  dln-book run 1 -p steps=30 -p bottleneck_steps=30 --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_chapter(
         runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
     )
     _add_execution(runner, "execute even if the run exists")
     runner.set_defaults(func=cmd_run)
 
-    sweeper = sub.add_parser("sweep", help="run one chapter over a grid of parameters (on Dask)")
+    sweeper = sub.add_parser(
+        "sweep",
+        help="run one chapter over a grid of parameters (here, or on a Dask cluster)",
+        epilog="example:\n  dln-book sweep 1 -p steps=30,60 -p bottleneck_steps=30 --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_chapter(
         sweeper,
         "VALUES",
@@ -489,10 +528,18 @@ def _parser() -> argparse.ArgumentParser:
         "--scheduler",
         metavar="ADDRESS",
         help="Dask scheduler of an existing cluster (tcp://host:8786); default "
-        "$DLNBOOK_SCHEDULER or a local cluster",
+        "$DLNBOOK_SCHEDULER or this machine",
     )
     sweeper.add_argument(
-        "--workers", type=_count(1, "workers"), metavar="N", help="local workers (default: cores)"
+        "--wait-for-workers",
+        action="store_true",
+        help="keep waiting when the cluster has no workers (default: exit 2 after 10 s)",
+    )
+    sweeper.add_argument(
+        "--workers",
+        type=_count(1, "workers"),
+        metavar="N",
+        help="points executed at once on this machine (default: cores)",
     )
     sweeper.add_argument("--yes", action="store_true", help="allow more than 10000 points")
     sweeper.add_argument(
@@ -501,7 +548,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_execution(sweeper, "execute points that exist")
     sweeper.set_defaults(func=cmd_sweep)
 
-    builder = sub.add_parser("build", help="build the whole book with a parameter profile")
+    builder = sub.add_parser(
+        "build",
+        help="build the whole book with a parameter profile",
+        epilog="example:\n  dln-book build --params profiles/smoke.yml --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     builder.add_argument(
         "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
     )
@@ -546,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ChapterError, ExecutorError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except PublishError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except Terminated:  # what was kept is said where it was stopped (run_plans, sweep)
         return 143
     except KeyboardInterrupt:

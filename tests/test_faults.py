@@ -215,7 +215,11 @@ def test_ctrl_c_in_a_sweep_keeps_finished_points(book, tmp_path):
     cmd = [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "pause=0,60", "--workers", "1"]
     cmd += ["--runs-dir", runs, "--sweeps-dir", sweeps]
     # the moment: the first point is published (its folder appears), the second one runs
-    stopped = stop(cmd, runs, [(0, signal.SIGINT, True)], tmp_path, settle=1.0)
+
+    def first_published(tag: str) -> bool:
+        return any(not name.startswith(".") for name in published(runs))
+
+    stopped = stop(cmd, first_published, [(0, signal.SIGINT, True)], tmp_path, settle=1.0)
     assert stopped.returncode == 130, stopped.output
     assert stopped.seconds < 5 and stopped.survivors == []
     no_traceback(stopped.output)
