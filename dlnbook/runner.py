@@ -698,11 +698,11 @@ def run_plans(
     if not stale:
         return []
     report = progress or _Lines(stale, log, heartbeat)
-    if progress is not None:
-        progress.start(stale)
     outcomes: list[Outcome] = []
     with open_executor(scheduler, jobs, wait_for_workers, log) as executor:
         log(f"executing {len(stale)} chapter run(s) with papermill {executor.where}")
+        if progress is not None:
+            progress.start(stale)
         tasks = [
             Task(
                 p.chapter.name,

@@ -249,7 +249,7 @@ def test_local_sweep_writes_runs_points_csv_and_page_and_reuses_runs(book, tmp_p
         assert float(row["total"]) == float(x.sum())  # bit for bit
         assert row["verdict"] == ("yes" if x.sum() > 0 else "no")
         assert json.loads((run_dir / "parameters.json").read_text())["seed"] == int(row["seed"])
-        assert (run_dir / "html" / "01_point.html").is_file() and row["worker"].startswith("tcp://")
+        assert (run_dir / "html" / "01_point.html").is_file() and row["worker"] == "local"
     page = (folder / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # total and largest: numeric
     assert 'alt="total"' in page and 'alt="verdict"' not in page
