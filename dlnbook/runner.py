@@ -547,6 +547,18 @@ def _publish_error(plan: Plan, files: dict[str, bytes], exc: OSError) -> Publish
     return PublishError(f"{why}; {where}; finished runs before it are kept")
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _disk_error(exc: BaseException | None) -> OSError | None:
+    """The full-disk (or read-only) error behind ``exc``, if any (e.g. inside the page's)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _publish(
     plan: Plan,
     result: TaskResult,
@@ -568,6 +580,9 @@ def _publish(
             except OSError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the page failed: the run fails
+                disk = _disk_error(exc)
+                if disk is not None:
+                    raise disk from None
                 error, full = describe_error(exc)
         partial, log = publish_failure(plan.run_dir, files.get(notebook), full or error)
     except OSError as exc:
