@@ -272,21 +272,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- sweep -----------------------------------------------------------------------------
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run one chapter over a grid of parameters; every point is a ``run``."""
-    from dlnbook.sweep import (
-        MAX_POINTS,
-        Point,
-        check_names,
-        grid,
-        load_points_file,
-        parse_axis,
-        run_sweep,
-        sweep_folder,
-    )
+def _sweep_overrides(args: argparse.Namespace, chapter: Chapter) -> list[dict[str, Any]]:
+    """The overrides of every point of the grid (``-p`` axes and ``--params`` file)."""
+    from dlnbook.sweep import MAX_POINTS, check_names, grid, load_points_file, parse_axis
 
-    chapters = _chapters(args.book)
-    chapter = resolve_chapter(chapters, args.chapter)
     axes, explicit = load_points_file(args.points) if args.points else ({}, [])
     for item in args.params:
         name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
@@ -299,7 +288,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(
             f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
         )
-    overrides = grid(axes, explicit)
+    return grid(axes, explicit)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run one chapter over a grid of parameters; every point is a ``run``."""
+    from dlnbook.sweep import Point, run_sweep, sweep_folder
+
+    chapter = resolve_chapter(_chapters(args.book), args.chapter)
+    overrides = _sweep_overrides(args, chapter)
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     plans = plan_points(chapter, overrides, runs_dir, _core_dir(args.book), args.allow_large)
     scheduler = _scheduler(args)

@@ -648,6 +648,15 @@ class _Lines:
             self.log(f"{name}: done in {took} {count}")
 
 
+def _interrupted(stale: list[Plan], outcomes: list[Outcome], noun: str) -> str:
+    kept = sum(o.error is None for o in outcomes)
+    return (
+        f"interrupted: kept {kept} finished {noun}(s), stopped {len(stale) - len(outcomes)} "
+        "unfinished (nothing of them written); the same command reuses what was kept in "
+        f"{stale[0].run_dir.parent}"
+    )
+
+
 def run_plans(
     plans: Iterable[Plan],
     jobs: int | None = None,
@@ -664,84 +673,45 @@ def run_plans(
 ) -> list[Outcome]:
     """Execute the plans whose run is not cached (longest first) and publish each run.
 
-    Parameters
-    ----------
-    plans : iterable of Plan
-        Planned runs; cached ones are skipped (unless ``force``), damaged ones set aside.
-    jobs : int, optional
-        Chapters executed at once on this machine (default: the available cores).
-    timeout : float, optional
-        Per-cell timeout in seconds (none by default).
-    log : callable
-        Receives the lines: up to date, started, done or FAILED, "still running" every
-        ``heartbeat`` seconds, and on an interruption what was kept.
-    heartbeat : float
-        Seconds between "still running" lines.
-    finalize : callable, optional
-        ``finalize(directory, executed_notebook)``, run here, adds files (the standalone
-        page) to a run before its folder appears; if it raises, the run fails.
-    stream_stderr : bool
-        Copy the chapters' stderr (progress bars) to the terminal (local runs).
-    scheduler : str, optional
-        Address of a Dask scheduler; default ``$DLNBOOK_SCHEDULER``, else this machine.
-    force : bool
-        Execute cached runs too; the previous folder is replaced once the new run is complete.
-    progress : object, optional
-        Replaces the per-chapter lines: ``progress.tick(running indices)`` and
-        ``progress.outcome(index, outcome)``, indices into :func:`longest_first` order of the
-        stale plans, passed first to ``progress.start(stale plans)``.
-    wait_for_workers : bool
-        Keep waiting for a cluster that has no workers.
-    noun : str
-        What the interruption line counts (``run`` or ``point``).
+    Cached plans are skipped unless ``force`` (the previous folder is then replaced once the
+    new run is complete); damaged ones are set aside. Chapters run on this machine (``jobs``
+    at once, default the cores) or on the Dask cluster at ``scheduler`` (default
+    ``$DLNBOOK_SCHEDULER``; ``wait_for_workers`` keeps waiting for its first worker).
+    ``timeout`` is per cell. ``finalize(directory, executed_notebook)`` runs here and adds
+    files (the standalone page) before a folder appears; if it raises, the run fails.
+    ``stream_stderr`` copies the chapters' progress bars to the terminal. ``log`` receives
+    a line per chapter (up to date, started, done or FAILED), "still running" every
+    ``heartbeat`` seconds and, on Ctrl-C, what was kept (counting ``noun``);
+    ``progress`` replaces the per-chapter lines: ``start(stale plans)``,
+    ``tick(running indices)`` and ``outcome(index, outcome)``.
 
-    Returns
-    -------
-    list of Outcome
-        The executed chapters, in completion order.
-
-    Raises
-    ------
-    ChapterFailure
-        After all stale chapters ran, if any of them raised; successful runs stay cached.
-    ExecutorError
-        If the scheduler is bad, unreachable or has no workers.
-    PublishError
-        If a finished run cannot be written (earlier runs stay).
-    KeyboardInterrupt
-        On Ctrl-C (after stopping the kernels; finished runs are kept).
+    Returns the outcomes of the executed chapters in completion order. Raises
+    :class:`ChapterFailure` after all ran if any failed (successful runs stay cached),
+    :class:`ExecutorError` for a bad, unreachable or empty cluster, :class:`PublishError` if a
+    finished run cannot be written, ``KeyboardInterrupt`` on Ctrl-C (kernels stopped,
+    finished runs kept).
     """
     stale = longest_first(_stale(list(plans), force, log, cached_lines=progress is None))
     if not stale:
         return []
     report = progress or _Lines(stale, log, heartbeat)
-    outcomes: list[Outcome] = []
+    tasks = [
+        Task(
+            p.chapter.name, p.chapter.path.read_bytes(), p.parameters, p.key, timeout, stream_stderr
+        )
+        for p in stale
+    ]
     with open_executor(scheduler, jobs, wait_for_workers, log) as executor:
         log(f"executing {len(stale)} chapter run(s) with papermill {executor.where}")
         if progress is not None:
             progress.start(stale)
-        tasks = [
-            Task(
-                p.chapter.name,
-                p.chapter.path.read_bytes(),
-                p.parameters,
-                p.key,
-                timeout,
-                stream_stderr,
-            )
-            for p in stale
-        ]
+        outcomes = []
         try:
             for index, result in executor.run(tasks, on_tick=report.tick):
                 outcomes.append(_publish(stale[index], result, finalize, force))
                 report.outcome(index, outcomes[-1])
         except KeyboardInterrupt:
-            kept = sum(o.error is None for o in outcomes)
-            log(
-                f"interrupted: kept {kept} finished {noun}(s), stopped "
-                f"{len(stale) - len(outcomes)} unfinished (nothing of them written); the same "
-                f"command reuses what was kept in {stale[0].run_dir.parent}"
-            )
+            log(_interrupted(stale, outcomes, noun))
             raise
     failures = [o for o in outcomes if o.error]
     if failures:
