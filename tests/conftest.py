@@ -1,3 +1,10 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -77,3 +84,62 @@ def one_chapter_book(root: Path, name: str, notebook: nbformat.NotebookNode) -> 
     (root / "chapters").mkdir()
     nbformat.write(notebook, root / "chapters" / f"{name}.ipynb")
     return root
+
+
+# --- shared by the command-line, sweep and fault tests ---------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def published(runs: Path) -> list[str]:
+    """Names in a runs folder (hidden ones included), sorted; empty when it does not exist."""
+    return sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A ``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            **quiet,
+        )
+    ]
+    try:
+        for i in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny"]
+                    + ["--no-dashboard", "--name", f"w{i}"],
+                    **quiet,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            if workers:
+                client.wait_for_workers(workers, timeout=90)
+        yield address, procs[1:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

@@ -21,9 +21,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 from dlnbook.chapters import discover_chapters, load_chapter
 from dlnbook.cli import UsageError, main, resolve_chapter
 from dlnbook.ranges import check_ranges, parse_range
-from tests.conftest import chapter_notebook
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, chapter_notebook
 
 TINY_PARAMETERS = """\
 seed = 0  # random seed of the data [>= 0]

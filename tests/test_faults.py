@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,10 +26,16 @@ import nbformat
 import psutil
 import pytest
 
-from tests.conftest import chapter_notebook, one_chapter_book
+from tests.conftest import (
+    BIN,
+    REPO,
+    chapter_notebook,
+    dask_cluster,
+    free_port,
+    one_chapter_book,
+    published,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TAG = "DLNBOOK_FAULT_TEST"
 
 WAITING_PARAMETERS = """\
@@ -155,10 +160,6 @@ def stop(
 
 def run_cmd(book: Path, runs: Path, *params: str) -> list[str]:
     return [BIN / "dln-book", "--book", book, "run", "1", "-p", *params, "--runs-dir", runs]
-
-
-def published(runs: Path) -> list[str]:
-    return sorted(p.name for p in runs.iterdir()) if runs.exists() else []
 
 
 def no_traceback(output: str) -> None:
@@ -479,8 +480,6 @@ def test_a_bad_scheduler_address_exits_2_with_one_line(book, tmp_path, capfd, ad
 
 
 def test_tls_without_certificates_exits_2_with_one_line(book, tmp_path):
-    from tests.test_sweep import free_port
-
     address = f"tls://127.0.0.1:{free_port()}"
     proc = subprocess.run(
         [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "seed=1,2", "--scheduler", address]
@@ -495,33 +494,17 @@ def test_tls_without_certificates_exits_2_with_one_line(book, tmp_path):
 
 
 def test_a_cluster_without_workers_is_reported_within_10_s(book, tmp_path):
-    from tests.test_sweep import free_port
-
-    port = free_port()
-    scheduler = subprocess.Popen(
-        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        from distributed import Client
-
-        with Client(f"tcp://127.0.0.1:{port}", timeout=30):
-            pass  # the scheduler is up
+    with dask_cluster(workers=0) as (address, _):
         cmd = [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "seed=1,2"]
-        cmd += ["--scheduler", f"tcp://127.0.0.1:{port}", "--runs-dir", tmp_path / "runs"]
+        cmd += ["--scheduler", address, "--runs-dir", tmp_path / "runs"]
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        assert time.monotonic() - start < 15
-        assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines() == [
-            f"dln-book: error: the cluster at tcp://127.0.0.1:{port} has no workers (waited "
-            "10 s); start workers, or pass --wait-for-workers"
-        ]
-    finally:
-        os.killpg(scheduler.pid, signal.SIGKILL)
-        scheduler.wait()
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"dln-book: error: the cluster at {address} has no workers (waited 10 s); start "
+        "workers, or pass --wait-for-workers"
+    ]
 
 
 def test_two_identical_runs_at_once_share_no_port(book, tmp_path):

@@ -12,11 +12,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -29,10 +26,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from dlnbook.chapters import ChapterError
 from dlnbook.cli import main
 from dlnbook.sweep import glued_values, grid, parse_axis
-from tests.conftest import chapter_notebook, one_chapter_book
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, REPO, chapter_notebook, dask_cluster, free_port, one_chapter_book
 
 POINT_PARAMETERS = """\
 seed = 0  # seed of the data [>= 0]
@@ -178,12 +172,6 @@ def test_bad_sweep_file_exits_2(book, tmp_path, capfd):
     assert not runs.exists() and not (book / "sweeps").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_scheduler_is_a_clear_error_within_10_s(book, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
@@ -289,47 +277,6 @@ def test_failing_point_is_recorded_and_the_others_go_on(tmp_path, capfd):
 
 
 # --- a real cluster --------------------------------------------------------------------
-
-
-@contextmanager
-def dask_cluster(workers: int = 2):
-    """A ``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [
-        subprocess.Popen(
-            [
-                BIN / "dask",
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-            ],
-            **quiet,
-        )
-    ]
-    try:
-        for i in range(workers):
-            procs.append(
-                subprocess.Popen(
-                    [BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny"]
-                    + ["--no-dashboard", "--name", f"w{i}"],
-                    **quiet,
-                )
-            )
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(workers, timeout=90)
-        yield address, procs[1:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def smoke_args(book_args: list[str]) -> list[str]:
