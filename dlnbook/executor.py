@@ -403,8 +403,11 @@ class DaskExecutor:
                 future = self.client.submit(execute_task, tasks[i], key=key, pure=False)
                 futures[future] = i
                 pending.add(future)
-            done, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
-            pending = set(pending)
+            try:
+                done, not_done = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+                pending = set(not_done)
+            except TimeoutError:
+                done = set()
             for future in done:
                 try:
                     result = future.result()
