@@ -50,6 +50,7 @@ __all__ = [
     "Plan",
     "PublishError",
     "available_cores",
+    "code_digest",
     "decode_plans",
     "dry_run",
     "encode_plans",
@@ -173,13 +174,18 @@ def notebook_digest(path: str | Path) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _run_key(nb_digest: str, parameters: Mapping[str, Any], core_digest: str) -> str:
-    payload = {
-        "format": CACHE_FORMAT,
-        "notebook": nb_digest,
-        "parameters": parameters,
-        "dlncore": core_digest,
-    }
+def code_digest(chapter: Chapter, core_dir: str | Path | None = None) -> str:
+    """What a chapter's runs depend on besides their parameters: its code cells and kernel
+    (:func:`notebook_digest`) and the ``dlncore`` code (:func:`hash_tree`).
+
+    The one place where the cache key looks at code; a per-chapter digest replaces it.
+    """
+    core = hash_tree(core_dir if core_dir is not None else find_core_dir())
+    return f"{notebook_digest(chapter.path)}:{core}"
+
+
+def _run_key(code: str, parameters: Mapping[str, Any]) -> str:
+    payload = {"format": CACHE_FORMAT, "code": code, "parameters": parameters}
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -264,12 +270,11 @@ def plan_points(
     list of Plan
     """
     params = [validated(chapter, p, allow_large) for p in points]
-    core_digest = hash_tree(core_dir if core_dir is not None else find_core_dir())
-    nb_digest = notebook_digest(chapter.path)
+    code = code_digest(chapter, core_dir)
     cache_dir = Path(cache_dir).resolve()
     plans = []
     for p in params:
-        key = _run_key(nb_digest, p, core_digest)
+        key = _run_key(code, p)
         plans.append(Plan(chapter, p, key, cache_dir / f"{chapter.name}-{key[:12]}"))
     return plans
 
