@@ -1,8 +1,8 @@
-"""``dln-book sweep`` on Dask: grids, bad input, the sweep folder, a real cluster, a killed worker.
+"""``dln-book sweep``: grids, bad input, the sweep folder, a real Dask cluster, a killed worker.
 
 The cluster tests start a real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1
 (free ports) and stop them at the end. Most points run a tiny chapter; the comparison of a
-cluster with a ``LocalCluster`` runs chapter 1 with its smoke values.
+cluster with a sweep on this machine runs chapter 1 with its smoke values.
 """
 
 from __future__ import annotations
