@@ -582,8 +582,11 @@ def _publish(
             files[RUN_RECORD] = _record(plan, result)
             try:
                 add = None if finalize is None else (lambda d: finalize(d, d / notebook))
-                publish_run(plan.run_dir, files, replace=replace, finalize=add)
-                return Outcome(plan, result.seconds, None, result.worker)
+                if publish_run(plan.run_dir, files, replace=replace, finalize=add):
+                    return Outcome(plan, result.seconds, None, result.worker)
+                # the same run published by another process first: report the one on disk
+                kept = json.loads((plan.run_dir / RUN_RECORD).read_text(encoding="utf-8"))
+                return Outcome(plan, kept["seconds"], None, kept["worker"])
             except OSError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the page failed: the run fails
