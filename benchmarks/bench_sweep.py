@@ -1,4 +1,4 @@
-"""Sweep on a local Dask cluster: speed-up of 2 workers over 1, and the executor's overhead.
+"""Sweep on this machine: speed-up of 2 workers over 1, and the driver's overhead per point.
 
 Runs, each as its own ``dln-book`` process and into its own empty folders (nothing reused):
 
@@ -7,10 +7,11 @@ Runs, each as its own ``dln-book`` process and into its own empty folders (nothi
 3. the same sweep with ``--workers 2``.
 
 Prints the wall times, the speed-up of 2 workers over 1 (target: at least 1.7 on 2 free
-cores) and the executor's overhead per point: the 1-worker sweep's wall time minus the time
-its worker spent executing the points (``seconds`` in ``points.csv``: kernel, chapter,
-HTML export), divided by the number of points (target: under 1 s). For comparison, the same
-overhead of the plain run (its wall time minus its ``run.json`` seconds).
+cores) and the driver's overhead per point: the 1-worker sweep's wall time minus the time
+its kernels spent executing the points (``seconds`` in ``points.csv``: kernel and chapter;
+the page is rendered afterwards by ``dln-book`` and counts as overhead), divided by the
+number of points. For comparison, the same overhead of the plain run (its wall time minus
+its ``run.json`` seconds).
 
 Usage: ``python benchmarks/bench_sweep.py`` (from the book's folder; about 2 minutes on two
 free cores).

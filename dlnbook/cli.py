@@ -36,12 +36,21 @@ from dlnbook.chapters import (
     load_profile,
     meaning_without_range,
     parse_override,
-    validate,
     validate_book,
 )
-from dlnbook.executor import ExecutorError
-from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run, render_run
-from dlnbook.runner import ChapterFailure, plan_points, plan_runs, run_plans
+from dlnbook.executor import ExecutorError, check_address
+from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
+from dlnbook.runner import (
+    PLANS_ENV,
+    ChapterFailure,
+    Plan,
+    PublishError,
+    dry_run,
+    encode_plans,
+    plan_points,
+    plan_runs,
+    run_plans,
+)
 
 __all__ = ["main", "resolve_chapter"]
 
@@ -202,15 +211,6 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def _dry_run(chapter: Chapter, points: Sequence[dict[str, Any]]) -> int:
-    """``--dry-run``: print each validated run's parameters that differ from the defaults;
-    nothing is executed or written."""
-    for params in points:
-        changed = [f"{k}={v!r}" for k, v in params.items() if v != chapter.defaults[k]]
-        print(f"{chapter.name} with {', '.join(changed) or 'its default parameters'}: valid")
-    return 0
-
-
 def _describe_run(run_dir: Path, name: str) -> None:
     """Print where the files of a finished run are."""
     figures = sorted((run_dir / "figures").glob("*")) if (run_dir / "figures").is_dir() else []
@@ -236,17 +236,30 @@ def _report_failure(exc: ChapterFailure) -> int:
     return 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
-    chapters = _chapters(args.book)
-    chapter = resolve_chapter(chapters, args.chapter)
-    overrides = _parse_overrides(args.params)
-    params = validate(chapter, overrides, args.allow_large)
+def _runs_dir(args: argparse.Namespace) -> Path:
+    """The runs folder (``--runs-dir`` or ``BOOK/runs``), checked writable."""
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
+    return runs_dir
+
+
+def _scheduler(args: argparse.Namespace) -> str | None:
+    """``--scheduler`` or ``$DLNBOOK_SCHEDULER``, checked (exit 2 on a bad address)."""
+    address = getattr(args, "scheduler", None)
+    address = address if address is not None else os.environ.get("DLNBOOK_SCHEDULER") or None
+    return None if address is None else check_address(address)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
+    chapter = resolve_chapter(_chapters(args.book), args.chapter)
+    overrides = _parse_overrides(args.params)
+    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    (plan,) = plan_points(chapter, [overrides], runs_dir, _core_dir(args.book), args.allow_large)
+    scheduler = _scheduler(args)
+    _runs_dir(args)
     if args.dry_run:
-        return _dry_run(chapter, [params])
-    (plan,) = plan_runs([chapter], {chapter.name: overrides}, runs_dir, _core_dir(args.book))
+        return dry_run([plan], scheduler=scheduler, jobs=1)
     changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
     print(
         f"{chapter.name} with "
@@ -259,12 +272,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             finalize=finalize_run,
             stream_stderr=True,
+            scheduler=scheduler,
             force=args.force,
         )
     except ChapterFailure as exc:
         return _report_failure(exc)
-    if not (plan.run_dir / PAGE_DIR / f"{chapter.name}.html").is_file():
-        render_run(plan)  # on the client, where the book is
     _describe_run(plan.run_dir, chapter.name)
     return 0
 
@@ -272,21 +284,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- sweep -----------------------------------------------------------------------------
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run one chapter over a grid of parameters; every point is a ``run``."""
-    from dlnbook.sweep import (
-        MAX_POINTS,
-        Point,
-        check_names,
-        grid,
-        load_points_file,
-        parse_axis,
-        run_sweep,
-        sweep_folder,
-    )
+def _sweep_overrides(args: argparse.Namespace, chapter: Chapter) -> list[dict[str, Any]]:
+    """The overrides of every point of the grid (``-p`` axes and ``--params`` file)."""
+    from dlnbook.sweep import MAX_POINTS, check_names, grid, load_points_file, parse_axis
 
-    chapters = _chapters(args.book)
-    chapter = resolve_chapter(chapters, args.chapter)
     axes, explicit = load_points_file(args.points) if args.points else ({}, [])
     for item in args.params:
         name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
@@ -301,11 +302,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(
             f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
         )
-    overrides = grid(axes, explicit)
-    validated = [validate(chapter, o, args.allow_large) for o in overrides]  # before any run
+    return grid(axes, explicit)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run one chapter over a grid of parameters; every point is a ``run``."""
+    from dlnbook.sweep import Point, run_sweep, sweep_folder
+
+    chapter = resolve_chapter(_chapters(args.book), args.chapter)
+    overrides = _sweep_overrides(args, chapter)
     runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
-    plans = plan_points(chapter, validated, runs_dir, _core_dir(args.book))
+    plans = plan_points(chapter, overrides, runs_dir, _core_dir(args.book), args.allow_large)
+    scheduler = _scheduler(args)
+    _runs_dir(args)
     swept = [
         name
         for name in chapter.defaults
@@ -320,19 +329,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweeps_dir = args.sweeps_dir if args.sweeps_dir is not None else args.book / "sweeps"
     _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
     folder = sweep_folder(sweeps_dir, chapter, plans)
-    print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
     if args.dry_run:
-        return _dry_run(chapter, [point.plan.parameters for point in points])
+        return dry_run([p.plan for p in points], swept, scheduler, args.workers, "point")
+    print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
     return run_sweep(
         chapter,
         points,
         swept,
         folder,
-        scheduler=args.scheduler,
-        workers=args.workers,
+        scheduler=scheduler,
+        jobs=args.workers,
         force=args.force,
         timeout=args.timeout,
         finalize=finalize_run,
+        wait_for_workers=args.wait_for_workers,
     )
 
 
@@ -357,30 +367,40 @@ def cmd_build(args: argparse.Namespace) -> int:
     book: Path = args.book
     chapters = _chapters(book)
     profile = load_profile(args.params)
-    validated = validate_book(chapters, profile, str(args.params), args.allow_large)
+    validate_book(chapters, profile, str(args.params), args.allow_large)
     stem = args.params.stem
     out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
     out = out.resolve()
+    configured_cache = _book_config(book).get("dlnbook_cache_dir")
+    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
+    plans = plan_runs(chapters, profile, cache, _core_dir(book), args.allow_large)
     if out == (book / "_build").resolve() or out == book.resolve():
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _check_output_dir(out, "--out")
+    scheduler = _scheduler(args)
     if args.dry_run:
-        for chapter in chapters:
-            _dry_run(chapter, [validated[chapter.name]])
-        return 0
-    configured_cache = _book_config(book).get("dlnbook_cache_dir")
-    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
-    plans = plan_runs(chapters, profile, cache, _core_dir(book))
+        return dry_run(plans, scheduler=scheduler, jobs=args.jobs)
     try:
         # progress bars only when chapters run one at a time; in parallel they would garble
         one_at_a_time = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
-        run_plans(plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=one_at_a_time)
+        run_plans(
+            plans,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            stream_stderr=one_at_a_time,
+            scheduler=scheduler,
+        )
     except ChapterFailure as exc:
         return _report_failure(exc)
+    return _render_book(book, out, args.params, plans, cache)
+
+
+def _render_book(book: Path, out: Path, params: Path, plans: Sequence[Plan], cache: Path) -> int:
+    """``jupyter-book build`` of the executed chapters (handed over, not planned again)."""
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
-    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
-    env["DLNBOOK_ALLOW_LARGE"] = "1" if args.allow_large else ""
+    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(params.resolve()))
+    env[PLANS_ENV] = encode_plans(plans)
     print(f"building the book into {out}")
     try:
         proc = subprocess.run(
@@ -396,7 +416,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if proc.returncode != 0:
         print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
         return 1
-    print(f"Book built with {args.params}: file://{out / '_build' / 'html' / 'index.html'}")
+    print(f"Book built with {params}: file://{out / '_build' / 'html' / 'index.html'}")
     return 0
 
 
@@ -469,7 +489,8 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check everything as the command would, print the parameters, execute nothing",
+        help="validate, then show what would run (cached or not, estimated time); "
+        "execute and write nothing",
     )
 
 
@@ -491,7 +512,7 @@ def _command(sub: Any, func: Callable, help: str, example: str) -> argparse.Argu
 
 def _add_sweep(sub: Any) -> None:
     """The ``sweep`` subcommand and its options."""
-    help = "run one chapter over a grid of parameters (on Dask)"
+    help = "run one chapter over a grid of parameters (here, or on a Dask cluster)"
     sweeper = _command(sub, cmd_sweep, help, "2 -p depth=2,3,4 -p eta_max=0.1:0.5:5")
     _add_chapter(
         sweeper,
@@ -510,10 +531,18 @@ def _add_sweep(sub: Any) -> None:
         "--scheduler",
         metavar="ADDRESS",
         help="Dask scheduler of an existing cluster (tcp://host:8786); default "
-        "$DLNBOOK_SCHEDULER or a local cluster",
+        "$DLNBOOK_SCHEDULER or this machine",
     )
     sweeper.add_argument(
-        "--workers", type=_count(1, "workers"), metavar="N", help="local workers (default: cores)"
+        "--wait-for-workers",
+        action="store_true",
+        help="keep waiting when the cluster has no workers (default: exit 2 after 10 s)",
+    )
+    sweeper.add_argument(
+        "--workers",
+        type=_count(1, "workers"),
+        metavar="N",
+        help="points executed at once on this machine (default: cores)",
     )
     sweeper.add_argument("--yes", action="store_true", help="allow more than 10000 points")
     sweeper.add_argument(
@@ -590,6 +619,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ChapterError, ExecutorError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except PublishError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except Terminated:  # what was kept is said where it was stopped (run_plans, sweep)
         return 143
     except KeyboardInterrupt:

@@ -1,23 +1,20 @@
-"""The one way chapters are executed: papermill runs as Dask tasks.
+"""Where chapters execute: papermill kernels driven by threads here, or Dask workers elsewhere.
 
 A :class:`Task` carries everything a worker needs (the notebook's bytes, the parameters, the
-per-cell timeout) and :func:`execute_task` brings back everything the run produced (the
-executed notebook, its figures and result files) as bytes, so workers need the package
-installed but no filesystem shared with the client. The client alone writes run folders
-(:mod:`dlnbook.rundirs`), each in one atomic rename.
+per-cell timeout) and :func:`execute_task` brings back what the run produced (the executed
+notebook, its figures and result files) as bytes. A worker opens no path of the client; the
+client alone writes run folders and renders pages (:mod:`dlnbook.runner`).
 
-:class:`Executor` runs tasks on a ``dask.distributed`` cluster: by default a
-``LocalCluster`` on this machine (one single-threaded worker process per chapter executed at
-once), or an existing cluster given by the address of its scheduler (argument, or the
-environment variable ``DLNBOOK_SCHEDULER``). Nothing is started before the first task is
-submitted.
+:class:`LocalExecutor` runs tasks on this machine: one thread per chapter executed at once,
+each driving its own Jupyter kernel (the work runs in the kernel, a process of its own, so no
+worker process is needed). :class:`DaskExecutor` runs them on an existing Dask cluster, given
+by the address of its scheduler (``--scheduler`` or the environment variable
+``DLNBOOK_SCHEDULER``); the workers need the package installed and nothing else.
 
-Stopping. Local workers ignore SIGINT (a Ctrl-C in the terminal reaches the whole process
-group; only the client reacts). When the client stops on an exception (Ctrl-C included),
-the local workers are killed at once and the Jupyter kernels they started follow within a
-second (ipykernel exits when its parent changes); a second Ctrl-C during that cleanup exits
-immediately. If the client itself is killed, Dask's worker processes exit as soon as their
-parent is gone, and the kernels after them.
+Stopping. Every kernel imports :mod:`dlnbook.kernel_guard`: it kills its process group (the
+kernel and the processes it started) as soon as the process that started it is gone. On an
+exception in the client (Ctrl-C included) :meth:`LocalExecutor.close` kills the kernels' groups
+at once; a second Ctrl-C during that cleanup exits immediately.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import re
 import shutil
 import signal
@@ -34,35 +32,35 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlnbook.rundirs import pid_alive
-
 __all__ = [
     "SCHEDULER_ENV",
-    "Executor",
+    "DaskExecutor",
     "ExecutorError",
+    "LocalExecutor",
     "Task",
     "TaskResult",
+    "check_address",
+    "describe_error",
     "execute_task",
+    "open_executor",
 ]
 
 #: Environment variable naming the scheduler of an existing Dask cluster.
 SCHEDULER_ENV = "DLNBOOK_SCHEDULER"
-RUN_RECORD = "run.json"
-_TOPIC = "dlnbook-started"
 _CONNECT_TIMEOUT = 4.0
+#: Seconds to wait for the first worker of a cluster before saying it has none.
+NO_WORKERS_TIMEOUT = 10.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# papermill changes the working directory of the whole process: one chapter at a time per
-# worker process, even on a worker started with several threads.
-_ONE_CHAPTER_AT_A_TIME = threading.Lock()
+_ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss|ucx|inproc)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d+)/?")
 
 
 class ExecutorError(RuntimeError):
-    """The executor cannot start (e.g. the scheduler is unreachable)."""
+    """The executor cannot start (bad or unreachable scheduler, a cluster without workers)."""
 
 
 @dataclass(frozen=True)
@@ -73,30 +71,23 @@ class Task:
     ----------
     name : str
         Chapter name (file stem); the executed notebook is ``<name>.ipynb``.
-    source : str
-        Path of the chapter notebook on the client (recorded in ``run.json``).
     notebook : bytes
         Contents of the chapter notebook.
     parameters : dict
-        Effective parameters, injected by papermill.
+        Effective (validated) parameters, injected by papermill.
     key : str
-        Run key (hex SHA-256), recorded in ``run.json``.
+        Run key (hex SHA-256): names the task.
     timeout : float or None
         Per-cell timeout in seconds.
-    finalize : callable or None
-        Module-level ``finalize(directory, executed_notebook)`` run on the worker after a
-        successful execution (e.g. the HTML export); if it raises, the run fails.
     stream_stderr : bool
-        Copy the kernel's stderr (progress bars) to the worker's stderr as it arrives.
+        Copy the kernel's stderr (progress bars) to this process's stderr as it arrives.
     """
 
     name: str
-    source: str
     notebook: bytes
     parameters: dict[str, Any]
     key: str
     timeout: float | None = None
-    finalize: Callable[[Path, Path], None] | None = None
     stream_stderr: bool = False
 
 
@@ -107,12 +98,12 @@ class TaskResult:
     Attributes
     ----------
     files : dict of str to bytes
-        Relative path -> contents: the whole run folder on success, the partial notebook
-        (if any) on failure.
+        Relative path -> contents: everything the run wrote, the executed notebook
+        ``<name>.ipynb`` included; on failure only the partial notebook (if any).
     seconds : float
         Duration of the execution on the worker.
     worker : str
-        Address of the worker.
+        Where it ran (``local`` or the Dask worker's address).
     error : str or None
         One-line summary of the failure (cell and exception), None on success.
     traceback : str or None
@@ -161,277 +152,255 @@ def _read_tree(root: Path) -> dict[str, bytes]:
     }
 
 
-def _worker_address() -> str:
+def _worker_name() -> str:
     try:
         from distributed import get_worker
 
         return get_worker().address
     except (ImportError, ValueError):
-        return f"pid {os.getpid()}"
-
-
-def _announce(task: Task) -> None:
-    """Tell the client that ``task`` started, and where (shown as 'running')."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    worker.log_event(_TOPIC, {"key": task.key, "worker": worker.address})
-
-
-def prune_worker_temp(tmp_root: str | Path | None = None) -> None:
-    """Delete the scratch folders of executions whose worker process no longer exists."""
-    root = Path(tmp_root or tempfile.gettempdir())
-    for folder in root.glob("dlnbook-run-*"):
-        match = re.fullmatch(r"dlnbook-run-(\d+)-.*", folder.name)
-        if match and not pid_alive(int(match.group(1))):
-            shutil.rmtree(folder, ignore_errors=True)
+        return "local"
 
 
 def execute_task(task: Task) -> TaskResult:
-    """Execute a chapter with papermill in a scratch folder and return its files (worker side).
+    """Execute a chapter with papermill in a scratch folder and return its files.
 
-    The scratch folder (``<tmp>/dlnbook-run-<pid>-*``) is deleted before returning; folders
-    left by killed workers are deleted by the next task on that machine.
+    Runs on a Dask worker or in a thread of this process; it reads and writes only its
+    scratch folder (``<tmp>/dlnbook-run-*``, deleted before returning), which is the working
+    directory of the kernel. Exceptions of the chapter come back as a failed result.
     """
-    import json
-    from datetime import UTC, datetime
-
     import papermill
 
-    _announce(task)
-    prune_worker_temp()
+    worker = _worker_name()
     # papermill's parser trips over comments that ours accepts and would warn about
     # "unknown" parameters; the parameters were validated by the client.
     logging.getLogger("papermill").setLevel(logging.ERROR)
-    scratch = Path(tempfile.mkdtemp(prefix=f"dlnbook-run-{os.getpid()}-"))
-    source = scratch / "source.ipynb"
-    source.write_bytes(task.notebook)
+    # one BLAS thread: results do not depend on the machine or on how many chapters run at
+    # once (a threaded reduction may sum in another order); kernels inherit the environment
+    os.environ.update({var: "1" for var in _THREAD_VARS})
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    scratch = Path(tempfile.mkdtemp(prefix="dlnbook-run-"))
     run = scratch / "run"
     run.mkdir()
+    (scratch / "source.ipynb").write_bytes(task.notebook)
     output = run / f"{task.name}.ipynb"
     start = time.monotonic()
     try:
-        with _ONE_CHAPTER_AT_A_TIME:
-            # one BLAS thread: results do not depend on the machine or on how many chapters
-            # run at once (a threaded reduction may sum in another order); the chapters'
-            # matrices are small, and chapter 7 runs worker processes of its own
-            os.environ.update({var: "1" for var in _THREAD_VARS})
-            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-            try:
-                papermill.execute_notebook(
-                    str(source),
-                    str(output),
-                    parameters=task.parameters,
-                    cwd=str(run),
-                    progress_bar=False,
-                    log_output=False,
-                    # nbclient takes whole seconds
-                    execution_timeout=None if task.timeout is None else math.ceil(task.timeout),
-                    # CRITICAL: no TCP-transport warning, and no "KeyboardInterrupt caught
-                    # in kernel" when jupyter_client interrupts the kernel to shut it down
-                    extra_arguments=[
-                        "--IPKernelApp.log_level=CRITICAL",
-                        # the kernel's process group ends with this worker process
-                        "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
-                    ],
-                    stderr_file=sys.stderr if task.stream_stderr else None,
-                )
-                record = {
-                    "chapter": task.name,
-                    "notebook": task.source,
-                    "key": task.key,
-                    "parameters": task.parameters,
-                    "seconds": round(time.monotonic() - start, 3),
-                    "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "worker": _worker_address(),
-                }
-                text = json.dumps(record, indent=2, default=repr) + "\n"
-                (run / RUN_RECORD).write_text(text, encoding="utf-8")
-                if task.finalize is not None:
-                    task.finalize(run, output)
-            except Exception as exc:  # noqa: BLE001 - reported to the client, never cached
-                summary, full = describe_error(exc)
-                partial = {output.name: output.read_bytes()} if output.is_file() else {}
-                seconds = time.monotonic() - start
-                return TaskResult(partial, seconds, _worker_address(), summary, full)
-        return TaskResult(_read_tree(run), time.monotonic() - start, _worker_address())
+        papermill.execute_notebook(
+            str(scratch / "source.ipynb"),
+            str(output),
+            parameters=task.parameters,
+            # the kernel's working directory, without papermill's process-wide chdir
+            resources={"metadata": {"path": str(run)}},
+            progress_bar=False,
+            log_output=False,
+            execution_timeout=None if task.timeout is None else math.ceil(task.timeout),
+            # CRITICAL: no TCP-transport warning, no "KeyboardInterrupt caught in kernel"
+            extra_arguments=[
+                "--IPKernelApp.log_level=CRITICAL",
+                "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
+            ],
+            stderr_file=sys.stderr if task.stream_stderr else None,
+        )
+        return TaskResult(_read_tree(run), time.monotonic() - start, worker)
+    except Exception as exc:  # noqa: BLE001 - reported to the client, never cached
+        summary, full = describe_error(exc)
+        partial = {output.name: output.read_bytes()} if output.is_file() else {}
+        return TaskResult(partial, time.monotonic() - start, worker, summary, full)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-@dataclass
-class Executor:
-    """Chapter executions on Dask: a lazily started ``LocalCluster`` or an existing cluster.
+# --- on this machine: threads ----------------------------------------------------------
 
-    Use as a context manager; :meth:`run` submits tasks and yields their results in
-    completion order.
+
+def _kernel_groups() -> list[int]:
+    """Process groups led by direct children of this process: the kernels (Linux)."""
+    groups = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        if int(fields[1]) == os.getpid() and int(fields[2]) == pid:
+            groups.append(pid)
+    return groups
+
+
+class LocalExecutor:
+    """Chapters executed by threads of this process, each driving a papermill kernel.
 
     Parameters
     ----------
-    scheduler : str, optional
-        Address of the scheduler of an existing cluster (``tcp://host:8786``); default
-        ``$DLNBOOK_SCHEDULER``, else a ``LocalCluster``.
     workers : int, optional
-        Worker processes of the ``LocalCluster`` (default: available cores); ignored with
-        a scheduler.
+        Chapters executed at once (default: the available cores).
     """
 
-    scheduler: str | None = None
-    workers: int | None = None
-    _client: Any = field(default=None, init=False, repr=False)
-    _cluster: Any = field(default=None, init=False, repr=False)
-    _started: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    is_local = True
+    where = "on this machine"
 
-    def __post_init__(self) -> None:
-        if self.scheduler is None:
-            self.scheduler = os.environ.get(SCHEDULER_ENV) or None
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or available_cores())
 
-    @property
-    def is_local(self) -> bool:
-        """Whether tasks run on a ``LocalCluster`` started here."""
-        return self.scheduler is None
-
-    def slots_wanted(self) -> int:
-        """Worker processes of the local cluster."""
-        return max(1, self.workers or available_cores())
-
-    # --- lifetime ------------------------------------------------------------------------
-
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> LocalExecutor:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close(abort=exc_type is not None)
+        if exc_type is not None:
+            self.close_on_error()
 
-    def start(self, tasks: int) -> None:
-        """Connect to the scheduler, or start a local cluster sized for ``tasks``."""
-        if self._client is not None:
-            return
-        import dask
-        from distributed import Client
-
-        logging.getLogger("distributed").setLevel(logging.ERROR)
-        if not self.is_local:
-            try:
-                self._client = Client(self.scheduler, timeout=_CONNECT_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
-                raise ExecutorError(
-                    f"cannot reach the Dask scheduler at {self.scheduler} within "
-                    f"{_CONNECT_TIMEOUT:g} s"
-                ) from exc
-        else:
-            from distributed import LocalCluster
-
-            n = max(1, min(self.slots_wanted(), tasks))
-            # Worker processes inherit an ignored SIGINT; restarted ones get the plugin.
-            main = threading.current_thread() is threading.main_thread()
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-            try:
-                with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-                    self._cluster = LocalCluster(
-                        n_workers=n,
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=None,
-                        silence_logs=logging.ERROR,
-                        memory_limit=0,
-                    )
-                    self._client = Client(self._cluster)
-            finally:
-                if main:
-                    signal.signal(signal.SIGINT, previous)
-            from dlnbook.worker_plugin import IgnoreInterrupts
-
-            self._client.register_plugin(IgnoreInterrupts())
-        self._client.subscribe_topic(_TOPIC, self._on_started)
-
-    def _on_started(self, event: tuple[float, dict[str, str]]) -> None:
-        _, msg = event
-        self._started[msg["key"]] = msg["worker"]
-
-    def close(self, abort: bool = False) -> None:
-        """Stop the client and the local cluster.
-
-        Local worker processes are killed right away: every result they produced has been
-        received (or, with ``abort``, is abandoned), and a clean shutdown would wait for
-        the chapters they still run. With ``abort`` a second Ctrl-C exits immediately.
-        """
-        if self._client is None:
-            return
+    @staticmethod
+    def close_on_error() -> None:
+        """Kill the kernels (and what they started) at once; a second Ctrl-C exits."""
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, _exit_now) if abort and main else None
+        previous = signal.signal(signal.SIGINT, _exit_now) if main else None
         try:
-            if self._cluster is not None:
-                self._kill_local_workers()
-            self._client.close(timeout=2 if abort else 10)
-            if self._cluster is not None:
-                self._cluster.close(timeout=5 if abort else 30)
-        except (OSError, TimeoutError, RuntimeError):  # pragma: no cover - best effort
-            pass
-        finally:
-            self._client = self._cluster = None
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-
-    def _kill_local_workers(self) -> None:
-        for nanny in list(self._cluster.workers.values()):
-            nanny.auto_restart = False
-            process = getattr(getattr(nanny, "process", None), "process", None)
-            if process is not None and process.pid:
+            for group in _kernel_groups():
                 try:
-                    os.kill(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    os.killpg(group, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
                     pass
-
-    # --- running tasks -------------------------------------------------------------------
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
     def run(
         self,
         tasks: Iterable[Task],
         poll: float = 1.0,
-        on_tick: Callable[[dict[str, str]], None] | None = None,
+        on_tick: Callable[[list[int]], None] | None = None,
     ) -> Iterator[tuple[int, TaskResult]]:
-        """Submit tasks and yield ``(index, result)`` as each finishes.
+        """Execute tasks in order of priority; yield ``(index, result)`` as each finishes.
 
-        A task whose workers all died (Dask retries it elsewhere up to
-        ``distributed.scheduler.allowed-failures`` times) or that failed on the worker
-        outside the chapter comes back as a failed :class:`TaskResult`.
-
-        Parameters
-        ----------
-        tasks : iterable of Task
-            What to run, in order of priority.
-        poll : float
-            Seconds between calls of ``on_tick``.
-        on_tick : callable, optional
-            Called with {task key: worker address} of the tasks currently running.
-
-        Yields
-        ------
-        tuple of (int, TaskResult)
-            Position of the task in ``tasks`` and its result.
+        ``on_tick`` receives the indices of the running tasks every ``poll`` seconds and
+        whenever a task starts or ends.
         """
+        tasks = list(tasks)
+        todo = deque(range(len(tasks)))
+        running: set[int] = set()
+        results: queue.Queue[tuple[int, TaskResult]] = queue.Queue()
+
+        def work() -> None:
+            while True:
+                try:
+                    index = todo.popleft()
+                except IndexError:
+                    return
+                running.add(index)
+                results.put((index, execute_task(tasks[index])))
+
+        for _ in range(min(self.workers, len(tasks))):  # daemons: they die with us
+            threading.Thread(target=work, name="dlnbook-chapter", daemon=True).start()
+        for _ in tasks:
+            while True:
+                try:
+                    index, result = results.get(timeout=poll)
+                    break
+                except queue.Empty:
+                    if on_tick is not None:
+                        on_tick(sorted(running))
+            running.discard(index)
+            yield index, result
+
+
+# --- elsewhere: an existing Dask cluster -----------------------------------------------
+
+
+def check_address(address: str) -> str:
+    """A Dask scheduler address as ``scheme://host:port``, or :class:`ExecutorError`.
+
+    Accepts ``tcp://host:port`` (and the other Dask schemes) or ``host:port``.
+    """
+    match = _ADDRESS.fullmatch(address.strip())
+    if not address.strip() or match is None or not 0 < int(match[3]) < 65536:
+        raise ExecutorError(
+            f"bad scheduler address {address!r}: expected tcp://HOST:PORT (e.g. "
+            "tcp://127.0.0.1:8786)"
+        )
+    return f"{match[1] or 'tcp'}://{match[2]}:{match[3]}"
+
+
+class DaskExecutor:
+    """Chapter executions on an existing Dask cluster.
+
+    Parameters
+    ----------
+    address : str
+        Address of its scheduler (``tcp://host:8786``).
+    wait_for_workers : bool
+        Keep waiting when the cluster has no workers (else an error after
+        :data:`NO_WORKERS_TIMEOUT` seconds).
+    log : callable
+        Receives one line when the cluster has no workers yet.
+    """
+
+    is_local = False
+
+    def __init__(
+        self, address: str, wait_for_workers: bool = False, log: Callable[[str], None] = print
+    ) -> None:
+        self.address = check_address(address)
+        self.where = f"on {self.address}"
+        self.wait, self.log = wait_for_workers, log
+        self.client: Any = None
+
+    def __enter__(self) -> DaskExecutor:
+        from distributed import Client
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        try:
+            self.client = Client(self.address, timeout=_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorError(
+                f"cannot reach the Dask scheduler at {self.address} within {_CONNECT_TIMEOUT:g} s"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - e.g. tls:// without certificates
+            raise ExecutorError(
+                f"cannot connect to the Dask scheduler at {self.address}: {describe_error(exc)[0]}"
+            ) from exc
+        self._wait_for_workers()
+        return self
+
+    def _wait_for_workers(self) -> None:
+        try:
+            self.client.wait_for_workers(1, timeout=NO_WORKERS_TIMEOUT)
+            return
+        except TimeoutError:
+            if not self.wait:
+                self.client.close()
+                raise ExecutorError(
+                    f"the cluster at {self.address} has no workers (waited "
+                    f"{NO_WORKERS_TIMEOUT:g} s); start workers, or pass --wait-for-workers"
+                ) from None
+        self.log(f"the cluster at {self.address} has no workers yet; waiting for one")
+        self.client.wait_for_workers(1)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.client.close(timeout=2 if exc_type else 10)
+        except (OSError, TimeoutError, RuntimeError):  # pragma: no cover - best effort
+            pass
+
+    def run(
+        self,
+        tasks: Iterable[Task],
+        poll: float = 1.0,
+        on_tick: Callable[[list[int]], None] | None = None,
+    ) -> Iterator[tuple[int, TaskResult]]:
+        """Submit tasks (no more at once than the cluster has threads, so that a long one
+        does not hold others queued behind it on a busy worker); yield ``(index, result)``
+        as each finishes. A task whose workers died comes back as a failed result."""
         from distributed import wait
 
         tasks = list(tasks)
-        if not tasks:
-            return
-        self.start(len(tasks))
         futures: dict[Any, int] = {}
-        queue = deque(range(len(tasks)))
-        pending: set[Any] = set()
-        while queue or pending:
-            # Only as many tasks in flight as the cluster has threads: Dask assigns tasks of
-            # different chapters to workers when they are submitted, and a long chapter
-            # would hold the others queued behind it while another worker idles.
-            capacity = max(1, sum(self._client.nthreads().values()))
-            while queue and len(pending) < capacity:
-                i = queue.popleft()
+        todo, pending = deque(range(len(tasks))), set()
+        while todo or pending:
+            capacity = max(1, sum(self.client.nthreads().values()))
+            while todo and len(pending) < capacity:
+                i = todo.popleft()
                 key = f"{tasks[i].name}-{tasks[i].key[:12]}-{i}"
-                future = self._client.submit(execute_task, tasks[i], key=key, pure=False)
+                future = self.client.submit(execute_task, tasks[i], key=key, pure=False)
                 futures[future] = i
                 pending.add(future)
             try:
@@ -440,22 +409,31 @@ class Executor:
             except TimeoutError:
                 done = set()
             for future in done:
-                index = futures[future]
-                task = tasks[index]
-                self._started.pop(task.key, None)
                 try:
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
                     summary, full = describe_error(exc)
                     result = TaskResult({}, 0.0, "", f"not executed: {summary}", full)
-                yield index, result
+                yield futures[future], result
             if on_tick is not None:
-                keys = {tasks[futures[f]].key for f in pending}
-                on_tick({k: w for k, w in self._started.items() if k in keys})
+                on_tick(sorted(futures[f] for f in pending))
+
+
+def open_executor(
+    scheduler: str | None = None,
+    workers: int | None = None,
+    wait_for_workers: bool = False,
+    log: Callable[[str], None] = print,
+) -> LocalExecutor | DaskExecutor:
+    """The cluster at ``scheduler`` (or ``$DLNBOOK_SCHEDULER``), else this machine."""
+    address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+    if address is None:
+        return LocalExecutor(workers)
+    return DaskExecutor(address, wait_for_workers, log)
 
 
 def _exit_now(signum: int, frame: Any) -> None:
-    """Second Ctrl-C while stopping: exit at once (our workers die with this process)."""
+    """Second Ctrl-C while stopping: exit at once (the kernels die with this process)."""
     os._exit(130)
 
 

@@ -7,6 +7,10 @@ existing run (``--force``) swaps the two folders atomically (``renameat2`` with
 complete. Hidden folders left behind by a killed process are removed (or, for a previous
 run set aside by the fallback swap, put back) by :func:`prune_stale` at the next start.
 
+Every published folder ends with ``manifest.json`` (the size and SHA-256 of every other file),
+written last; :func:`check_run` verifies it before a folder is reused, and
+:func:`set_aside` renames a folder that fails the check to ``<name>.damaged-<time>``.
+
 A failed run leaves ``<runs>/failed/<chapter>-<hash>.ipynb`` (the partial notebook, when the
 kernel got that far) and ``<runs>/failed/<chapter>-<hash>.log`` (the full traceback).
 """
@@ -15,13 +19,30 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
+import json
 import os
 import re
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["failed_paths", "pid_alive", "prune_stale", "publish_failure", "publish_run"]
+__all__ = [
+    "MANIFEST",
+    "check_run",
+    "failed_paths",
+    "pid_alive",
+    "prune_stale",
+    "publish_failure",
+    "publish_run",
+    "set_aside",
+    "write_manifest",
+]
+
+#: The file written last into a run folder: ``{"files": {path: {"size", "sha256"}}}``.
+MANIFEST = "manifest.json"
 
 _STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
 _AT_FDCWD = -100
@@ -63,8 +84,69 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def publish_run(run_dir: Path, files: dict[str, bytes], replace: bool = False) -> bool:
-    """Make ``run_dir`` hold exactly ``files``, in one atomic step.
+def _digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Write ``manifest.json``: size and SHA-256 of every other file below ``folder``."""
+    entries = {
+        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _digest(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() != MANIFEST
+    }
+    text = json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n"
+    (folder / MANIFEST).write_text(text, encoding="utf-8")
+
+
+def check_run(folder: Path) -> str | None:
+    """What is wrong with a published run folder, or None when its manifest holds.
+
+    Returns
+    -------
+    str or None
+        ``"no manifest.json"``, ``"results.npz: 10 bytes, expected 830"``, ... (the first
+        problem found); None when every listed file has its size and hash.
+    """
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+        items = [(rel, int(e["size"]), str(e["sha256"])) for rel, e in files.items()]
+    except FileNotFoundError:
+        return f"no {MANIFEST}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"unreadable {MANIFEST}"
+    for rel, size, sha in items:
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != size:
+            return f"{rel}: {path.stat().st_size} bytes, expected {size}"
+        if _digest(path) != sha:
+            return f"{rel} was changed"
+    return None
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged run folder to ``<name>.damaged-<UTC time>`` beside it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f"{folder.name}.damaged-{stamp}-{n}")
+    folder.rename(aside)
+    return aside
+
+
+def publish_run(
+    run_dir: Path,
+    files: dict[str, bytes],
+    replace: bool = False,
+    finalize: Callable[[Path], None] | None = None,
+) -> bool:
+    """Make ``run_dir`` hold exactly ``files`` (plus what ``finalize`` adds and the
+    manifest), in one atomic step.
 
     Parameters
     ----------
@@ -74,6 +156,9 @@ def publish_run(run_dir: Path, files: dict[str, bytes], replace: bool = False) -
         Relative path -> contents.
     replace : bool
         Replace an existing ``run_dir`` (its old contents stay until the swap).
+    finalize : callable, optional
+        ``finalize(folder)`` adds files to the hidden folder before the manifest is
+        written (e.g. the standalone page); if it raises, nothing is published.
 
     Returns
     -------
@@ -86,6 +171,9 @@ def publish_run(run_dir: Path, files: dict[str, bytes], replace: bool = False) -
     try:
         tmp.mkdir()
         _write_tree(tmp, files)
+        if finalize is not None:
+            finalize(tmp)
+        write_manifest(tmp)
         if not run_dir.exists():
             try:
                 tmp.rename(run_dir)

@@ -3,9 +3,12 @@
 Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``) with
 ``execute.execute_notebooks: "off"``. Then ``jupyter-book build .``
 
-1. at ``builder-inited``: discovers the chapters, merges the parameter profile, and runs
-   every chapter whose key (code cells, kernel, effective parameters, ``dlncore`` code) has no
-   cached run, in parallel; any failing chapter aborts the build;
+1. at ``builder-inited``: takes the plans ``dln-book build`` hands over (environment
+   variable ``DLNBOOK_PLANS``), or discovers the chapters, merges the parameter profile and
+   validates it as ``dln-book run`` does; then runs, through the one driver
+   (:func:`dlnbook.runner.run_plans`), every chapter whose key (code cells, kernel,
+   effective parameters, ``dlncore`` code) has no intact cached run; any failing chapter
+   aborts the build;
 2. at ``env-get-outdated``: marks chapters whose key changed since the last build as
    outdated, so Sphinx re-reads them although their source file did not change;
 3. at ``source-read``: replaces a chapter's source by the current notebook with the outputs
@@ -56,13 +59,22 @@ from sphinx.util.logging import is_suppressed_warning
 
 from dlnbook.chapters import (
     ChapterError,
+    check_profile,
     discover_chapters,
     load_profile,
     meaning_without_range,
-    validate_book,
 )
 from dlnbook.pagerules import apply_page_rules
-from dlnbook.runner import ChapterFailure, Plan, plan_runs, prune_cache, run_plans
+from dlnbook.runner import (
+    PLANS_ENV,
+    ChapterFailure,
+    Plan,
+    PublishError,
+    decode_plans,
+    plan_runs,
+    prune_cache,
+    run_plans,
+)
 
 __all__ = [
     "figure_problems",
@@ -269,36 +281,48 @@ class _BookRunner:
             return (Path(app.srcdir) / app.config.dlnbook_params_file).resolve()
         return None
 
-    def builder_inited(self, app: Sphinx) -> None:
+    def _plans(self, app: Sphinx) -> list[Plan]:
+        """The plans ``dln-book build`` handed over, else the book planned here."""
+        if os.environ.get(PLANS_ENV):
+            profile_path = self._profile_path(app)
+            self.source = None if profile_path is None else self._relative(app, profile_path)
+            return decode_plans(os.environ[PLANS_ENV])
         cfg = app.config
         srcdir = Path(app.srcdir)
         cache_dir = Path(cfg.dlnbook_cache_dir or Path(app.outdir).parent / "executed")
+        chapters = discover_chapters(srcdir / cfg.dlnbook_chapters_dir)
+        profile_path = self._profile_path(app)
+        profile = load_profile(profile_path) if profile_path else {}
+        if profile_path:
+            self.source = self._relative(app, profile_path)
+            check_profile(profile, (c.name for c in chapters), self.source)
+        # the one validation of `dln-book run`, memory and time limits included
+        return plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None, False)
+
+    @staticmethod
+    def _relative(app: Sphinx, path: Path) -> str:
         try:
-            chapters = discover_chapters(srcdir / cfg.dlnbook_chapters_dir)
-            profile_path = self._profile_path(app)
-            profile = load_profile(profile_path) if profile_path else {}
-            if profile_path:
-                try:
-                    self.source = profile_path.relative_to(srcdir).as_posix()
-                except ValueError:
-                    self.source = str(profile_path)
-            allow_large = bool(
-                os.environ.get("DLNBOOK_ALLOW_LARGE")
-            )  # dln-book build --allow-large
-            validate_book(chapters, profile, self.source or "profile", allow_large)
-            plans = plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None)
+            return path.relative_to(Path(app.srcdir)).as_posix()
+        except ValueError:
+            return str(path)
+
+    def builder_inited(self, app: Sphinx) -> None:
+        cfg = app.config
+        try:
+            plans = self._plans(app)
         except (ChapterError, RuntimeError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
-        try:
+        try:  # executes only what is stale (nothing, after `dln-book build`)
             run_plans(
                 plans,
                 jobs=cfg.dlnbook_jobs or None,
                 timeout=cfg.dlnbook_timeout or None,
                 log=lambda msg: logger.info(f"dlnbook: {msg}"),
             )
-        except ChapterFailure as exc:
+        except (ChapterFailure, PublishError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
         prune_cache(plans)
+        srcdir = Path(app.srcdir)
         self.plans = {
             plan.chapter.path.relative_to(srcdir).with_suffix("").as_posix(): plan for plan in plans
         }

@@ -2,7 +2,7 @@
 
 Every point is planned like ``dln-book run`` (same key, same ``runs/<chapter>-<hash>/``
 folder, so sweeps and runs reuse each other's results) and executed by the one
-:class:`~dlnbook.executor.Executor`. The sweep's own folder ``sweeps/<chapter>-<hash>/``
+driver (:func:`dlnbook.runner.run_plans`). The sweep's own folder ``sweeps/<chapter>-<hash>/``
 (the hash covers the set of points) holds
 
 - ``points.csv``: one row per point: the swept parameters, status (``done``, ``reused``,
@@ -29,17 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlnbook.chapters import (
-    Chapter,
-    ChapterError,
-    effective_parameters,
-    load_yaml,
-    parse_override,
-)
-from dlnbook.executor import Executor
+from dlnbook.chapters import Chapter, ChapterError, effective_parameters, load_yaml, parse_override
 from dlnbook.glued import glued_values
 from dlnbook.rundirs import prune_stale
-from dlnbook.runner import Outcome, Plan, make_task, record_result
+from dlnbook.runner import RUN_RECORD, ChapterFailure, Outcome, Plan, run_plans
 from dlnbook.sweeppage import write_sweep
 
 __all__ = [
@@ -214,7 +207,7 @@ def _from_outcome(point: Point, outcome: Outcome) -> None:
 
 
 def _from_cache(point: Point) -> None:
-    record = json.loads((point.plan.run_dir / "run.json").read_text(encoding="utf-8"))
+    record = json.loads((point.plan.run_dir / RUN_RECORD).read_text(encoding="utf-8"))
     point.status, point.seconds = "reused", record.get("seconds")
     point.worker = record.get("worker", "")
     point.glued = glued_values(point.plan.executed_notebook)
@@ -242,22 +235,44 @@ class Progress:
     """One line: points done / running / failed and the estimated time left.
 
     On a terminal the line is rewritten in place; otherwise a line is printed whenever
-    the counts change.
+    the counts change. It is the ``progress`` of :func:`dlnbook.runner.run_plans`.
     """
 
-    def __init__(self, total: int, reused: int, stream: Any = None) -> None:
-        self.total, self.reused = total, reused
+    def __init__(self, points: Sequence[Point], stream: Any = None) -> None:
+        self.points = {p.plan.key: p for p in points}
+        self.total, self.reused = len(points), len(points)
         self.done = self.failed = self.running = 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.start = time.monotonic()
+        self.start_time = time.monotonic()
         self.last = ""
+
+    def start(self, stale: Sequence[Plan]) -> None:
+        """The points to execute (the others are reused)."""
+        self.reused = self.total - len(stale)
+        self.start_time = time.monotonic()
+        self.show()
+
+    def tick(self, running: Sequence[int]) -> None:
+        """Indices of the running points."""
+        self.running = len(running)
+        self.show()
+
+    def outcome(self, index: int, outcome: Outcome) -> None:
+        """A point finished (or failed)."""
+        _from_outcome(self.points[outcome.plan.key], outcome)
+        if outcome.error:
+            self.failed += 1
+        else:
+            self.done += 1
+        self.running = max(0, self.running - 1)
+        self.show()
 
     def line(self) -> str:
         finished = self.done + self.failed
         left = self.total - self.reused - finished
         if finished and left:
-            eta = _fmt((time.monotonic() - self.start) / finished * left)
+            eta = _fmt((time.monotonic() - self.start_time) / finished * left)
         else:
             eta = "0m00s" if not left else "?"
         reused = f" ({self.reused} reused)" if self.reused else ""
@@ -280,14 +295,21 @@ def run_sweep(
     points: list[Point],
     swept: Sequence[str],
     folder: Path,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    force: bool = False,
-    timeout: float | None = None,
-    finalize: Callable[[Path, Path], None] | None = None,
     log: Callable[[str], None] = print,
+    **driver: Any,
 ) -> int:
-    """Execute the points that are not cached, then write the sweep folder.
+    """Execute the points that are not cached through the one driver, then write the sweep
+    folder.
+
+    Parameters
+    ----------
+    chapter, points, swept, folder
+        The sweep.
+    log : callable
+        Receives the lines of the sweep.
+    **driver
+        Passed to :func:`dlnbook.runner.run_plans` (``scheduler``, ``jobs``, ``force``,
+        ``timeout``, ``finalize``, ``wait_for_workers``).
 
     Returns
     -------
@@ -300,48 +322,20 @@ def run_sweep(
         On Ctrl-C, after one line saying what was kept (finished points stay in ``runs/``;
         the sweep folder is not written).
     """
-    todo = [p for p in points if force or not p.plan.is_cached]
-    for p in points:
-        if p not in todo:
-            _from_cache(p)
-    progress = Progress(len(points), len(points) - len(todo))
+    progress = Progress(points)
     prune_stale(folder.parent)  # what a killed sweep left behind
-    if todo:
-        for run_folder in {p.plan.run_dir.parent for p in todo}:
-            prune_stale(run_folder)
-        with Executor(scheduler, workers) as executor:
-            executor.start(len(todo))
-            tasks = [make_task(p.plan, timeout, finalize) for p in todo]
-            where = "on this machine" if executor.is_local else f"on {executor.scheduler}"
-            log(f"sweep of {chapter.name}: {len(todo)} of {len(points)} point(s) to run {where}")
-            progress.show()
-
-            def tick(running: dict[str, str]) -> None:
-                progress.running = len(running)
-                progress.show()
-
-            try:
-                for index, result in executor.run(tasks, on_tick=tick):
-                    point = todo[index]
-                    _from_outcome(point, record_result(point.plan, result, replace=force))
-                    if point.status == "failed":
-                        progress.failed += 1
-                    else:
-                        progress.done += 1
-                    progress.running = max(0, progress.running - 1)
-                    progress.show()
-            except KeyboardInterrupt:
-                if progress.tty:
-                    print(file=progress.stream)
-                kept = progress.done
-                log(
-                    f"interrupted: kept {kept} finished point(s) in "
-                    f"{todo[0].plan.run_dir.parent}; {len(todo) - kept - progress.failed} "
-                    "not run. The same command completes the sweep (finished points are "
-                    "reused)."
-                )
-                raise
-        progress.running = 0
+    try:
+        run_plans([p.plan for p in points], log=log, progress=progress, noun="point", **driver)
+    except ChapterFailure:
+        pass  # recorded in the points
+    except KeyboardInterrupt:
+        if progress.tty:
+            print(file=progress.stream)
+        raise
+    for p in points:
+        if p.status == "pending":
+            _from_cache(p)
+    progress.running = 0
     progress.show(final=True)
     write_sweep(folder, chapter, points, swept)
     failed = [p for p in points if p.status == "failed"]

@@ -1,3 +1,10 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -6,6 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import dlncore as dc
+from dlnbook.export import SHARED_DIR
 
 
 @pytest.fixture
@@ -77,3 +85,65 @@ def one_chapter_book(root: Path, name: str, notebook: nbformat.NotebookNode) -> 
     (root / "chapters").mkdir()
     nbformat.write(notebook, root / "chapters" / f"{name}.ipynb")
     return root
+
+
+# --- shared by the command-line, sweep and fault tests ---------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def published(runs: Path) -> list[str]:
+    """Names in a runs folder (hidden ones included), sorted; empty when it does not exist.
+    The pages' shared theme and MathJax (``runs/_static``) are not a run."""
+    if not runs.exists():
+        return []
+    return sorted(p.name for p in runs.iterdir() if p.name != SHARED_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A ``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            **quiet,
+        )
+    ]
+    try:
+        for i in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny"]
+                    + ["--no-dashboard", "--name", f"w{i}"],
+                    **quiet,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            if workers:
+                client.wait_for_workers(workers, timeout=90)
+        yield address, procs[1:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

@@ -21,9 +21,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 from dlnbook.chapters import discover_chapters, load_chapter, validate
 from dlnbook.checks import parse_range
 from dlnbook.cli import UsageError, main, resolve_chapter
-from tests.conftest import chapter_notebook
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, chapter_notebook
 
 TINY_PARAMETERS = """\
 seed = 0  # random seed of the data [>= 0]
@@ -435,3 +433,115 @@ def test_build_with_params_into_its_own_folder(tmp_path, capfd):
     # same file again: reused, nothing executed
     assert dln(root, "build", "--params", str(params)) == 0
     assert "01_tiny: up to date" in capfd.readouterr().out
+
+
+# --- --dry-run and the order of execution ----------------------------------------------
+
+
+def test_dry_run_of_run_validates_prints_and_writes_nothing(book, tmp_path, capfd):
+    runs = tmp_path / "runs"
+    assert dln(book, "run", "1", "-p", "seed=21", "--dry-run", "--runs-dir", str(runs)) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert re.fullmatch(r"01_tiny +seed=21 +would execute( +time unknown)?", out[0]), out
+    assert out[-1] == "1 chapter(s): 0 cached, 1 to run (1 without an estimate)"
+    assert not runs.exists()
+    assert dln(book, "run", "1", "-p", "seed=-1", "--dry-run", "--runs-dir", str(runs)) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be >= 0, got -1" in err[0] and not runs.exists()
+
+
+def test_dry_run_knows_cached_runs_and_recorded_durations(book, runs, capfd):
+    run_dir, _ = run_ok(book, runs, capfd, "1", "-p", "seed=22")
+    assert dln(book, "run", "1", "-p", "seed=22", "--dry-run", "--runs-dir", str(runs)) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert re.fullmatch(r"01_tiny +seed=22 +cached", out[0]) and out[-1].endswith(
+        "1 cached, 0 to run"
+    )
+    listing = sorted(p.name for p in runs.iterdir())
+    assert dln(book, "sweep", "1", "-p", "seed=22,23", "--dry-run", "--runs-dir", str(runs)) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert re.fullmatch(r"01_tiny +seed=22 +cached", out[0]), out
+    assert re.fullmatch(r"01_tiny +seed=23 +would execute +about \d+ s", out[1]), out  # recorded
+    assert re.fullmatch(r"2 point\(s\): 1 cached, 1 to run, about \d+ s on \d+ worker\(s\)", out[2])
+    assert sorted(p.name for p in runs.iterdir()) == listing and not (book / "sweeps").exists()
+
+
+def test_dry_run_of_build_lists_every_chapter(book, tmp_path, capfd):
+    params = tmp_path / "p.yml"
+    params.write_text("01_tiny:\n  steps: 7\n")
+    out_dir = tmp_path / "out"
+    assert dln(book, "build", "--params", str(params), "--out", str(out_dir), "--dry-run") == 0
+    out = capfd.readouterr().out.splitlines()
+    assert re.fullmatch(r"01_tiny +steps=7 +would execute.*", out[0]), out
+    assert re.fullmatch(r"02_other +defaults +would execute.*", out[1]), out
+    assert out[-1].startswith("2 chapter(s): 0 cached, 2 to run")
+    assert not out_dir.exists() and not (book / "_build").exists()
+
+
+def test_the_help_examples_work(monkeypatch, capfd):
+    monkeypatch.chdir(REPO)
+    for command in ("run", "sweep", "build"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        (example,) = re.findall(r"^  (dln-book .*)$", capfd.readouterr().out, re.M)
+        assert "--dry-run" in example
+        assert main(example.split()[1:]) == 0, example
+        capfd.readouterr()
+    assert not (REPO / "sweeps").exists()
+
+
+def _record(folder: Path, seconds: float, parameters: dict) -> None:
+    folder.mkdir(parents=True)
+    record = {"seconds": seconds, "finished": "2026-01-01T00:00:00+00:00", "parameters": parameters}
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_longest_recorded_chapter_runs_first(book, tmp_path):
+    from dlnbook.runner import expected_seconds, longest_first, plan_runs
+
+    chapters = discover_chapters(book / "chapters")
+    plans = plan_runs(chapters, {}, tmp_path / "cache")
+    assert longest_first(plans) == plans  # nothing known: the book's order
+    _record(tmp_path / "cache" / "01_tiny-000000000000", 5.0, {})
+    _record(tmp_path / "cache" / "02_other-000000000000", 50.0, {})
+    assert [p.chapter.name for p in longest_first(plans)] == ["02_other", "01_tiny"]
+    assert expected_seconds(plans[1]) == (50.0, "recorded")
+
+
+def test_a_recorded_duration_is_scaled_by_the_time_estimate(tmp_path):
+    from dlnbook.runner import expected_seconds, plan_points
+
+    nb = tiny_chapter()
+    nb.cells[1].source += "# time: steps * 0.01\n"
+    nbformat.write(nb, tmp_path / "01_timed.ipynb")
+    chapter = load_chapter(tmp_path / "01_timed.ipynb")
+    (plan,) = plan_points(chapter, [{"steps": 60}], tmp_path / "cache")
+    assert expected_seconds(plan) == (pytest.approx(0.6), "guess")
+    _record(tmp_path / "cache" / "01_timed-000000000000", 10.0, {"steps": 30})
+    assert expected_seconds(plan) == (pytest.approx(20.0), "recorded")
+
+
+def test_chapter_7_comes_first_when_nothing_is_recorded(tmp_path):
+    from dlnbook.runner import longest_first, plan_runs
+
+    plans = plan_runs(discover_chapters(REPO / "chapters"), {}, tmp_path / "cache")
+    assert longest_first(plans)[0].chapter.name == "07_experiments"
+
+
+def test_build_hands_its_plans_to_the_book_which_does_not_plan_again(book, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from dlnbook import sphinx_ext
+    from dlnbook.runner import PLANS_ENV, encode_plans, plan_runs
+
+    chapters = discover_chapters(book / "chapters")
+    plans = plan_runs(chapters, {"01_tiny": {"steps": 7, "widths": (3, 2, 3)}}, tmp_path)
+    monkeypatch.setenv(PLANS_ENV, encode_plans(plans))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(sphinx_ext, "plan_runs", refuse)
+    monkeypatch.delenv("DLNBOOK_PARAMS_FILE", raising=False)
+    app = SimpleNamespace(srcdir=str(book), config=SimpleNamespace(dlnbook_params_file=""))
+    assert sphinx_ext._BookRunner()._plans(app) == plans

@@ -10,11 +10,12 @@ the chosen moment by creating a marker file while it runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,11 +26,16 @@ import nbformat
 import psutil
 import pytest
 
-from dlnbook.export import SHARED_DIR
-from tests.conftest import chapter_notebook, one_chapter_book
+from tests.conftest import (
+    BIN,
+    REPO,
+    chapter_notebook,
+    dask_cluster,
+    free_port,
+    one_chapter_book,
+    published,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TAG = "DLNBOOK_FAULT_TEST"
 
 WAITING_PARAMETERS = """\
@@ -156,11 +162,6 @@ def run_cmd(book: Path, runs: Path, *params: str) -> list[str]:
     return [BIN / "dln-book", "--book", book, "run", "1", "-p", *params, "--runs-dir", runs]
 
 
-def published(runs: Path) -> list[str]:
-    # the pages' shared theme and MathJax (runs/_static) are not a run
-    return sorted(p.name for p in runs.iterdir() if p.name != SHARED_DIR) if runs.exists() else []
-
-
 def no_traceback(output: str) -> None:
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
@@ -217,7 +218,11 @@ def test_ctrl_c_in_a_sweep_keeps_finished_points(book, tmp_path):
     cmd = [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "pause=0,60", "--workers", "1"]
     cmd += ["--runs-dir", runs, "--sweeps-dir", sweeps]
     # the moment: the first point is published (its folder appears), the second one runs
-    stopped = stop(cmd, runs, [(0, signal.SIGINT, True)], tmp_path, settle=1.0)
+
+    def first_published(tag: str) -> bool:
+        return any(not name.startswith(".") for name in published(runs))
+
+    stopped = stop(cmd, first_published, [(0, signal.SIGINT, True)], tmp_path, settle=1.0)
     assert stopped.returncode == 130, stopped.output
     assert stopped.seconds < 5 and stopped.survivors == []
     no_traceback(stopped.output)
@@ -309,3 +314,242 @@ def test_list_into_a_closed_pipe_is_quiet():
         text=True,
     )
     assert proc.stdout.startswith("01_") and proc.stderr == ""
+
+
+# --- damaged run folders (issue 22.1) ---------------------------------------------------
+
+
+def _delete_notebook(folder: Path) -> None:
+    (folder / "01_wait.ipynb").unlink()
+
+
+def _empty_record(folder: Path) -> None:
+    (folder / "run.json").write_text("")
+
+
+def _truncate_results(folder: Path) -> None:
+    path = folder / "results.npz"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+@pytest.mark.parametrize("damage", [_delete_notebook, _empty_record, _truncate_results])
+def test_a_damaged_run_is_set_aside_and_executed_again(book, tmp_path, capfd, damage):
+    from dlnbook.cli import main
+    from dlnbook.rundirs import check_run
+
+    runs = tmp_path / "runs"
+    args = ["--book", str(book), "run", "1", "-p", "seed=8", "--runs-dir", str(runs)]
+    assert main(args) == 0
+    (folder,) = runs.iterdir()
+    capfd.readouterr()
+    damage(folder)
+    assert check_run(folder) is not None
+    assert main(args) == 0
+    out = capfd.readouterr().out
+    (line,) = [x for x in out.splitlines() if x.startswith("01_wait: run folder damaged")]
+    assert re.fullmatch(r"01_wait: run folder damaged \(.+\); set aside as .+", line), line
+    assert "01_wait: started" in out and "up to date" not in out
+    assert check_run(folder) is None  # executed again, complete
+    (aside,) = [p for p in runs.iterdir() if p != folder]
+    assert re.fullmatch(rf"{folder.name}\.damaged-\d{{8}}T\d{{6}}Z", aside.name)
+    assert main(args) == 0 and "01_wait: up to date" in capfd.readouterr().out
+
+
+def test_a_truncated_notebook_in_the_book_cache_is_executed_again(book, tmp_path):
+    """The book build's cache (``_build/executed``) goes through the same driver."""
+    from dlnbook.chapters import discover_chapters
+    from dlnbook.runner import plan_runs, run_plans
+    from dlnbook.sphinx_ext import render_executed
+
+    cache = tmp_path / "_build" / "executed"
+    (plan,) = plan_runs(discover_chapters(book / "chapters"), {}, cache)
+    lines: list[str] = []
+    assert len(run_plans([plan], log=lines.append)) == 1
+    notebook = plan.executed_notebook
+    notebook.write_bytes(notebook.read_bytes()[:100])
+    assert not plan.is_cached
+    assert len(run_plans([plan], log=lines.append)) == 1  # executed again
+    assert any("run folder damaged (01_wait.ipynb:" in x for x in lines), lines
+    assert json.loads(render_executed(plan))["cells"]  # renders again
+
+
+# --- full disk, runs folder replaced (issue 22.4) ----------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (root only); skipped where mounting is refused."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=False)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _kept(output: str) -> Path:
+    (kept,) = re.findall(r"its files are kept in (\S+);", output)
+    return Path(kept)
+
+
+def test_a_full_disk_is_one_line_and_exit_1(book, tmp_path, tiny_disk):
+    (tiny_disk / "filler").write_bytes(b"\0" * 1_900_000)  # leaves about 100 kB
+    proc = subprocess.run(
+        [str(c) for c in run_cmd(book, tiny_disk / "runs", "seed=9")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    no_traceback(proc.stdout + proc.stderr)
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("dln-book:")]
+    assert re.match(
+        rf"dln-book: error: no space left in {tiny_disk / 'runs'}: 01_wait-[0-9a-f]{{12}} needs "
+        r"[\d.]+ MB \([\d.]+ MB free\)",
+        line,
+    ), line
+    kept = _kept(line)
+    assert (kept / "01_wait.ipynb").is_file() and (kept / "results.npz").is_file()
+    shutil.rmtree(kept)
+    assert published(tiny_disk / "runs") == []  # nothing half-written
+
+
+def test_a_full_disk_mid_sweep_keeps_the_finished_points(book, tmp_path, capfd, monkeypatch):
+    import errno
+
+    from dlnbook.cli import main
+    from dlnbook.runner import publish_run
+
+    calls = []
+
+    def fill_up(run_dir, files, replace=False, finalize=None):
+        calls.append(run_dir)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return publish_run(run_dir, files, replace, finalize)
+
+    monkeypatch.setattr("dlnbook.runner.publish_run", fill_up)
+    runs, sweeps = tmp_path / "runs", tmp_path / "sweeps"
+    args = ["--book", str(book), "sweep", "1", "-p", "seed=1,2,3", "--workers", "1"]
+    assert main([*args, "--runs-dir", str(runs), "--sweeps-dir", str(sweeps)]) == 1
+    err = [x for x in capfd.readouterr().err.splitlines() if x.startswith("dln-book:")]
+    assert len(err) == 1 and f"no space left in {runs.resolve()}" in err[-1], err
+    shutil.rmtree(_kept(err[-1]))
+    assert published(runs) == [calls[0].name]  # the finished point is kept
+
+
+def test_runs_replaced_by_a_file_mid_run_is_one_line_and_keeps_the_run(book, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    marker = tmp_path / "running"
+    cmd = run_cmd(book, runs, "seed=10", "pause=2", f"marker={str(marker)!r}")
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not marker.exists():
+        assert proc.poll() is None
+        time.sleep(0.1)
+    runs.rmdir()
+    runs.write_text("not a folder")
+    out, err = (x.decode() for x in proc.communicate(timeout=120))
+    assert proc.returncode == 1, out + err
+    no_traceback(out + err)
+    (line,) = [x for x in err.splitlines() if x.startswith("dln-book:")]
+    assert line.startswith(f"dln-book: error: cannot write {runs.resolve()}/01_wait-"), line
+    kept = _kept(line)
+    assert (kept / "01_wait.ipynb").is_file() and (kept / "run.json").is_file()
+    shutil.rmtree(kept)
+
+
+# --- scheduler addresses, a cluster without workers, ports (issue 22.6, 22.8a) ----------
+
+
+@pytest.mark.parametrize("address", ["localhost", "garbage", " ", "tcp://host", "tcp://h:0"])
+def test_a_bad_scheduler_address_exits_2_with_one_line(book, tmp_path, capfd, address):
+    from dlnbook.cli import main
+
+    runs = tmp_path / "runs"
+    args = ["--book", str(book), "sweep", "1", "-p", "seed=1,2", "--scheduler", address]
+    assert main([*args, "--runs-dir", str(runs)]) == 2
+    captured = capfd.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line == f"dln-book: error: bad scheduler address {address!r}: expected " + (
+        "tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)"
+    )
+    assert not runs.exists()
+
+
+def test_tls_without_certificates_exits_2_with_one_line(book, tmp_path):
+    address = f"tls://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "seed=1,2", "--scheduler", address]
+        + ["--runs-dir", tmp_path / "runs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("dln-book: error: cannot ") and address in line, line
+
+
+def test_a_cluster_without_workers_is_reported_within_10_s(book, tmp_path):
+    with dask_cluster(workers=0) as (address, _):
+        cmd = [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "seed=1,2"]
+        cmd += ["--scheduler", address, "--runs-dir", tmp_path / "runs"]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"dln-book: error: the cluster at {address} has no workers (waited 10 s); start "
+        "workers, or pass --wait-for-workers"
+    ]
+
+
+def test_two_identical_runs_at_once_share_no_port(book, tmp_path):
+    runs = tmp_path / "runs"
+    cmds = [[str(c) for c in run_cmd(book, runs, "seed=12", "pause=1")] for _ in range(2)]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for c in cmds]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    for output in outputs:
+        assert "already in use" not in output and "Traceback" not in output, output
+    (folder,) = published(runs)
+    from dlnbook.rundirs import check_run
+
+    assert check_run(runs / folder) is None
+
+
+def test_ctrl_c_right_after_the_start_stops_the_run(book, tmp_path):
+    """Issue 18.7: no local cluster starts any more; a Ctrl-C as soon as execution begins
+    stops the run at once, as in the middle of a chapter."""
+    runs = tmp_path / "runs"
+
+    def executing(tag: str) -> bool:
+        log = tmp_path / f"out-{tag[:8]}.txt"
+        return log.exists() and "executing 1 chapter run(s)" in log.read_text()
+
+    cmd = run_cmd(book, runs, "seed=13", "pause=60")
+    stopped = stop(cmd, executing, [(0, signal.SIGINT, True)], tmp_path)
+    assert stopped.returncode == 130 and stopped.seconds < 5, stopped
+    assert stopped.survivors == []
+    no_traceback(stopped.output)
+    assert "interrupted: kept 0 finished run(s), stopped 1 unfinished" in stopped.output
+    assert published(runs) == []
+
+
+def test_a_run_published_first_by_another_process_is_the_one_reported(tmp_path):
+    """Issue 22.8: two identical runs at once; the outcome (and a sweep's points.csv row)
+    describes the folder that stays, not the run that lost the race."""
+    from dlnbook.chapters import discover_chapters
+    from dlnbook.executor import TaskResult
+    from dlnbook.runner import _publish, plan_runs
+
+    (tmp_path / "book").mkdir()
+    book = one_chapter_book(tmp_path / "book", "01_wait", waiting_chapter())
+    (plan,) = plan_runs(discover_chapters(book / "chapters"), {}, tmp_path / "runs")
+    first = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 1.5, "tcp://a:1"), None, False)
+    second = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 9.0, "tcp://b:2"), None, False)
+    assert (first.seconds, first.worker) == (1.5, "tcp://a:1")
+    assert (second.seconds, second.worker) == (1.5, "tcp://a:1")

@@ -1,8 +1,8 @@
-"""``dln-book sweep`` on Dask: grids, bad input, the sweep folder, a real cluster, a killed worker.
+"""``dln-book sweep``: grids, bad input, the sweep folder, a real Dask cluster, a killed worker.
 
 The cluster tests start a real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1
 (free ports) and stop them at the end. Most points run a tiny chapter; the comparison of a
-cluster with a ``LocalCluster`` runs chapter 1 with its smoke values.
+cluster with a sweep on this machine runs chapter 1 with its smoke values.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -30,10 +27,7 @@ from dlnbook.chapters import ChapterError
 from dlnbook.cli import main
 from dlnbook.export import SHARED_DIR
 from dlnbook.sweep import glued_values, grid, parse_axis
-from tests.conftest import chapter_notebook, one_chapter_book
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, REPO, chapter_notebook, dask_cluster, free_port, one_chapter_book
 
 POINT_PARAMETERS = """\
 seed = 0  # seed of the data [>= 0]
@@ -179,12 +173,6 @@ def test_bad_sweep_file_exits_2(book, tmp_path, capfd):
     assert not runs.exists() and not (book / "sweeps").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_scheduler_is_a_clear_error_within_10_s(book, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
@@ -250,7 +238,7 @@ def test_local_sweep_writes_runs_points_csv_and_page_and_reuses_runs(book, tmp_p
         assert float(row["total"]) == float(x.sum())  # bit for bit
         assert row["verdict"] == ("yes" if x.sum() > 0 else "no")
         assert json.loads((run_dir / "parameters.json").read_text())["seed"] == int(row["seed"])
-        assert (run_dir / "html" / "01_point.html").is_file() and row["worker"].startswith("tcp://")
+        assert (run_dir / "html" / "01_point.html").is_file() and row["worker"] == "local"
     page = (folder / "index.html").read_text()
     varying = [g for g in ("total", "largest") if len({r[g] for r in rows}) > 1]
     assert page.count("data:image/png;base64,") == len(varying)  # numeric values that vary
@@ -291,47 +279,6 @@ def test_failing_point_is_recorded_and_the_others_go_on(tmp_path, capfd):
 
 
 # --- a real cluster --------------------------------------------------------------------
-
-
-@contextmanager
-def dask_cluster(workers: int = 2):
-    """A ``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [
-        subprocess.Popen(
-            [
-                BIN / "dask",
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-            ],
-            **quiet,
-        )
-    ]
-    try:
-        for i in range(workers):
-            procs.append(
-                subprocess.Popen(
-                    [BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny"]
-                    + ["--no-dashboard", "--name", f"w{i}"],
-                    **quiet,
-                )
-            )
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(workers, timeout=90)
-        yield address, procs[1:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def smoke_args(book_args: list[str]) -> list[str]:
