@@ -296,8 +296,9 @@ class _BookRunner:
         if profile_path:
             self.source = self._relative(app, profile_path)
             check_profile(profile, (c.name for c in chapters), self.source)
-        # the one validation of `dln-book run`, memory and time limits included
-        return plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None, False)
+        # the one validation of `dln-book run`, memory and time limits included unless waived
+        allow_large = bool(os.environ.get("DLNBOOK_ALLOW_LARGE"))
+        return plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None, allow_large)
 
     @staticmethod
     def _relative(app: Sphinx, path: Path) -> str:

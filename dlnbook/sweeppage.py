@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlnbook.chapters import Chapter
-from dlnbook.executor import RUN_RECORD
 from dlnbook.export import PAGE_DIR, render_run
 from dlnbook.glued import Check, checks, glue_descriptions, glued_values, plain
 from dlnbook.rundirs import publish_run
+from dlnbook.runner import RUN_RECORD
 
 if TYPE_CHECKING:
     from dlnbook.sweep import Point

@@ -478,18 +478,6 @@ def test_dry_run_of_build_lists_every_chapter(book, tmp_path, capfd):
     assert not out_dir.exists() and not (book / "_build").exists()
 
 
-def test_the_help_examples_work(monkeypatch, capfd):
-    monkeypatch.chdir(REPO)
-    for command in ("run", "sweep", "build"):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        (example,) = re.findall(r"^  (dln-book .*)$", capfd.readouterr().out, re.M)
-        assert "--dry-run" in example
-        assert main(example.split()[1:]) == 0, example
-        capfd.readouterr()
-    assert not (REPO / "sweeps").exists()
-
-
 def _record(folder: Path, seconds: float, parameters: dict) -> None:
     folder.mkdir(parents=True)
     record = {"seconds": seconds, "finished": "2026-01-01T00:00:00+00:00", "parameters": parameters}

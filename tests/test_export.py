@@ -21,6 +21,7 @@ from dlnbook.export import (
 )
 from dlnbook.glued import checks, count_checks, glue_descriptions
 from dlnbook.runner import plan_points, plan_runs
+from tests.conftest import chapter_notebook
 
 # Sphinx runs in this process; an extension of Jupyter Book uses a docutils API it deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:nodes.Node.traverse:PendingDeprecationWarning")
@@ -194,22 +195,30 @@ def test_rerun_banner_names_the_changes_the_command_and_the_checks(run):
     assert re.search(r"<strong><code[^>]*><span class=\"pre\">steps</span></code></strong>", box)
 
 
-def test_rerun_command_reproduces_the_parameters(run, tmp_path):
-    changes = {"steps": 7, "name": "a b", "depths": [2, 3], "eta": 1e-3, "flag": False}
-    (plan,) = plan_points(
-        run.chapter, [{**run.chapter.defaults, **changes}], tmp_path / "r", tmp_path
+def test_rerun_command_reproduces_the_parameters(tmp_path):
+    source = "\n".join(
+        [
+            "steps = 3  # steps [>= 0]",
+            'name = "x"  # a name',
+            "depths = [2]  # depths",
+            "eta = 0.1  # step size",
+            "flag = True  # a switch",
+        ]
     )
+    path = tmp_path / "02_tiny.ipynb"
+    nbformat.write(chapter_notebook("# Tiny", source), path)
+    chapter = load_chapter(path)
+    changes = {"steps": 7, "name": "a b", "depths": [2, 3], "eta": 1e-3, "flag": False}
+    (plan,) = plan_points(chapter, [changes], tmp_path / "r", tmp_path)
     command = rerun_command(plan)
     words = shlex.split(command)
     assert words[:3] == ["dln-book", "run", "02_tiny"]
     overrides = dict(parse_override(w) for w in words[4::2])
     assert words[3::2] == ["-p"] * len(changes)
     assert overrides == changes
-    (same,) = plan_points(
-        run.chapter, [{**plan.chapter.defaults, **overrides}], tmp_path / "r", tmp_path
-    )
+    (same,) = plan_points(chapter, [overrides], tmp_path / "r", tmp_path)
     assert same.key == plan.key
-    (default,) = plan_runs([run.chapter], {}, tmp_path / "r", tmp_path)
+    (default,) = plan_runs([chapter], {}, tmp_path / "r", tmp_path)
     assert rerun_command(default) == "dln-book run 02_tiny"
     assert "nothing (the book's default parameters)" in rerun_banner(default, {"cells": []})
 

@@ -26,6 +26,7 @@ import nbformat
 import psutil
 import pytest
 
+from dlnbook.export import SHARED_DIR
 from tests.conftest import (
     BIN,
     REPO,
@@ -340,7 +341,7 @@ def test_a_damaged_run_is_set_aside_and_executed_again(book, tmp_path, capfd, da
     runs = tmp_path / "runs"
     args = ["--book", str(book), "run", "1", "-p", "seed=8", "--runs-dir", str(runs)]
     assert main(args) == 0
-    (folder,) = runs.iterdir()
+    (folder,) = [p for p in runs.iterdir() if p.name != SHARED_DIR]
     capfd.readouterr()
     damage(folder)
     assert check_run(folder) is not None
@@ -350,7 +351,7 @@ def test_a_damaged_run_is_set_aside_and_executed_again(book, tmp_path, capfd, da
     assert re.fullmatch(r"01_wait: run folder damaged \(.+\); set aside as .+", line), line
     assert "01_wait: started" in out and "up to date" not in out
     assert check_run(folder) is None  # executed again, complete
-    (aside,) = [p for p in runs.iterdir() if p != folder]
+    (aside,) = [p for p in runs.iterdir() if p not in (folder, runs / SHARED_DIR)]
     assert re.fullmatch(rf"{folder.name}\.damaged-\d{{8}}T\d{{6}}Z", aside.name)
     assert main(args) == 0 and "01_wait: up to date" in capfd.readouterr().out
 
