@@ -23,6 +23,7 @@ and files other than ``*.py`` (data) do not count.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from pathlib import Path
 __all__ = ["chapter_digest", "chapter_modules", "code_digest", "code_fingerprint"]
 
 
+@functools.lru_cache(maxsize=512)
 def code_fingerprint(source: bytes) -> str:
     """What a Python module computes: its syntax tree without docstrings.
 
@@ -67,9 +69,20 @@ def code_fingerprint(source: bytes) -> str:
     return ast.dump(tree)
 
 
+@functools.lru_cache(maxsize=512)
+def _parse_module(source: bytes) -> ast.Module | None:
+    """Syntax tree of a module's source (cached: every chapter reads the core); None when it
+    does not parse. Callers only read it."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=512)
 def _parse_cell(source: str) -> ast.Module | None:
     """Syntax tree of a notebook code cell (IPython magics such as ``%pip`` are translated
-    to Python first); None when it does not parse."""
+    to Python first); None when it does not parse. Cached; callers only read it."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     try:
@@ -156,12 +169,9 @@ class _Package:
             if name in seen:
                 continue
             seen.add(name)
-            path = self.file(name)
-            try:
-                tree = ast.parse(path.read_bytes())
-            except (SyntaxError, ValueError):
-                continue  # its bytes still count in the digest
-            todo.extend(self.imports(tree, name) - seen)
+            tree = _parse_module(self.file(name).read_bytes())
+            if tree is not None:  # one that does not parse counts by its bytes in the digest
+                todo.extend(self.imports(tree, name) - seen)
         return seen
 
 
