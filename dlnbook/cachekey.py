@@ -29,7 +29,11 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["chapter_digest", "chapter_modules", "code_digest", "code_fingerprint"]
+__all__ = ["PACKAGE", "chapter_digest", "chapter_modules", "code_digest", "code_fingerprint"]
+
+#: Import name of the library whose modules count (its sources may sit in a folder of another
+#: name, e.g. a test's copy).
+PACKAGE = "dlncore"
 
 
 @functools.lru_cache(maxsize=512)
@@ -94,9 +98,9 @@ def _parse_cell(source: str) -> ast.Module | None:
 class _Package:
     """The modules of one package directory, by dotted name."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, name: str) -> None:
         self.root = root
-        self.name = root.name
+        self.name = name
 
     def file(self, module: str) -> Path | None:
         """Source file of a dotted module name of this package, None if it has none."""
@@ -175,7 +179,9 @@ class _Package:
         return seen
 
 
-def chapter_modules(code_cells: Iterable[str], core_dir: str | Path) -> list[str]:
+def chapter_modules(
+    code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE
+) -> list[str]:
     """Dotted names of the package modules a chapter runs: the core and what it imports.
 
     Parameters
@@ -183,14 +189,16 @@ def chapter_modules(code_cells: Iterable[str], core_dir: str | Path) -> list[str
     code_cells : iterable of str
         Sources of the chapter's code cells.
     core_dir : str or Path
-        Directory of the package (e.g. ``.../dlncore``); its name is the package's name.
+        Directory of the package's sources (e.g. ``.../dlncore``).
+    package : str
+        The package's import name.
 
     Returns
     -------
     list of str
         Sorted module names, e.g. ``["dlncore", "dlncore.bounds", ...]``.
     """
-    package = _Package(Path(core_dir))
+    package = _Package(Path(core_dir), package)
     trees = [tree for tree in map(_parse_cell, code_cells) if tree is not None]
     # one namespace: a module imported in one cell is used in the next ones
     chapter = ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
@@ -198,7 +206,7 @@ def chapter_modules(code_cells: Iterable[str], core_dir: str | Path) -> list[str
     return sorted(package.closure(start))
 
 
-def code_digest(code_cells: Iterable[str], core_dir: str | Path) -> str:
+def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE) -> str:
     """SHA-256 of the package code a chapter runs (see the module docstring).
 
     Parameters
@@ -206,7 +214,9 @@ def code_digest(code_cells: Iterable[str], core_dir: str | Path) -> str:
     code_cells : iterable of str
         Sources of the chapter's code cells.
     core_dir : str or Path
-        Directory of the package (e.g. ``.../dlncore``).
+        Directory of the package's sources (e.g. ``.../dlncore``).
+    package : str
+        The package's import name.
 
     Returns
     -------
@@ -214,11 +224,11 @@ def code_digest(code_cells: Iterable[str], core_dir: str | Path) -> str:
         Hex digest over each module's path relative to ``core_dir`` and its
         :func:`code_fingerprint`; insensitive to comments, docstrings and formatting.
     """
-    package = _Package(Path(core_dir))
+    lib = _Package(Path(core_dir), package)
     digest = hashlib.sha256()
-    for name in chapter_modules(code_cells, core_dir):
-        path = package.file(name)
-        digest.update(path.relative_to(package.root).as_posix().encode() + b"\0")
+    for name in chapter_modules(code_cells, core_dir, package):
+        path = lib.file(name)
+        digest.update(path.relative_to(lib.root).as_posix().encode() + b"\0")
         digest.update(code_fingerprint(path.read_bytes()).encode() + b"\0")
     return digest.hexdigest()
 

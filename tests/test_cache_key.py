@@ -1,5 +1,6 @@
 """The cache key of a chapter run: what reruns a chapter and what does not (fast, no kernel)."""
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def edited(path: Path, edit) -> str:
 def library(tmp_path: Path, source: str = MODULE) -> Path:
     core = tmp_path / "core"
     (core / "sub").mkdir(parents=True, exist_ok=True)
-    (core / "__init__.py").write_text('"""The package."""\n\nfrom core.sub import m\n')
+    (core / "__init__.py").write_text('"""The package."""\n\nfrom dlncore.sub import m\n')
     (core / "sub" / "m.py").write_text(source)
     return core
 
@@ -212,18 +213,19 @@ def test_attribute_relative_and_lazy_imports_are_followed(tmp_path):
     (pkg / "sub" / "d.py").write_text("z = 3\n")
     (pkg / "unused.py").write_text("w = 4\n")
     core = {"pkg", "pkg.a", "pkg.b", "pkg.lazy"}
-    assert set(chapter_modules([], pkg)) == core  # the core: what __init__ imports
-    assert set(chapter_modules(["import numpy as np\nx = np.pi"], pkg)) == core
+    modules = functools.partial(chapter_modules, core_dir=pkg, package="pkg")
+    assert set(modules([])) == core  # the core: what __init__ imports
+    assert set(modules(["import numpy as np\nx = np.pi"])) == core
     via_attribute = ["import pkg as p", "p.sub.d.z + p.a.f()"]
-    assert set(chapter_modules(via_attribute, pkg)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
+    assert set(modules(via_attribute)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
     with_magic = ["%pip install --quiet something\nfrom pkg.sub import d"]
-    assert set(chapter_modules(with_magic, pkg)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
-    before = code_digest(via_attribute, pkg)
+    assert set(modules(with_magic)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
+    before = code_digest(via_attribute, pkg, "pkg")
     (pkg / "unused.py").write_text("w = 5\n")
     (pkg / "sub" / "d.py").write_text('"""A docstring."""\n\nz = 3  # a comment\n')
-    assert code_digest(via_attribute, pkg) == before
+    assert code_digest(via_attribute, pkg, "pkg") == before
     (pkg / "sub" / "d.py").write_text("z = 4\n")
-    assert code_digest(via_attribute, pkg) != before
+    assert code_digest(via_attribute, pkg, "pkg") != before
 
 
 def stale_chapters(chapters, core: Path, cache: Path, base) -> set[str]:
