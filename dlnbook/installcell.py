@@ -58,7 +58,8 @@ def install_cell_source(source: str = PLACEHOLDER) -> str:
     Returns
     -------
     str
-        Cell source (an IPython ``%pip`` line inside a test).
+        Cell source: plain Python (pip of the kernel's interpreter), so that every tool that
+        parses the chapters' code reads it.
     """
     if '"' in source or "\n" in source:
         raise ValueError(f"invalid package source {source!r}: no quotes or newlines")
@@ -66,10 +67,14 @@ def install_cell_source(source: str = PLACEHOLDER) -> str:
         "# Installs the book's package where it is missing (Colab); does nothing where it is\n"
         "# installed. Pinned to the book's repository at the commit the book was built from.\n"
         "import importlib.util\n"
+        "import subprocess\n"
+        "import sys\n"
         "\n"
         f'{SOURCE_NAME} = "{source}"\n'
         'if importlib.util.find_spec("dlncore") is None:\n'
-        f'    %pip install --quiet "{{{SOURCE_NAME}}}"'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", '
+        f"{SOURCE_NAME}], check=True)\n"
+        "    importlib.invalidate_caches()"
     )
 
 
