@@ -9,8 +9,9 @@ with the difference that the package is pinned: the cell installs the pip requir
 
 A commit cannot name itself, so the committed notebooks carry the placeholder
 :data:`PLACEHOLDER`, and whoever publishes the notebooks pins them to the built commit with
-:func:`pin_notebook` (``python -m dlnbook.installcell --source SPEC NOTEBOOK...``), e.g. the
-copies that the book offers for download and that the launch buttons open. The build's own
+:func:`pin_notebook` (``python -m dlnbook.installcell --git REPOSITORY COMMIT NOTEBOOK...``):
+the publish workflow pins the copies the book offers for download and the branch ``launch``
+(the built commit plus the pinned notebooks) that the launch buttons open. The build's own
 execution never installs anything (the package is there), so the pin does not enter any cache
 key. The tests pin a chapter to a local wheel (``dln-book[notebooks] @ file:///...whl``).
 """
