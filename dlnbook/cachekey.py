@@ -16,8 +16,12 @@ Every other module of the package does not count: editing ``dlncore/experiments/
 (only chapter 6 imports it) leaves the other chapters' keys alone. Modules count by their
 syntax tree without docstrings (:func:`code_fingerprint`), so comments, docstrings and
 formatting change no key. Imports are read from the source, never executed; an import spelled
-as a string (``importlib.import_module("dlncore.x")``) is not followed (the package has none),
-and files other than ``*.py`` (data) do not count.
+as a string (``importlib.import_module("dlncore.x")``) is not followed (the package has none).
+
+Package data counts by its bytes: the files below the sub-folders of a package that hold no
+module (e.g. ``dlncore/experiments/data/published/*.csv``) count for every chapter
+that runs a module of that package (``dlncore/experiments/__init__.py`` is then among its
+modules). Other files (editor backups beside the modules, ``__pycache__``, hidden files) do not.
 """
 
 from __future__ import annotations
@@ -164,6 +168,24 @@ class _Package:
                         found.add(name)
         return found
 
+    def data_files(self, module: str) -> list[Path]:
+        """Files of the data folders of a package: everything below its sub-folders that hold
+        no module (no ``*.py``: not packages, not namespace packages), but hidden files and
+        ``__pycache__``; empty for a module that is not a package."""
+        path = self.file(module)
+        if path is None or path.name != "__init__.py":
+            return []
+        files = []
+        for folder in sorted(path.parent.iterdir()):
+            skip = folder.name.startswith(".") or folder.name == "__pycache__"
+            if not folder.is_dir() or skip or any(folder.glob("*.py")):
+                continue
+            for file in sorted(folder.rglob("*")):
+                rel = file.relative_to(folder).parts
+                if file.is_file() and not any(p.startswith(".") or p == "__pycache__" for p in rel):
+                    files.append(file)
+        return files
+
     def closure(self, start: Iterable[str]) -> set[str]:
         """``start`` with every module of this package they import, transitively."""
         todo = [m for name in start for m in self.with_parents(name)]
@@ -230,6 +252,9 @@ def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = 
         path = lib.file(name)
         digest.update(path.relative_to(lib.root).as_posix().encode() + b"\0")
         digest.update(code_fingerprint(path.read_bytes()).encode() + b"\0")
+        for data in lib.data_files(name):  # package data, by its bytes
+            digest.update(b"data\0" + data.relative_to(lib.root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(data.read_bytes()).hexdigest().encode() + b"\0")
     return digest.hexdigest()
 
 

@@ -228,6 +228,22 @@ def test_attribute_relative_and_lazy_imports_are_followed(tmp_path):
     assert code_digest(via_attribute, pkg, "pkg") != before
 
 
+def test_package_data_counts_for_the_chapters_of_its_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub" / "data" / "deep").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 0\n")
+    (pkg / "sub" / "__init__.py").write_text("y = 1\n")
+    (pkg / "sub" / "data" / "deep" / "table.csv").write_text("a,b\n1,2\n")
+    uses_sub, core_only = ["import pkg.sub"], ["import pkg"]
+    before = [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)]
+    (pkg / "sub" / "data" / "deep" / ".table.csv.swp").write_text("an editor's file")
+    (pkg / "sub" / "m.py~").write_text("a backup beside the modules")
+    assert [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)] == before
+    (pkg / "sub" / "data" / "deep" / "table.csv").write_text("a,b\n1,3\n")
+    after = [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)]
+    assert after[0] != before[0] and after[1] == before[1]
+
+
 def stale_chapters(chapters, core: Path, cache: Path, base) -> set[str]:
     return {
         new.chapter.name
