@@ -5,8 +5,9 @@ through :func:`plan_runs` (validated parameters, keys, run folders) and :func:`r
 (cache check, execution by :mod:`dlnbook.executor`, publishing, progress and Ctrl-C report).
 
 Every run of a chapter is identified by a *key*: the SHA-256 of what changes its results, the
-notebook's code cells and kernel, its effective parameters and the code of ``dlncore`` (its
-syntax trees: comments and docstrings do not count). The executed copy lives in
+notebook's code cells and kernel, its effective parameters and the code of ``dlncore`` that it
+runs (the core and the modules it imports, :mod:`dlnbook.cachekey`; syntax trees: comments and
+docstrings do not count). The executed copy lives in
 ``<cache_dir>/<chapter>-<key[:12]>/``, which is also the working directory of the run, so the
 chapter's raw results (``*.npz``) and figure files (``figures/``) land next to it, together
 with ``run.json`` (what ran, with which parameters, how long it took, on which worker). The
@@ -19,7 +20,6 @@ aside and executed again; a killed run leaves no half-written folder.
 
 from __future__ import annotations
 
-import ast
 import base64
 import errno
 import hashlib
@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dlnbook.cachekey import chapter_digest, code_fingerprint
 from dlnbook.chapters import Chapter, load_chapter, validate
 from dlnbook.executor import Task, TaskResult, available_cores, describe_error, open_executor
 from dlnbook.rundirs import check_run, prune_stale, publish_failure, publish_run, set_aside
@@ -88,39 +89,13 @@ def find_core_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def _code_fingerprint(source: bytes) -> str:
-    """What a Python module computes: its syntax tree without docstrings.
-
-    Comments, blank lines, formatting and docstrings (any statement that is only a string
-    literal) do not appear in the result; everything else does. A file that does not parse
-    is fingerprinted by its bytes, so that editing it still counts as a change.
-    """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return hashlib.sha256(source).hexdigest()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list):
-            node.body = [
-                stmt
-                for stmt in body
-                if not (
-                    isinstance(stmt, ast.Expr)
-                    and isinstance(stmt.value, ast.Constant)
-                    and isinstance(stmt.value.value, str)
-                )
-            ]
-    return ast.dump(tree)
-
-
 def hash_tree(directory: str | Path) -> str:
     """SHA-256 of the Python code below a directory, insensitive to comments and docstrings.
 
     Every ``*.py`` file counts with its relative path and its syntax tree without docstrings
-    (see :func:`_code_fingerprint`), so reformatting, comments, docstrings and blank lines
-    change nothing, while any change to the code does. Other files (editor backups such as
-    ``m.py~``, data, caches) and hidden files and folders are ignored.
+    (see :func:`dlnbook.cachekey.code_fingerprint`), so reformatting, comments, docstrings and
+    blank lines change nothing, while any change to the code does. Other files (editor backups
+    such as ``m.py~``, data, caches) and hidden files and folders are ignored.
 
     Parameters
     ----------
@@ -139,7 +114,7 @@ def hash_tree(directory: str | Path) -> str:
         if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
             continue
         digest.update(rel.as_posix().encode() + b"\0")
-        digest.update(_code_fingerprint(path.read_bytes()).encode() + b"\0")
+        digest.update(code_fingerprint(path.read_bytes()).encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -173,11 +148,10 @@ def notebook_digest(path: str | Path) -> str:
 
 def code_digest(chapter: Chapter, core_dir: str | Path | None = None) -> str:
     """What a chapter's runs depend on besides their parameters: its code cells and kernel
-    (:func:`notebook_digest`) and the ``dlncore`` code (:func:`hash_tree`).
-
-    The one place where the cache key looks at code; a per-chapter digest replaces it.
+    (:func:`notebook_digest`) and the ``dlncore`` code it runs: the core and the modules it
+    imports, transitively (:func:`dlnbook.cachekey.chapter_digest`).
     """
-    core = hash_tree(core_dir if core_dir is not None else find_core_dir())
+    core = chapter_digest(chapter.path, core_dir if core_dir is not None else find_core_dir())
     return f"{notebook_digest(chapter.path)}:{core}"
 
 
@@ -198,7 +172,8 @@ class Plan:
     parameters : dict
         Validated effective parameters (defaults with overrides applied).
     key : str
-        Hex SHA-256 of notebook, effective parameters and ``dlncore`` sources.
+        Hex SHA-256 of notebook, effective parameters and the ``dlncore`` code the chapter
+        runs (:func:`dlnbook.cachekey.chapter_digest`).
     run_dir : Path
         ``<cache_dir>/<chapter>-<key[:12]>``: working directory and cache entry of the run.
     """

@@ -1,10 +1,16 @@
 """The cache key of a chapter run: what reruns a chapter and what does not (fast, no kernel)."""
 
+import functools
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from dlnbook.cachekey import chapter_modules, code_digest
 from dlnbook.chapters import load_chapter
 from dlnbook.runner import hash_tree, notebook_digest, plan_runs
 
@@ -49,7 +55,7 @@ def edited(path: Path, edit) -> str:
 def library(tmp_path: Path, source: str = MODULE) -> Path:
     core = tmp_path / "core"
     (core / "sub").mkdir(parents=True, exist_ok=True)
-    (core / "__init__.py").write_text('"""The package."""\n')
+    (core / "__init__.py").write_text('"""The package."""\n\nfrom dlncore.sub import m\n')
     (core / "sub" / "m.py").write_text(source)
     return core
 
@@ -147,3 +153,127 @@ def test_plan_keys_follow_parameters_code_and_library(tmp_path):
     (core / "sub" / "m.py").write_text(MODULE.replace("eta * g", "eta * g * 1.0"))
     changed_core = plan_runs([a, b], {}, tmp_path / "cache", core)
     assert all(new.key != old.key for new, old in zip(changed_core, base, strict=True))
+
+
+# Per-chapter keys (dlnbook.cachekey): a chapter's key covers the core (the package's
+# __init__.py and what it imports) and the package modules the chapter imports, transitively.
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((REPO / "chapters").glob("*.ipynb"))
+
+
+def code_cells(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def loaded_modules(cells: list[str], tmp_path: Path) -> set[str]:
+    """The dlncore modules a fresh interpreter holds after running the chapter's import lines
+    (the independent, dynamic count that the static one must contain)."""
+    imports = [
+        line
+        for cell in cells
+        for line in cell.splitlines()
+        if line.startswith(("import dlncore", "from dlncore"))
+    ]
+    script = "\n".join([*imports, "import sys", "print(' '.join(sorted(sys.modules)))"])
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    return {m for m in out.split() if m == "dlncore" or m.startswith("dlncore.")}
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_modules_contain_what_the_chapter_imports(path, tmp_path):
+    cells = code_cells(path)
+    static = set(chapter_modules(cells, REPO / "dlncore"))
+    dynamic = loaded_modules(cells, tmp_path)
+    assert "dlncore.plotting" in dynamic  # the import lines were found and run
+    assert dynamic <= static, dynamic - static
+    # imported inside a function of dlncore.descent (a lazy import), never at import time
+    assert "dlncore.compiled" in static and "dlncore.compiled" not in dynamic
+    experiments = {m for m in static if m.startswith("dlncore.experiments.")}
+    expected = {
+        "03_critical_points": {"stepsize"},
+        "06_gd_vs_flow": {"tracking"},
+        "07_experiments": {"calibration", "journal", "tanh", "parallel"},
+        "08_calibration": {"calibration", "journal", "tanh", "parallel"},
+    }.get(path.stem, set())
+    assert experiments == {f"dlncore.experiments.{m}" for m in expected}
+
+
+def test_attribute_relative_and_lazy_imports_are_followed(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from pkg import a\n")
+    (pkg / "a.py").write_text("from .b import f\n")  # relative, from a module
+    (pkg / "b.py").write_text("def f():\n    from pkg import lazy\n")  # inside a function
+    (pkg / "lazy.py").write_text("x = 1\n")
+    (pkg / "sub" / "__init__.py").write_text("from . import c\n")  # relative, from a package
+    (pkg / "sub" / "c.py").write_text("y = 2\n")
+    (pkg / "sub" / "d.py").write_text("z = 3\n")
+    (pkg / "unused.py").write_text("w = 4\n")
+    core = {"pkg", "pkg.a", "pkg.b", "pkg.lazy"}
+    modules = functools.partial(chapter_modules, core_dir=pkg, package="pkg")
+    assert set(modules([])) == core  # the core: what __init__ imports
+    assert set(modules(["import numpy as np\nx = np.pi"])) == core
+    via_attribute = ["import pkg as p", "p.sub.d.z + p.a.f()"]
+    assert set(modules(via_attribute)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
+    with_magic = ["%pip install --quiet something\nfrom pkg.sub import d"]
+    assert set(modules(with_magic)) == core | {"pkg.sub", "pkg.sub.c", "pkg.sub.d"}
+    before = code_digest(via_attribute, pkg, "pkg")
+    (pkg / "unused.py").write_text("w = 5\n")
+    (pkg / "sub" / "d.py").write_text('"""A docstring."""\n\nz = 3  # a comment\n')
+    assert code_digest(via_attribute, pkg, "pkg") == before
+    (pkg / "sub" / "d.py").write_text("z = 4\n")
+    assert code_digest(via_attribute, pkg, "pkg") != before
+
+
+def test_package_data_counts_for_the_chapters_of_its_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub" / "data" / "deep").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 0\n")
+    (pkg / "sub" / "__init__.py").write_text("y = 1\n")
+    (pkg / "sub" / "data" / "deep" / "table.csv").write_text("a,b\n1,2\n")
+    uses_sub, core_only = ["import pkg.sub"], ["import pkg"]
+    before = [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)]
+    (pkg / "sub" / "data" / "deep" / ".table.csv.swp").write_text("an editor's file")
+    (pkg / "sub" / "m.py~").write_text("a backup beside the modules")
+    assert [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)] == before
+    (pkg / "sub" / "data" / "deep" / "table.csv").write_text("a,b\n1,3\n")
+    after = [code_digest(cells, pkg, "pkg") for cells in (uses_sub, core_only)]
+    assert after[0] != before[0] and after[1] == before[1]
+
+
+def stale_chapters(chapters, core: Path, cache: Path, base) -> set[str]:
+    return {
+        new.chapter.name
+        for new, old in zip(plan_runs(chapters, {}, cache, core), base, strict=True)
+        if new.key != old.key
+    }
+
+
+def test_a_module_change_makes_exactly_its_chapters_stale(tmp_path):
+    core = tmp_path / "dlncore"
+    shutil.copytree(REPO / "dlncore", core, ignore=shutil.ignore_patterns("__pycache__"))
+    chapters = [load_chapter(p) for p in CHAPTERS]
+    names = {c.name for c in chapters}
+    base = plan_runs(chapters, {}, tmp_path / "cache", core)
+
+    def edit(module: str, text: str) -> set[str]:
+        path = core / module
+        original = path.read_text()
+        path.write_text(original + text)
+        try:
+            return stale_chapters(chapters, core, tmp_path / "cache", base)
+        finally:
+            path.write_text(original)
+
+    assert edit("experiments/tracking.py", "\nEDITED = True\n") == {"06_gd_vs_flow"}
+    assert edit("experiments/tracking.py", "\n# a comment only\n") == set()
+    assert edit("experiments/stepsize.py", "\nEDITED = True\n") == {"03_critical_points"}
+    assert edit("experiments/tanh.py", "\nEDITED = True\n") == {"07_experiments", "08_calibration"}
+    assert edit("network.py", "\nEDITED = True\n") == names  # the core
+    assert edit("compiled.py", "\nEDITED = True\n") == names  # reached from the core's gd
+    assert edit("plotting.py", "\nEDITED = True\n") == names  # every chapter imports it
+    (core / "experiments" / "new.py").write_text("x = 1\n")  # a module no chapter imports
+    assert stale_chapters(chapters, core, tmp_path / "cache", base) == set()

@@ -1,0 +1,402 @@
+"""Chapters run anywhere: from a wheel in a venv of their own, in Colab, on Binder, and on a Dask
+worker that cannot see this checkout (issue 18).
+
+The slow tests share one fixture, :func:`runtime`: the wheel of this checkout
+(``pip wheel --no-deps``, built from a copy of the sources) and a fresh venv holding only the
+pinned requirements (``requirements.txt``), not the package: a stand-in for Colab (the install
+cell brings the package) and for a worker's environment (the wheel installed into it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dlnbook.chapters import discover_chapters, load_chapter
+from dlnbook.installcell import (
+    PLACEHOLDER,
+    SOURCE_NAME,
+    install_cell_source,
+    is_install_cell,
+    main,
+    pin_notebook,
+)
+from dlnbook.sweep import glued_values
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # this checkout's venv: the client of the cluster
+CHAPTER_1 = REPO / "chapters" / "01_setting.ipynb"
+#: Chapter 1 at small parameters (as profiles/smoke.yml).
+SMALL_1 = {"steps": 30, "bottleneck_steps": 30}
+
+
+# -- The install cell (fast) ----------------------------------------------------------------
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "chapters").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_chapter_starts_with_the_folded_install_cell(path):
+    first, second = code_cells(read(path))[:2]
+    assert "".join(first["source"]) == install_cell_source(PLACEHOLDER)
+    assert first["metadata"]["tags"] == ["hide-input"]
+    assert not first["outputs"]
+    assert "parameters" in second["metadata"]["tags"]
+    assert load_chapter(path).parameters  # the loader still finds the parameters cell
+
+
+def test_discover_chapters_reads_every_chapter_with_its_install_cell():
+    assert [c.name for c in discover_chapters(REPO / "chapters")] == sorted(
+        p.stem for p in (REPO / "chapters").glob("*.ipynb")
+    )
+
+
+def test_pin_notebook_replaces_only_the_source_line():
+    nb = read(CHAPTER_1)
+    pinned = pin_notebook(nb, "dln-book[notebooks] @ git+https://example.org/o/r@abc123")
+    first = "".join(code_cells(pinned)[0]["source"])
+    assert f'{SOURCE_NAME} = "dln-book[notebooks] @ git+https://example.org/o/r@abc123"' in first
+    assert first == install_cell_source("dln-book[notebooks] @ git+https://example.org/o/r@abc123")
+    assert code_cells(pinned)[1:] == code_cells(nb)[1:]
+    assert nb == read(CHAPTER_1)  # the input is not modified
+    without = {**nb, "cells": [c for c in nb["cells"] if not is_install_cell(c)]}
+    with pytest.raises(ValueError, match="no install cell"):
+        pin_notebook(without, "x")
+    with pytest.raises(ValueError, match="no quotes"):
+        pin_notebook(nb, 'dln-book"; rm -rf /')
+
+
+def test_pin_command_writes_in_place_or_nothing(tmp_path, capsys):
+    good = tmp_path / "a.ipynb"
+    shutil.copy(CHAPTER_1, good)
+    bad = tmp_path / "b.ipynb"
+    bad.write_text("{not json")
+    assert main(["--git", "https://github.com/o/dln-book/", "c0ffee", str(good), str(bad)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert good.read_bytes() == CHAPTER_1.read_bytes()  # nothing written
+    assert main(["--git", "https://github.com/o/dln-book/", "c0ffee", str(good)]) == 0
+    first = "".join(code_cells(read(good))[0]["source"])
+    assert '"dln-book[notebooks] @ git+https://github.com/o/dln-book@c0ffee"' in first
+
+
+# -- Fresh environments (slow) --------------------------------------------------------------
+
+
+def pip(venv: Path, *args: str, cwd: Path | None = None) -> None:
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", *args],
+        check=True,
+        capture_output=True,
+        cwd=cwd,
+    )
+
+
+def clean_env(venv: Path | None = None) -> dict[str, str]:
+    """The environment of a process that must not see this checkout's venv."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    env.pop("DLNBOOK_SCHEDULER", None)
+    if venv is not None:
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def fresh_venv(path: Path, requirements: Path) -> Path:
+    """A venv of this Python with ``pip install -r requirements`` and nothing else."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    pip(path, "install", "--quiet", "-r", str(requirements))
+    return path
+
+
+def copy_sources(target: Path) -> Path:
+    """This checkout without its venv, builds and caches (what a clone of it holds)."""
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "_build",
+        "runs",
+        "sweeps",
+        "__pycache__",
+        "*.egg-info",
+        "build",
+        ".*cache",
+        ".hypothesis",
+    )
+    shutil.copytree(REPO, target, ignore=ignore)
+    return target
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The wheel of this checkout and a venv with only the pinned requirements."""
+
+    wheel: Path
+    venv: Path
+
+    def module_file(self, module: str, cwd: Path) -> str | None:
+        """Where the venv's Python finds ``module`` (None when it does not)."""
+        code = f"import importlib.util as u; s = u.find_spec({module!r}); print(s and s.origin)"
+        out = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", code],
+            cwd=cwd,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return None if out == "None" else out
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory) -> Runtime:
+    """Built once: ``pip wheel --no-deps`` of a copy of the sources, and a fresh venv of
+    ``requirements.txt`` (about a minute with pip's download cache)."""
+    root = tmp_path_factory.mktemp("runtime")
+    source = copy_sources(root / "source")
+    pip(Path(sys.prefix), "wheel", "--quiet", "--no-deps", "-w", str(root / "dist"), str(source))
+    (wheel,) = (root / "dist").glob("dln_book-*.whl")
+    venv = fresh_venv(root / "venv", REPO / "requirements.txt")
+    return Runtime(wheel, venv)
+
+
+def papermill(venv: Path, notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
+    """Execute a notebook with the papermill (and kernel) of ``venv``, away from the checkout."""
+    args = [str(venv / "bin" / "papermill"), str(notebook), str(output), "--cwd", str(cwd)]
+    for name, value in parameters.items():
+        args += ["-p", name, str(value)]
+    proc = subprocess.run(args, cwd=cwd, env=clean_env(venv), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment(runtime, tmp_path):
+    pip(runtime.venv, "uninstall", "--yes", "dln-book")
+    assert runtime.module_file("dlncore", tmp_path) is None  # as in Colab: no package
+    pinned = tmp_path / "pinned.ipynb"
+    source = f"dln-book[notebooks] @ {runtime.wheel.as_uri()}"  # stands in for git+URL@commit
+    pinned.write_text(json.dumps(pin_notebook(read(CHAPTER_1), source)))
+    output = tmp_path / "out.ipynb"
+    papermill(runtime.venv, pinned, output, SMALL_1, tmp_path)
+
+    where = runtime.module_file("dlncore", tmp_path)
+    assert where is not None and Path(where).is_relative_to(runtime.venv)
+    glued = glued_values(output)
+    assert glued["ch1-never-below"] in {"yes", "no"}  # the chapter ran to its last table
+    # a second run finds the package: the install cell does nothing
+    again = tmp_path / "again.ipynb"
+    papermill(runtime.venv, pinned, again, SMALL_1, tmp_path)
+    assert code_cells(read(again))[0]["outputs"] == []
+    assert glued_values(again) == glued
+
+
+@pytest.mark.slow
+def test_binder_environment_runs_a_chapter(tmp_path):
+    # what Binder (repo2docker) does: runtime.txt's Python, `pip install -r
+    # binder/requirements.txt`, then binder/postBuild from the repository's root
+    assert (REPO / "binder" / "runtime.txt").read_text().strip() == (
+        f"python-{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    source = copy_sources(tmp_path / "repo")
+    venv = fresh_venv(tmp_path / "venv", source / "binder" / "requirements.txt")
+    subprocess.run(["bash", "binder/postBuild"], cwd=source, env=clean_env(venv), check=True)
+    output = tmp_path / "out.ipynb"
+    papermill(venv, source / "chapters" / "01_setting.ipynb", output, SMALL_1, tmp_path)
+    install = code_cells(read(output))[0]
+    assert install["outputs"] == [], "the install cell installed something on Binder"
+    assert glued_values(output)["ch1-never-below"] in {"yes", "no"}
+
+
+# -- A worker that cannot see the checkout (slow) --------------------------------------------
+
+#: Chapter 7 at its cheap extremes: tiny dimensions and step counts, one process.
+SMALL_7 = {
+    "d": 6,
+    "target_rank": 3,
+    "width": 3,
+    "depths": [[2, 3]],
+    "samples": 12,
+    "record": 8,
+    "tanh_target_rank": 3,
+    "tanh_width": 3,
+    "tanh_samples": 12,
+    "tanh_steps": 20,
+    "workers": 1,
+}
+#: The swept points: chapter -> parameter values (a `--params` file).
+SWEEPS = {
+    "1": {"steps": [30, 40], "bottleneck_steps": [30]},
+    "7": {"steps": [20, 40], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}},
+}
+
+
+def unshare_permitted() -> str | None:
+    """Why a mount namespace with a tmpfs over the checkout cannot be made here (None: it can)."""
+    if shutil.which("unshare") is None:
+        return "no `unshare` command (util-linux)"
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {REPO} && test ! -e {REPO}/Makefile"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"`unshare -m` + tmpfs not permitted here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd="/", env=env, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process started by :func:`start` and its session (nanny, worker, kernels)."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def isolated_cluster(runtime, tmp_path) -> Iterator[str]:
+    """A scheduler and one worker, the worker in its own mount namespace where a tmpfs hides
+    this checkout, running from the wheel in its own venv. Yields the scheduler's address."""
+    reason = unshare_permitted()
+    if reason:
+        pytest.skip(reason)
+    pip(runtime.venv, "install", "--quiet", "--no-deps", "--force-reinstall", str(runtime.wheel))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dask = str(runtime.venv / "bin" / "dask")
+    env = clean_env(runtime.venv)
+    scheduler = start(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+        + ["--no-dashboard"],
+        tmp_path / "scheduler.log",
+        env,
+    )
+    worker_cmd = (
+        f"mount -t tmpfs -o size=1m tmpfs {REPO} && cd / && exec {dask} worker {address}"
+        " --nworkers 1 --nthreads 1 --no-dashboard"
+    )
+    worker = start(["unshare", "-m", "sh", "-c", worker_cmd], tmp_path / "worker.log", env)
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            # the worker sees neither this checkout nor its venv; it imports the wheel
+            assert set(client.run(os.path.exists, str(REPO / "Makefile")).values()) == {False}
+            origin = client.run(eval, "__import__('dlncore').__file__")
+            (where,) = origin.values()
+            assert Path(where).is_relative_to(runtime.venv), where
+        yield address
+    finally:
+        stop(worker)
+        stop(scheduler)
+
+
+def sweep(chapter: str, out: Path, scheduler: str | None) -> subprocess.CompletedProcess:
+    out.mkdir(parents=True, exist_ok=True)
+    params = out / "points.yml"
+    params.write_text(yaml.safe_dump(SWEEPS[chapter]))
+    args = [str(BIN / "dln-book"), "sweep", chapter, "--params", str(params)]
+    args += ["--runs-dir", str(out / "runs"), "--sweeps-dir", str(out / "sweeps")]
+    args += ["--scheduler", scheduler] if scheduler else ["--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "DLNBOOK_SCHEDULER"}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def run_folders(out: Path) -> dict[str, Path]:
+    return {p.name: p for p in (out / "runs").iterdir() if (p / "run.json").is_file()}
+
+
+#: Glued values that are wall-clock times (they differ between any two runs).
+WALL_CLOCK = re.compile(r"(^|-)seconds(-|$)")
+
+
+def results(notebook: Path) -> dict:
+    return {k: v for k, v in glued_values(notebook).items() if not WALL_CLOCK.search(k)}
+
+
+def comparable(array: np.ndarray) -> object:
+    """The array, or, for the JSON text a run stores (``info``), that text without the run's
+    wall-clock time (``seconds``)."""
+    if array.dtype.kind != "U" or array.ndim != 0:
+        return array
+    try:
+        info = json.loads(str(array))
+    except json.JSONDecodeError:
+        return array
+    if isinstance(info, dict):
+        info = {k: v for k, v in info.items() if not WALL_CLOCK.search(k)}
+    return np.array(json.dumps(info, sort_keys=True))
+
+
+def assert_same_results(local: Path, remote: Path) -> None:
+    """Every glued value (but wall-clock times) and every ``.npz`` array of each point is
+    identical."""
+    a, b = run_folders(local), run_folders(remote)
+    assert sorted(a) == sorted(b)
+    for name, folder in a.items():
+        (nb_a,) = folder.glob("*.ipynb")
+        (nb_b,) = b[name].glob("*.ipynb")
+        glued = results(nb_a)
+        assert glued and glued == results(nb_b), name
+        npz = sorted(p.relative_to(folder) for p in folder.rglob("*.npz"))
+        assert npz and npz == sorted(p.relative_to(b[name]) for p in b[name].rglob("*.npz"))
+        for rel in npz:
+            with np.load(folder / rel) as x, np.load(b[name] / rel) as y:
+                assert sorted(x.files) == sorted(y.files), rel
+                for key in x.files:
+                    np.testing.assert_array_equal(
+                        comparable(x[key]), comparable(y[key]), err_msg=f"{name}/{rel}:{key}"
+                    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", ["1", "7"])
+def test_sweep_on_a_worker_without_the_checkout_matches_a_local_sweep(
+    isolated_cluster, chapter, tmp_path
+):
+    remote = sweep(chapter, tmp_path / "remote", isolated_cluster)
+    assert remote.returncode == 0, f"remote sweep failed:\n{remote.stdout[-3000:]}\n" + (
+        "\n".join(
+            p.read_text()[-3000:] for p in (tmp_path / "remote" / "runs").glob("failed/*.log")
+        )
+    )
+    local = sweep(chapter, tmp_path / "local", None)
+    assert local.returncode == 0, f"local sweep failed:\n{local.stdout[-3000:]}"
+    points = len(SWEEPS[chapter]["steps"])
+    assert len(run_folders(tmp_path / "local")) == points
+    assert_same_results(tmp_path / "local", tmp_path / "remote")
