@@ -1,6 +1,11 @@
 """Tests of the calibration helpers: distance, features, scaled screening runs, published data."""
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from dataclasses import replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,7 @@ import pytest
 from dlncore.experiments import calibration as cal
 from dlncore.experiments.journal import Experiment, linear_run, teacher_values
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "published"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _curve(k, loss, norm):
@@ -89,7 +94,7 @@ def test_teacher_values():
 
 
 def test_published_curves_have_the_features_read_off_the_figures():
-    pub = cal.load_published(DATA)
+    pub = cal.load_published()
     assert sorted(pub) == [2, 3, 5]
     drops = {n: cal.features(c)["drop"] for n, c in pub.items()}
     for n, want in {2: 1.4e4, 3: 6.5e4, 5: 7.4e5}.items():
@@ -177,3 +182,39 @@ def test_a_candidate_that_diverges_is_flagged_and_ranked_last():
     assert blown["input_scale"] == 45.0 and np.isnan(blown["distance"])
     assert all(np.isfinite(blown[f"diverged_{n}"]) for n in (2, 3))
     assert good["distance"] == 0.0 and np.isnan(good["diverged_2"]) and np.isnan(good["diverged_3"])
+
+
+def test_package_data_is_read_through_importlib_resources():
+    files = cal.data_files()
+    assert isinstance(files, Traversable)
+    assert not hasattr(cal, "data_dir")  # no lookup of the source tree any more
+    rows, parameters = cal.stored_search()
+    assert parameters["d"] == 70 and parameters["step_size"] == 3e-5
+    assert {r["stage"] for r in rows} == {"grid", "refine", "confirm"}
+    # the default directory and an explicit one give the same curves
+    explicit = cal.load_published(Path(str(files / "published")))
+    default = cal.load_published()
+    assert np.array_equal(explicit[5].loss, default[5].loss)
+
+
+def test_the_wheel_ships_the_package_data(tmp_path):
+    """A wheel built from the sources holds every data file (so a worker or Colab can read
+    them without the source tree)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("dlncore", "dlnbook", "pyproject.toml"):
+        target = src / name
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.write_bytes((ROOT / name).read_bytes())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = ROOT / "dlncore" / "experiments" / "data"
+    wanted = {p.relative_to(ROOT).as_posix() for p in data.rglob("*.csv")}
+    assert len(wanted) >= 3 and wanted <= names

@@ -1,6 +1,7 @@
 """Calibrating the journal experiments' unpublished choices against the published curves.
 
-The published loss and norm curves (digitized, ``data/published/*.csv``) are compared with ours
+The published loss and norm curves (digitized, package data
+``dlncore/experiments/data/published/*.csv``, :func:`load_published`) are compared with ours
 by a :func:`distance` on a fixed grid of iterations, and by the :func:`features` that a reader
 sees (drop iteration, plateau, norm extremes, final loss). A candidate (an
 :class:`~dlncore.experiments.journal.Experiment`) can be screened cheaply by :func:`scaled_run`:
@@ -14,6 +15,8 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
+from importlib.resources.abc import Traversable
 from itertools import product
 from pathlib import Path
 
@@ -60,9 +63,9 @@ def curve_of_run(iterations: np.ndarray, loss: np.ndarray, norm: np.ndarray) -> 
     return Curve(k[keep], loss, k[keep], norm)
 
 
-def _read_tidy(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _read_tidy(path: str | Path | Traversable) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out: dict[int, list[tuple[float, float]]] = {}
-    with open(path) as f:
+    with _open(path) as f:
         rows = csv.reader(line for line in f if not line.startswith("#"))
         header = next(rows)
         if header != ["curve", "x", "y"]:
@@ -76,15 +79,42 @@ def _read_tidy(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return result
 
 
-def load_published(directory: str | Path) -> dict[int, Curve]:
-    """The digitized published curves, ``{depth: Curve}``, from ``linear_loss.csv`` and
-    ``linear_norms.csv`` in ``directory`` (written by ``python -m dlnbook.digitize``)."""
-    directory = Path(directory)
-    loss = _read_tidy(directory / "linear_loss.csv")
-    norms = _read_tidy(directory / "linear_norms.csv")
+def _open(path: str | Path | Traversable):
+    """Open a file or a package resource for reading text."""
+    return path.open() if isinstance(path, Traversable) else open(path)
+
+
+def data_files() -> Traversable:
+    """The package data of the calibration (``dlncore/experiments/data``): ``published/``
+    (the digitized published curves) and ``calibration/search.csv`` (the stored search).
+
+    Read with :mod:`importlib.resources`, so it works from an editable install, a wheel, a
+    Dask worker or Colab alike.
+    """
+    return resources.files("dlncore.experiments") / "data"
+
+
+def load_published(
+    directory: str | Path | Traversable | None = None, kind: str = "linear"
+) -> dict[int, Curve]:
+    """The digitized published curves, ``{depth: Curve}``, from ``{kind}_loss.csv`` and
+    ``{kind}_norms.csv`` in ``directory`` (default: the package data ``published/``; written by
+    ``python -m dlnbook.digitize``). ``kind``: ``"linear"`` or ``"tanh"``."""
+    if directory is None:
+        directory = data_files() / "published"
+    elif not isinstance(directory, Traversable):
+        directory = Path(directory)
+    loss = _read_tidy(directory / f"{kind}_loss.csv")
+    norms = _read_tidy(directory / f"{kind}_norms.csv")
     if set(loss) != set(norms):
         raise ValueError(f"{directory}: loss and norm files have different depths")
     return {n: Curve(*loss[n], *norms[n]) for n in sorted(loss)}
+
+
+def stored_search() -> tuple[list[dict], dict]:
+    """Rows and parameters of the stored calibration search (package data
+    ``calibration/search.csv``; :func:`read_table`)."""
+    return read_table(data_files() / "calibration" / "search.csv")
 
 
 def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
@@ -176,18 +206,6 @@ def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: s
     )
     diverged_at = float(run.diverged_at) * factor if bool(run.diverged) else float("nan")
     return curve, float(run.loss[0]), float(run.info["seconds"]), diverged_at
-
-
-def data_dir() -> Path:
-    """The repository's ``data/`` folder (next to the ``dlncore`` sources of an editable
-    install, as in ``make env``)."""
-    path = Path(__file__).resolve().parents[2] / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path} not found: the calibration data live in the repository's data/ folder; "
-            "install dlncore from a clone with `pip install -e .`"
-        )
-    return path
 
 
 def evaluate(
@@ -350,9 +368,9 @@ def write_table(path: str | Path, rows: Sequence[Mapping], parameters: Mapping) 
     tmp.replace(path)
 
 
-def read_table(path: str | Path) -> tuple[list[dict], dict]:
+def read_table(path: str | Path | Traversable) -> tuple[list[dict], dict]:
     """Rows (numbers as float where they parse) and parameters of :func:`write_table`."""
-    with open(path) as f:
+    with _open(path) as f:
         first = f.readline()
         if not first.startswith("# parameters: "):
             raise ValueError(f"{path}: no '# parameters:' line")
