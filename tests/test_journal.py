@@ -6,7 +6,13 @@ import pytest
 import dlncore as dc
 from dlncore.experiments.journal import Experiment, linear_run, tanh_run
 from dlncore.experiments.parallel import run_many
-from dlncore.experiments.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+from dlncore.experiments.tanh import (
+    output_tanh_loss,
+    output_tanh_loss_and_gradients,
+    tanh_gd,
+    tanh_loss,
+    tanh_loss_and_gradients,
+)
 from dlncore.init import normalized_gaussian
 from tests.conftest import central_differences
 
@@ -28,6 +34,35 @@ def test_tanh_gradients_match_central_differences(depth):
     fds = central_differences(lambda ws: tanh_loss(ws, X, Y), weights)
     for j, fd in enumerate(fds):
         assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_output_tanh_gradients_match_central_differences(depth):
+    X, Y, weights = _tanh_case(depth + 10, depth)
+    loss, grads = output_tanh_loss_and_gradients(weights, X, Y)
+    W = weights[0]
+    for w in weights[1:]:
+        W = w @ W
+    assert loss == pytest.approx(0.5 * np.sum((np.tanh(W @ X) - Y) ** 2), rel=1e-13)
+    fds = central_differences(lambda ws: output_tanh_loss(ws, X, Y), weights)
+    for j, fd in enumerate(fds):
+        assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_the_two_tanh_readings_differ_and_gd_follows_each():
+    X, Y, weights = _tanh_case(4)
+    hidden = tanh_gd(X, Y, weights, 0.01, 20, record=3)
+    output = tanh_gd(X, Y, weights, 0.01, 20, record=3, reading="output")
+    assert output.info["reading"] == "output" and hidden.info["reading"] == "hidden"
+    assert output.loss[0] == pytest.approx(output_tanh_loss(weights, X, Y), rel=1e-14)
+    assert abs(output.loss[0] - hidden.loss[0]) > 1e-3
+    ws = [w.copy() for w in weights]
+    for _ in range(20):
+        _, g = output_tanh_loss_and_gradients(ws, X, Y)
+        ws = [w - 0.01 * gj for w, gj in zip(ws, g, strict=True)]
+    assert output.loss[-1] == pytest.approx(output_tanh_loss(ws, X, Y), rel=1e-12)
+    with pytest.raises(ValueError, match="reading"):
+        tanh_gd(X, Y, weights, 0.01, 2, reading="input")
 
 
 def test_tanh_forward_is_the_network():

@@ -125,12 +125,17 @@ def linear_run(experiment: Experiment, depth: int, dtype: str = "float64") -> Ru
     return run
 
 
-def tanh_run(experiment: Experiment, depth: int, dtype: str = "float64") -> Run:
-    """GD on ``W_N tanh(⋯ tanh(W_1 X))`` with the same data and initialization recipe, in
-    ``dtype`` (data and start are built in float64, then converted)."""
+def tanh_run(
+    experiment: Experiment, depth: int, dtype: str = "float64", reading: str = "hidden"
+) -> Run:
+    """GD on ``W_N tanh(⋯ tanh(W_1 X))`` (``reading="hidden"``) or on ``tanh(W_N⋯W_1X)``
+    (``"output"``) with the same data and initialization recipe, in ``dtype`` (data and start
+    are built in float64, then converted)."""
     e = experiment
     X, Y = e.data()
-    run = tanh_gd(X, Y, e.start(depth), e.step_size, e.steps, record=e.record, dtype=dtype)
+    run = tanh_gd(
+        X, Y, e.start(depth), e.step_size, e.steps, record=e.record, dtype=dtype, reading=reading
+    )
     run.info.update(depth=depth)
     return run
 
