@@ -105,6 +105,18 @@ def test_published_curves_have_the_features_read_off_the_figures():
     assert cal.features(pub[3])["norm_min"] == pytest.approx(0.92, abs=0.005)
 
 
+def test_published_tanh_curves_have_the_features_read_off_the_figures():
+    pub = cal.load_published(kind="tanh")
+    assert sorted(pub) == [2, 3, 5]
+    drops = {n: cal.features(c, 0.1)["drop"] for n, c in pub.items()}
+    for n, want in {2: 3.3e3, 3: 3.4e4, 5: 4.6e5}.items():  # read off the figure by eye
+        assert drops[n] == pytest.approx(want, rel=0.15)
+    assert cal.features(pub[5], 0.1)["plateau"] == pytest.approx(0.7, rel=0.1)
+    minima = {n: cal.features(c, 0.1)["norm_min"] for n, c in pub.items()}
+    assert minima == pytest.approx({2: 0.88, 3: 0.85, 5: 0.81}, abs=0.01)
+    assert all(1e-3 < c.loss[-1] < 2.5e-3 for c in pub.values())
+
+
 def test_replace_keeps_experiments_picklable_records():
     e = Experiment(
         d=4, samples=10, rank=2, spectrum="flat", top=1.0, input_scale=1.0, data_seed=0,
