@@ -223,3 +223,71 @@ def test_tanh_run_in_float32_follows_float64():
     # same trajectory up to float32 rounding: losses agree to ~1e-5 relative, not exactly
     np.testing.assert_allclose(r32.loss, r64.loss, rtol=1e-4)
     assert not np.array_equal(r32.loss, r64.loss)
+
+
+def test_relative_updates_are_the_layers_step_over_weight_norms():
+    from dlncore.experiments.journal import relative_updates
+
+    problem = dc.synthetic_problem(5, 4, 20, 2, seed=0)
+    weights = dc.init.gaussian([5, 3, 4], 0.5, seed=1)
+    got = relative_updates(problem, weights, 1e-3)
+    grads = problem.gradients(weights)
+    pairs = zip(weights, grads, strict=True)
+    want = [1e-3 * np.sqrt(np.sum(g**2)) / np.sqrt(np.sum(w**2)) for w, g in pairs]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got.shape == (2,) and np.all(got > 0)
+
+
+def test_loss_rate_recovers_a_geometric_decay():
+    from dlncore.experiments.journal import loss_rate
+
+    k = np.geomspace(1, 1e5, 200).round()
+    loss = np.where(k < 1e3, 1.0, np.exp(-2e-4 * (k - 1e3)))  # flat, then e^{-2e-4 k}
+    assert loss_rate(k, loss, 0.9, 1e-12) == pytest.approx(2e-4, rel=1e-9)
+    assert np.isnan(loss_rate(k, loss, 1e-30, 1e-40))  # no record in the window
+
+
+def _matrix_power_psd(S, p):
+    w, V = np.linalg.eigh(S)
+    w = np.where(w < 1e-12 * w.max(), 0.0, w)
+    powered = np.where(w > 0, np.abs(w) ** p, 0.0) if p > 0 else np.ones_like(w)
+    return (V * powered) @ V.T
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_preconditioner_min_eigenvalue_matches_the_operator(depth):
+    from dlncore.experiments.journal import preconditioner_min_eigenvalue
+
+    rng = np.random.default_rng(depth)
+    U, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    V, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    sigma = np.array([1.3, 0.7, 0.4, 0.0])  # rank 3
+    W = U @ np.diag(sigma) @ V[:, :4].T
+    # P(E) = sum_a (W Wᵀ)^{a/N} E (Wᵀ W)^{(N-1-a)/N} as a matrix on vec(E) (column-major)
+    P = sum(
+        np.kron(
+            _matrix_power_psd(W.T @ W, (depth - 1 - a) / depth).T,
+            _matrix_power_psd(W @ W.T, a / depth),
+        )
+        for a in range(depth)
+    )
+    eig = np.linalg.eigvalsh((P + P.T) / 2)
+    want = eig[eig > 1e-9].min()
+    # all min(d_y, d_x) = 4 singular values, the zero included
+    assert preconditioner_min_eigenvalue(sigma, depth) == pytest.approx(want, rel=1e-9)
+
+
+def test_local_rate_is_the_rate_of_plain_least_squares_gd():
+    """Depth 1: P is the identity and GD on ½‖WX − Y‖² contracts the slowest direction by
+    (1 − η λ_min(Σxx))² per step in the loss, ≈ e^{−2 η λ_min}."""
+    from dlncore.experiments.journal import local_rate, loss_rate
+
+    problem = dc.synthetic_problem(4, 3, 30, 3, seed=2)
+    lam = np.linalg.eigvalsh(problem.sxx)
+    eta = 0.2 / lam[-1]
+    run = dc.gd(problem, [np.zeros((3, 4))], eta, 3000, record=400)
+    fitted = loss_rate(run.iterations, run.loss - problem.optimal_loss(3), 1e-4, 1e-20)
+    predicted = local_rate(problem, run.weights[0], 1, eta)
+    assert predicted == pytest.approx(2 * eta * lam[0], rel=1e-12)
+    assert fitted == pytest.approx(-2 * np.log(1 - eta * lam[0]), rel=0.02)
+    assert fitted == pytest.approx(predicted, rel=0.1)

@@ -171,3 +171,71 @@ def loss_at_gradient(run: Run, gradient_norm: float) -> float:
     """Loss of ``run`` where its recorded ``grad_norm`` first falls below ``gradient_norm``,
     interpolated log-linearly between the two neighbouring records (``nan`` if never)."""
     return first_crossing_loglog(run.loss, run.metrics["grad_norm"], gradient_norm)
+
+
+def relative_updates(
+    problem: Problem, weights: Sequence[np.ndarray], step_size: float
+) -> np.ndarray:
+    """Relative size of the next GD update of every layer, ``η‖∇W_j‖_F / ‖W_j‖_F``, shape ``(N,)``.
+
+    Computed in float64 from the gradients in the problem's dtype. Set against the spacing of
+    the floating-point type (``ε = 2⁻²³`` for float32): a stored entry ``w`` only moves when
+    ``|η g|`` exceeds about ``ε |w| / 2``, so a layer whose relative update is far below
+    ``ε / 2`` has (mostly) stopped moving.
+    """
+    ws = problem.check(weights)
+    grads = problem.gradients(ws)
+    out = []
+    for w, g in zip(ws, grads, strict=True):
+        g64, w64 = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
+        out.append(step_size * np.linalg.norm(g64) / np.linalg.norm(w64))
+    return np.array(out)
+
+
+def loss_rate(iterations: np.ndarray, loss: np.ndarray, high: float, low: float) -> float:
+    """Fitted rate ``r`` of a linear (geometric) loss decay ``L(k) ∝ e^{−r k}``, per iteration.
+
+    Least squares of ``ln L`` against ``k`` over the records with ``low < L < high`` (at least
+    3 records, else ``nan``): the final phase of a converging run, between the drop and the
+    round-off floor.
+    """
+    k = np.asarray(iterations, dtype=np.float64)
+    value = np.asarray(loss, dtype=np.float64)
+    keep = (value > low) & (value < high)
+    if np.count_nonzero(keep) < 3:
+        return float("nan")
+    slope = np.polyfit(k[keep], np.log(value[keep]), 1)[0]
+    return float(-slope)
+
+
+def preconditioner_min_eigenvalue(singular_values: np.ndarray, depth: int, tol=1e-6) -> float:
+    """Smallest nonzero eigenvalue of the end-to-end preconditioner of a balanced network.
+
+    For balanced factors the end-to-end matrix ``W = U diag(σ) Vᵀ`` moves (under gradient flow)
+    as ``Ẇ = −P(∇L¹(W))`` with ``P(E) = Σ_{a=0}^{N−1} (WWᵀ)^{a/N} E (WᵀW)^{(N−1−a)/N}``; ``P`` has
+    the eigenvectors ``u_i v_jᵀ`` with eigenvalues ``Σ_a σ_i^{2a/N} σ_j^{2(N−1−a)/N}``
+    (``0⁰ = 1``). ``singular_values``: all ``min(d_y, d_x)`` values of ``W`` (zeros included;
+    those below ``tol · max σ`` count as 0). The book's derivation, not the paper's.
+    """
+    s = np.asarray(singular_values, dtype=np.float64)
+    s = np.where(s < tol * s.max(), 0.0, s)
+    a = np.arange(depth)[:, None, None]
+    with np.errstate(divide="ignore"):
+        left = np.where(a == 0, 1.0, s[None, :, None] ** (2.0 * a / depth))
+        right = np.where(a == depth - 1, 1.0, s[None, None, :] ** (2.0 * (depth - 1 - a) / depth))
+    eig = np.sum(left * right, axis=0)
+    positive = eig[eig > tol * eig.max()]
+    return float(positive.min())
+
+
+def local_rate(problem: Problem, end_to_end: np.ndarray, depth: int, step_size: float) -> float:
+    """Predicted final-phase loss rate per iteration, ``2 η p_min λ_min(Σxx)``.
+
+    ``p_min`` is :func:`preconditioner_min_eigenvalue` at the end-to-end matrix (e.g. the end
+    of a balanced run): near a minimum ``L`` decays like ``e^{−2ημk}`` along the slowest
+    direction, and ``p_min λ_min(Σxx)`` is the book's estimate of ``μ`` (exact where the
+    slowest direction of ``P`` and of ``Σxx`` meet). The book's derivation, not the paper's.
+    """
+    sigma = np.linalg.svd(np.asarray(end_to_end, dtype=np.float64), compute_uv=False)
+    lam = float(np.linalg.eigvalsh(problem.sxx.astype(np.float64))[0])
+    return 2.0 * step_size * preconditioner_min_eigenvalue(sigma, depth) * lam
