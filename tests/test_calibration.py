@@ -230,3 +230,51 @@ def test_the_wheel_ships_the_package_data(tmp_path):
     data = ROOT / "dlncore" / "experiments" / "data"
     wanted = {p.relative_to(ROOT).as_posix() for p in data.rglob("*.csv")}
     assert len(wanted) >= 3 and wanted <= names
+
+
+def _feats(**over):
+    f = dict(
+        loss0=100.0, drop=1e4, loss_1e3=10.0, loss_1e4=1e-3, loss_1e5=1e-6, plateau=0.6,
+        plateau_slope=0.05, norm_min=0.95, norm_min_k=100.0, norm_max=1.07, norm_max_k=1e3,
+        bump=0.0, final=1e-8,
+    )  # fmt: skip
+    return f | over
+
+
+def test_compare_applies_each_target_and_can_say_no():
+    pub = {2: _feats()}
+    same, held = cal.compare({2: _feats(final32=2e-8)}, pub, 1e-2)
+    assert all(ok for _, _, ok, _ in held) and {r["held?"] for r in same} == {"yes", "n/a"}
+    # loss at 1e4 and 1e5 are below the drop level: no target there
+    applied = {q for _, q, _, _ in held}
+    assert "loss at k = 1e4" not in applied and "loss at k = 1e3" in applied
+    worse = _feats(drop=1.6e4, norm_max=1.09, plateau_slope=0.9, final32=1e-6)
+    rows, held = cal.compare({2: worse}, pub, 1e-2)
+    missed = {q for _, q, ok, _ in held if not ok}
+    assert missed == {
+        "first k with loss below the drop level",
+        "norm maximum (after the minimum)",
+        "plateau before the drop (flattest loss in the decade before it)",  # ours has none
+        "final loss, float32 run",
+    }
+    err = {q: e for _, q, _, e in held}
+    assert err["first k with loss below the drop level"] == pytest.approx(1.6)
+    assert err["norm maximum (after the minimum)"] == pytest.approx(0.02)
+    # a target list without the float32 row (tanh runs) has no such row
+    short = [t for t in cal.TARGETS if t[1] != "final32"]
+    rows, held = cal.compare({2: _feats()}, pub, 1e-2, short)
+    assert len(rows) == len(short) and all(ok for _, _, ok, _ in held)
+
+
+def test_standing_and_missed_evidence_read_the_search():
+    rows = [
+        {"stage": "grid", "factor": 300.0, "distance": 0.5, "a": 1, "drop_2": 2e4},
+        {"stage": "grid", "factor": 300.0, "distance": 0.2, "a": 2, "drop_2": 1.1e4},
+        {"stage": "confirm", "factor": 1.0, "distance": 0.25, "a": 2, "drop_2": 1.2e4},
+    ]
+    text = cal.standing(rows, {"a": 2})
+    assert "rank 1 of the 2 screened" in text and "1 of the 1 finalists" in text
+    assert "not among the 2" in cal.standing(rows, {"a": 3})
+    held = [(2, "first k with loss below the drop level", False, 3.0), (2, "norm minimum", True, 0)]
+    (ev,) = cal.missed_evidence(held, rows, {2: _feats()})
+    assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == pytest.approx(1.1)

@@ -400,3 +400,120 @@ def factor_error(ours: float, published: float) -> float:
     if not (np.isfinite(ours) and np.isfinite(published) and ours > 0 and published > 0):
         return float("inf")
     return float(max(ours / published, published / ours))
+
+
+#: Targets of the feature comparison with the published curves, set before the runs:
+#: ``(quantity, feature, kind, tolerance)``; kind ``"factor"``: within a factor ``tolerance``,
+#: ``"abs"``: within ``± tolerance``, ``None``: shown without a target.
+TARGETS = (
+    ("loss at k = 0", "loss0", None, None),
+    ("first k with loss below the drop level", "drop", "factor", 1.5),
+    ("loss at k = 1e3", "loss_1e3", "factor", 2.0),
+    ("loss at k = 1e3 relative to L(0)", "rel_1e3", None, None),
+    ("loss at k = 1e4", "loss_1e4", "factor", 2.0),
+    ("loss at k = 1e5", "loss_1e5", "factor", 2.0),
+    ("plateau before the drop (flattest loss in the decade before it)", "plateau", "factor", 2.0),
+    ("norm minimum", "norm_min", "abs", 0.015),
+    ("iteration of the norm minimum", "norm_min_k", "factor", 2.0),
+    ("norm maximum (after the minimum)", "norm_max", "abs", 0.015),
+    ("iteration of the norm maximum", "norm_max_k", "factor", 2.0),
+    ("rise of the norm near the drop", "bump", None, None),
+    ("final loss, float32 run", "final32", "factor", 10.0),
+    ("final loss, float64 run", "final", "factor", 10.0),
+)
+#: A curve has a plateau before its drop where the flattest slope |d log L / d log k| there
+#: is below this.
+PLATEAU_SLOPE = 0.5
+
+
+def compare(
+    ours: Mapping[int, Mapping[str, float]],
+    published: Mapping[int, Mapping[str, float]],
+    drop_level: float,
+    targets: Sequence[tuple] = TARGETS,
+) -> tuple[list[dict], list[tuple[int, str, bool, float]]]:
+    """Feature-by-feature comparison of our curves with the published ones, per depth.
+
+    ``ours[N]``/``published[N]``: :func:`features` plus ``loss0`` (the loss at ``k = 0``; for a
+    published curve read at ``k = 1``) and, for ours, ``final32`` (the final loss of the float32
+    run; compared with the published ``final``). A target applies to the losses at fixed
+    iterations only where the published loss is above ``drop_level``, and to the plateau only
+    where the published curve has one (slope below :data:`PLATEAU_SLOPE`; ours without one
+    reads ``nan``, a miss). Returns the table rows (``N, quantity, published, ours, target,
+    held?``; ``held?`` is ``"n/a"`` where no target applies) and the applied targets
+    ``(N, quantity, held, error)``, the error a factor or an absolute difference.
+    """
+    rows, held = [], []
+    for n in sorted(set(ours) & set(published)):
+        p = dict(published[n], rel_1e3=published[n]["loss_1e3"] / published[n]["loss0"])
+        p["final32"] = p["final"]
+        o = dict(ours[n], rel_1e3=ours[n]["loss_1e3"] / ours[n]["loss0"])
+        for quantity, key, kind, tol in targets:
+            pv, ov = p[key], o.get(key, float("nan"))
+            applies = kind is not None
+            if key.startswith("loss_1e"):
+                applies = applies and pv > drop_level
+            if key == "plateau":
+                applies = applies and p["plateau_slope"] < PLATEAU_SLOPE
+                ov = ov if o["plateau_slope"] < PLATEAU_SLOPE else float("nan")
+            if applies:
+                err = factor_error(ov, pv) if kind == "factor" else abs(ov - pv)
+                ok = bool(err <= tol)  # nan (not measured) is a miss
+                held.append((n, quantity, ok, err))
+                target = f"within a factor {tol:g}" if kind == "factor" else f"within ±{tol:g}"
+                verdict = "yes" if ok else "no"
+            else:
+                target, verdict = ("—" if kind is None else "n/a here"), "n/a"
+            row = dict(N=n, quantity=quantity, published=f"{pv:.3g}", ours=f"{ov:.3g}")
+            rows.append(row | {"target": target, "held?": verdict})
+    return rows, held
+
+
+def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
+    """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
+    same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
+    screened = sorted((r for r in search_rows if r["stage"] != "confirm"), key=_rank)
+    if not same:
+        return f"These parameters are not among the {len(screened)} candidates of the search."
+    parts = "; ".join(f"{r['stage']} at step {r['factor']:g} η: {r['distance']:.3f}" for r in same)
+    sentence = f"These parameters have distance {parts} in the stored search"
+    ranks = [i + 1 for i, r in enumerate(screened) if r in same]
+    if ranks:
+        sentence += f", rank {ranks[0]} of the {len(screened)} screened candidates"
+    finalists = sorted((r for r in search_rows if r["stage"] == "confirm"), key=_rank)
+    ranks = [i + 1 for i, r in enumerate(finalists) if r in same]
+    if ranks:
+        sentence += f" and {ranks[0]} of the {len(finalists)} finalists"
+    return sentence + "."
+
+
+def missed_evidence(
+    held: Sequence[tuple[int, str, bool, float]],
+    search_rows: Sequence[Mapping],
+    published: Mapping[int, Mapping[str, float]],
+    targets: Sequence[tuple] = TARGETS,
+) -> list[dict]:
+    """For every missed target: our error and how many screened candidates of the search met
+    it (and the best error among them). Final losses were not screened (their floors depend on
+    the step and the precision): ``nan``."""
+    spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
+    screened = [r for r in search_rows if r["stage"] != "confirm"]
+    out = []
+    for n, quantity, ok, err in held:
+        if ok:
+            continue
+        key, kind, tol = spec[quantity]
+        column = f"{key}_{n}"
+        row = {"N": n, "quantity": quantity, "our error": err}
+        if key.startswith("final") or not screened or column not in screened[0]:
+            out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
+            continue
+        ref = published[n][key]
+        errs = [
+            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref)
+            for r in screened
+        ]
+        hits = sum(e <= tol for e in errs)
+        count = f"{hits} of {len(errs)}"
+        out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
+    return out
