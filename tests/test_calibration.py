@@ -261,9 +261,10 @@ def test_compare_applies_each_target_and_can_say_no():
     assert err["first k with loss below the drop level"] == pytest.approx(1.6)
     assert err["norm maximum (after the minimum)"] == pytest.approx(0.02)
     # a target list without the float32 row (tanh runs) has no such row
-    short = [t for t in cal.TARGETS if t[1] != "final32"]
+    short = cal.SINGLE_RUN_TARGETS
     rows, held = cal.compare({2: _feats()}, pub, 1e-2, short)
     assert len(rows) == len(short) and all(ok for _, _, ok, _ in held)
+    assert [r["quantity"] for r in rows if r["quantity"].startswith("final")] == ["final loss"]
 
 
 def test_standing_and_missed_evidence_read_the_search():

@@ -421,6 +421,10 @@ TARGETS = (
     ("final loss, float32 run", "final32", "factor", 10.0),
     ("final loss, float64 run", "final", "factor", 10.0),
 )
+#: The same targets for runs without a float32 twin (the tanh runs): one final-loss row.
+SINGLE_RUN_TARGETS = tuple(t for t in TARGETS if not t[1].startswith("final")) + (
+    ("final loss", "final", "factor", 10.0),
+)
 #: A curve has a plateau before its drop where the flattest slope |d log L / d log k| there
 #: is below this.
 PLATEAU_SLOPE = 0.5
