@@ -257,6 +257,7 @@ def test_compare_applies_each_target_and_can_say_no():
         "plateau before the drop (flattest loss in the decade before it)",  # ours has none
         "final loss, float32 run",
     }
+    assert {r["ours"] for r in rows if r["quantity"].startswith("plateau")} == {"n/a"}
     err = {q: e for _, q, _, e in held}
     assert err["first k with loss below the drop level"] == pytest.approx(1.6)
     assert err["norm maximum (after the minimum)"] == pytest.approx(0.02)
@@ -279,3 +280,5 @@ def test_standing_and_missed_evidence_read_the_search():
     held = [(2, "first k with loss below the drop level", False, 3.0), (2, "norm minimum", True, 0)]
     (ev,) = cal.missed_evidence(held, rows, {2: _feats()})
     assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == pytest.approx(1.1)
+    never = [(2, "first k with loss below the drop level", False, float("inf"))]
+    assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])

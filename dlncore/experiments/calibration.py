@@ -468,9 +468,14 @@ def compare(
                 verdict = "yes" if ok else "no"
             else:
                 target, verdict = ("—" if kind is None else "n/a here"), "n/a"
-            row = dict(N=n, quantity=quantity, published=f"{pv:.3g}", ours=f"{ov:.3g}")
+            row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
             rows.append(row | {"target": target, "held?": verdict})
     return rows, held
+
+
+def _shown(value: float) -> str:
+    """A table value: 3 significant digits, ``"n/a"`` where nothing was measured (nan, inf)."""
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
 
 
 def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
@@ -498,8 +503,9 @@ def missed_evidence(
     targets: Sequence[tuple] = TARGETS,
 ) -> list[dict]:
     """For every missed target: our error and how many screened candidates of the search met
-    it (and the best error among them). Final losses were not screened (their floors depend on
-    the step and the precision): ``nan``."""
+    it (and the best error among them). ``our error`` is ``nan`` where our run does not have
+    the feature (no drop, no plateau). Final losses were not screened (their floors depend on
+    the step and the precision): ``best`` is ``nan``."""
     spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
     screened = [r for r in search_rows if r["stage"] != "confirm"]
     out = []
@@ -508,7 +514,7 @@ def missed_evidence(
             continue
         key, kind, tol = spec[quantity]
         column = f"{key}_{n}"
-        row = {"N": n, "quantity": quantity, "our error": err}
+        row = {"N": n, "quantity": quantity, "our error": err if np.isfinite(err) else np.nan}
         if key.startswith("final") or not screened or column not in screened[0]:
             out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
             continue
