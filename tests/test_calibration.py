@@ -282,3 +282,36 @@ def test_standing_and_missed_evidence_read_the_search():
     assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == pytest.approx(1.1)
     never = [(2, "first k with loss below the drop level", False, float("inf"))]
     assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])
+
+
+def test_run_search_screens_refines_and_confirms_and_screen_errors_compare_them():
+    published = _published_by_truth()
+    grid = {k: [v] for k, v in TRUTH.items()} | {"input_scale": [1.0, 1.5]}
+    rows = cal.run_search(BASE, published, grid, {"init_seed": [2]}, [1.1], 1, 3.0, 1.0, _serial)
+    stages = [r["stage"] for r in rows]
+    assert (
+        stages.count("grid") == 2 and stages.count("refine") == 2 and stages.count("confirm") == 1
+    )
+    assert {r["input_scale"] for r in rows if r["stage"] == "refine"} == {1.5, 1.65}
+    (best,) = [r for r in rows if r["stage"] == "confirm"]
+    assert best["distance"] == 0.0  # the truth, at the step that made the published curves
+    errors = {e["feature"]: e for e in cal.screen_errors(rows, [2, 3])}
+    # screening at 3 η against the confirmation at η: the same numbers by hand
+    (screen,) = [r for r in rows if r["stage"] == "grid" and r["input_scale"] == 1.5]
+    want = cal.factor_error(screen["norm_min_k_3"], best["norm_min_k_3"])
+    assert errors["norm_min_k"][3] == pytest.approx(want)
+    assert errors["d_loss"][2] == pytest.approx(abs(screen["d_loss_2"] - best["d_loss_2"]))
+    assert errors["d_loss"][2] > 0  # screening is not exact
+    assert cal.screen_errors([r for r in rows if r["stage"] != "confirm"], [2, 3]) == []
+
+
+def test_probe_runs_named_variants_of_an_anchor():
+    published = _published_by_truth()
+    anchor = cal.candidate(BASE, TRUTH)
+    rows = cal.probe(anchor, {"as is": {}, "s = 1": {"input_scale": 1.0}}, published, 1.0, _serial)
+    assert [r["variant"] for r in rows] == ["as is", "s = 1"]
+    assert rows[0]["distance"] == 0.0 and rows[0]["distance_2"] == 0.0
+    assert rows[1]["distance_3"] == pytest.approx(
+        rows[1]["d_loss_3"] + cal.NORM_WEIGHT * rows[1]["d_norm_3"]
+    )
+    assert rows[1]["distance"] > 0.01

@@ -527,3 +527,92 @@ def missed_evidence(
         count = f"{hits} of {len(errs)}"
         out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
     return out
+
+
+def run_search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    refine_values: Mapping[str, Sequence],
+    scale_factors: Sequence[float],
+    finalists: int,
+    screen_factor: float,
+    confirm_factor: float,
+    run_many_func,
+) -> list[dict]:
+    """The whole calibration search: :func:`search` over ``grid`` at step ``screen_factor · η``,
+    :func:`refine` around its best row (``refine_values``, plus the best input scale times each
+    of ``scale_factors``, rounded to 3 decimals), then :func:`confirm` of the ``finalists``
+    best at step ``confirm_factor · η``. All rows, sorted by distance."""
+    rows = search(base, published, grid, screen_factor, run_many_func)
+    scales = [round(rows[0]["input_scale"] * f, 3) for f in scale_factors]
+    values = {"input_scale": scales, **refine_values}
+    rows = refine(base, published, rows, values, screen_factor, run_many_func)
+    return confirm(base, published, rows, finalists, confirm_factor, run_many_func)
+
+
+#: Features compared between a screening run and its confirmation, with the kind of error.
+SCREEN_FEATURES = (
+    ("drop", "factor"),
+    ("loss_1e3", "factor"),
+    ("loss_1e4", "factor"),
+    ("loss_1e5", "factor"),
+    ("plateau", "factor"),
+    ("norm_min", "abs"),
+    ("norm_min_k", "factor"),
+    ("norm_max", "abs"),
+    ("norm_max_k", "factor"),
+)
+
+
+def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
+    """How far screening (step ``c η``) is from the confirmation (step ``confirm_factor · η``)
+    for the same candidates: for every feature of :data:`SCREEN_FEATURES` and every depth, the
+    largest error over the confirmed candidates (a factor, or an absolute difference for the
+    norms; ``inf`` where one of the two runs lacks the feature), plus the largest difference
+    of the distance parts ``d_loss_N`` and ``d_norm_N``. Rows: ``{"feature", "error", N: ...}``.
+    Empty if nothing was confirmed."""
+    keys = list(CHOICES)
+    confirmed = [r for r in rows if r["stage"] == "confirm"]
+    screened = {tuple(str(r[k]) for k in keys): r for r in rows if r["stage"] != "confirm"}
+    pairs = [
+        (c, screened[tuple(str(c[k]) for k in keys)])
+        for c in confirmed
+        if tuple(str(c[k]) for k in keys) in screened
+    ]
+    if not pairs:
+        return []
+    out = []
+    for key, kind in (*SCREEN_FEATURES, ("d_loss", "abs"), ("d_norm", "abs")):
+        row: dict = {"feature": key, "error": "factor" if kind == "factor" else "difference"}
+        for n in depths:
+            errs = []
+            for c, s in pairs:
+                a, b = float(c[f"{key}_{n}"]), float(s[f"{key}_{n}"])
+                if kind == "factor":
+                    errs.append(factor_error(b, a))
+                else:
+                    errs.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
+            row[n] = float(max(errs))
+        out.append(row)
+    return out
+
+
+def probe(
+    anchor: Experiment,
+    variants: Mapping[str, Mapping],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """:func:`evaluate` variants of ``anchor`` (name -> fields of
+    :class:`~dlncore.experiments.journal.Experiment` to replace) at step ``factor · η``; rows
+    carry ``variant`` and ``distance_N`` (loss part + :data:`NORM_WEIGHT` · norm part) per
+    depth besides the :func:`evaluate` columns."""
+    experiments = [replace(anchor, **fields) for fields in variants.values()]
+    rows = evaluate(experiments, published, factor, run_many_func)
+    for name, row in zip(variants, rows, strict=True):
+        row["variant"] = name
+        for n in published:
+            row[f"distance_{n}"] = row[f"d_loss_{n}"] + NORM_WEIGHT * row[f"d_norm_{n}"]
+    return rows
