@@ -18,9 +18,12 @@ from dlncore.descent import gd
 from dlncore.experiments.tanh import tanh_gd
 from dlncore.fitting import first_crossing_loglog
 from dlncore.init import identity, normalized_gaussian, orthogonal
-from dlncore.network import Weights
+from dlncore.network import Weights, end_to_end
 from dlncore.problem import Problem
 from dlncore.results import Run
+
+#: The initializations of :func:`journal_init`.
+INITS = ("gaussian", "orthogonal", "identity", "pytorch", "pytorch-raw")
 
 
 def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -> Weights:
@@ -30,16 +33,25 @@ def journal_init(kind: str, dims: Sequence[int], seed: int, norm: float = 1.0) -
     ``"orthogonal"``: Haar-random semi-orthogonal factors, each scaled by ``norm^{1/N}`` (with
     non-increasing-then-non-decreasing widths every non-zero singular value of the product is
     ``norm``); ``"identity"``: rectangular identities ``I_{d_j × d_{j−1}}``, each scaled by
-    ``norm^{1/N}`` (deterministic: ``seed`` is unused). A small ``norm`` gives a small start.
+    ``norm^{1/N}`` (deterministic: ``seed`` is unused); ``"pytorch"``: the default of PyTorch's
+    ``nn.Linear``, entries i.i.d. ``U(±1/√d_{j−1})``, all factors then scaled by one common
+    factor to product norm ``norm``; ``"pytorch-raw"``: the same draw, not rescaled (``norm``
+    is unused; the product norm then shrinks with depth). A small ``norm`` gives a small start.
     """
     if kind == "gaussian":
         return normalized_gaussian(dims, seed, norm)
-    if kind not in ("orthogonal", "identity"):
-        raise ValueError(
-            f"unknown initialization {kind!r}; use 'gaussian', 'orthogonal' or 'identity'"
-        )
+    if kind not in INITS:
+        raise ValueError(f"unknown initialization {kind!r}; use one of {', '.join(INITS)}")
     if not (np.isfinite(norm) and norm > 0):
         raise ValueError(f"norm must be positive and finite, got {norm!r}")
+    if kind.startswith("pytorch"):
+        rng = np.random.default_rng(seed)
+        pairs = zip(dims[:-1], dims[1:], strict=True)
+        ws = [rng.uniform(-1, 1, (b, a)) / np.sqrt(a) for a, b in pairs]
+        if kind == "pytorch-raw":
+            return ws
+        scale = (norm / float(np.linalg.norm(end_to_end(ws), 2))) ** (1.0 / len(ws))
+        return [scale * w for w in ws]
     scale = norm ** (1.0 / (len(dims) - 1))
     if kind == "orthogonal":
         return orthogonal(dims, seed, scale=scale)
