@@ -215,6 +215,19 @@ def test_journal_init_identity_is_a_scaled_projection():
         journal_init("identity", dims, seed=0, norm=0.0)
 
 
+def test_imbalance_keeps_the_product_and_scales_the_factors():
+    from dataclasses import replace
+
+    even = SMALL.start(3)
+    tilted = replace(SMALL, imbalance=0.5).start(3)
+    for w0, w1, j in zip(even, tilted, (1, 2, 3), strict=True):
+        np.testing.assert_allclose(w1, np.exp(0.5 * (j - 2)) * w0, rtol=1e-14)
+    np.testing.assert_allclose(
+        tilted[2] @ tilted[1] @ tilted[0], even[2] @ even[1] @ even[0], atol=1e-14
+    )
+    assert np.linalg.norm(tilted[2]) > np.linalg.norm(tilted[0])
+
+
 def test_tanh_run_in_float32_follows_float64():
     r64 = tanh_run(SMALL, 3)
     r32 = tanh_run(SMALL, 3, dtype="float32")

@@ -85,7 +85,8 @@ class Experiment:
     ``Y = A X`` for a Haar-random rank-``rank`` teacher ``A`` with
     :func:`teacher_values` (``spectrum``, ``top``, ``exponent``; seeded by ``data_seed + 1``);
     hidden widths are
-    ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``).
+    ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``),
+    made imbalanced by ``imbalance`` (:meth:`start`).
     Picklable, so runs can go to :func:`dlncore.experiments.parallel.run_many`.
     """
 
@@ -104,6 +105,7 @@ class Experiment:
     record: int = 200
     init: str = "gaussian"
     exponent: float = 0.5
+    imbalance: float = 0.0
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """Inputs ``X`` and targets ``Y``, rebuilt from ``data_seed``."""
@@ -120,9 +122,15 @@ class Experiment:
         return Problem(*self.data(), dtype=np.dtype(dtype))
 
     def start(self, depth: int) -> Weights:
-        """Initial factors of the network ``[d, width, ..., width, d]`` of the given depth."""
+        """Initial factors of the network ``[d, width, ..., width, d]`` of the given depth.
+
+        With ``imbalance = t`` the factor ``W_j`` is multiplied by ``e^{t (j − (N+1)/2)}``: the
+        product is unchanged, the later factors larger than the earlier ones (``t > 0``).
+        """
         dims = [self.d] + [self.width] * (depth - 1) + [self.d]
-        return journal_init(self.init, dims, self.init_seed, self.init_norm)
+        ws = journal_init(self.init, dims, self.init_seed, self.init_norm)
+        centre = (depth + 1) / 2
+        return [np.exp(self.imbalance * (j - centre)) * w for j, w in enumerate(ws, start=1)]
 
 
 def linear_run(experiment: Experiment, depth: int, dtype: str = "float64") -> Run:
