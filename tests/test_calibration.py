@@ -315,3 +315,21 @@ def test_probe_runs_named_variants_of_an_anchor():
         rows[1]["d_loss_3"] + cal.NORM_WEIGHT * rows[1]["d_norm_3"]
     )
     assert rows[1]["distance"] > 0.01
+
+
+def test_optimize_finds_the_input_scale_that_made_the_published_curves():
+    published = _published_by_truth()
+    anchor = replace(cal.candidate(BASE, TRUTH), input_scale=1.2)
+    bounds = {"input_scale": (1.0, 2.0), "imbalance": (-0.2, 0.2)}
+    rows = cal.optimize(anchor, published, bounds, 1.0, _serial, random_points=4, local_evals=30)
+    stages = [r["stage"] for r in rows]
+    assert stages.count("start") == 1 and stages.count("random") == 4
+    assert 0 < stages.count("local") <= 31
+    best = rows[0]
+    assert best["input_scale"] == pytest.approx(1.5, abs=0.05)
+    assert best["distance"] < min(r["distance"] for r in rows if r["stage"] != "local")
+    again = cal.optimize(anchor, published, bounds, 1.0, _serial, random_points=4, local_evals=0)
+    first = sorted(r["input_scale"] for r in rows if r["stage"] != "local")
+    assert sorted(r["input_scale"] for r in again) == first  # seeded: the same random points
+    with pytest.raises(ValueError, match="at least d"):
+        cal.optimize(anchor, published, {"log10_samples": (0.0, 2.0)}, 1.0, _serial)

@@ -616,3 +616,84 @@ def probe(
         for n in published:
             row[f"distance_{n}"] = row[f"d_loss_{n}"] + NORM_WEIGHT * row[f"d_norm_{n}"]
     return rows
+
+
+#: The continuous choices :func:`optimize` can vary: name -> how a coordinate sets the
+#: :class:`~dlncore.experiments.journal.Experiment` field (``samples`` in ``log10``).
+CONTINUOUS = {
+    "input_scale": ("input_scale", float),
+    "log10_samples": ("samples", lambda x: int(round(10.0**x))),
+    "imbalance": ("imbalance", float),
+}
+
+
+def optimize(
+    anchor: Experiment,
+    published: Mapping[int, Curve],
+    bounds: Mapping[str, tuple[float, float]],
+    factor: float,
+    run_many_func,
+    random_points: int = 12,
+    local_evals: int = 24,
+    seed: int = 0,
+) -> list[dict]:
+    """Seeded random search, then Nelder–Mead, over continuous choices of ``anchor``.
+
+    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"random"``: that many
+    points uniform in the box (``numpy.random.default_rng(seed)``), evaluated together with
+    ``anchor`` itself; stage ``"local"``: :func:`scipy.optimize.minimize` with
+    ``method="Nelder-Mead"`` and the box as bounds, from the best of them and of ``anchor``
+    itself (stage ``"start"``), at most
+    ``local_evals`` evaluations (each one :func:`evaluate` at step ``factor · η``; a diverged
+    candidate counts as distance ``1e3``). Rows: the coordinates, the stage and the
+    :func:`evaluate` columns, sorted by distance.
+    """
+    from scipy.optimize import minimize
+
+    names = list(bounds)
+    unknown = set(names) - set(CONTINUOUS)
+    if unknown:
+        raise ValueError(f"unknown continuous choices {sorted(unknown)}; use {list(CONTINUOUS)}")
+    if "log10_samples" in bounds and 10.0 ** bounds["log10_samples"][0] < anchor.d:
+        raise ValueError(f"samples must be at least d = {anchor.d}: X Xᵀ must be invertible")
+    low = np.array([bounds[n][0] for n in names], dtype=np.float64)
+    high = np.array([bounds[n][1] for n in names], dtype=np.float64)
+
+    def experiment(x: np.ndarray) -> Experiment:
+        fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
+        return replace(anchor, **fields)
+
+    def rows_of(points: np.ndarray, stage: str) -> list[dict]:
+        found = evaluate([experiment(x) for x in points], published, factor, run_many_func)
+        return [
+            dict(zip(names, map(float, x), strict=True)) | {"stage": stage} | r
+            for x, r in zip(points, found, strict=True)
+        ]
+
+    start = [CONTINUOUS[n][0] for n in names]
+    x0 = np.array(
+        [
+            np.log10(anchor.samples) if n == "log10_samples" else getattr(anchor, f)
+            for n, f in zip(names, start, strict=True)
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    points = low + (high - low) * rng.random((random_points, len(names)))
+    rows = rows_of(x0[None, :], "start") + rows_of(points, "random")
+    best = min(rows, key=_rank)
+    local: list[dict] = []
+
+    def objective(x: np.ndarray) -> float:
+        (row,) = rows_of(np.asarray(x)[None, :], "local")
+        local.append(row)
+        return row["distance"] if np.isfinite(row["distance"]) else 1e3
+
+    if local_evals > 0:
+        minimize(
+            objective,
+            np.array([best[n] for n in names]),
+            method="Nelder-Mead",
+            bounds=list(zip(low, high, strict=True)),
+            options={"maxfev": local_evals, "xatol": 1e-3, "fatol": 1e-4},
+        )
+    return sorted([*rows, *local], key=_rank)
