@@ -304,3 +304,17 @@ def test_local_rate_is_the_rate_of_plain_least_squares_gd():
     assert predicted == pytest.approx(2 * eta * lam[0], rel=1e-12)
     assert fitted == pytest.approx(-2 * np.log(1 - eta * lam[0]), rel=0.02)
     assert fitted == pytest.approx(predicted, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["07_experiments", "08_calibration"])
+def test_chapters_7_and_8_keep_code_cells_short_and_outputs_out(name):
+    """The developer guide's limits: no code cell over 60 lines, committed without outputs."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "chapters" / f"{name}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert max(len("".join(c["source"]).splitlines()) for c in code) <= 60
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert sum("show-input" in c["metadata"].get("tags", []) for c in code) in (1, 2)
