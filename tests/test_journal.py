@@ -228,6 +228,24 @@ def test_imbalance_keeps_the_product_and_scales_the_factors():
     assert np.linalg.norm(tilted[2]) > np.linalg.norm(tilted[0])
 
 
+def test_spread_spreads_the_start_and_keeps_its_norm():
+    from dataclasses import replace
+
+    e = replace(SMALL, d=6, width=6, rank=3, init="orthogonal")
+    flat = e.start(3)
+    spread = replace(e, spread=1.0).start(3)
+
+    def product(ws):
+        return ws[2] @ ws[1] @ ws[0]
+
+    s_flat = np.linalg.svd(product(flat), compute_uv=False)
+    s_spread = np.linalg.svd(product(spread), compute_uv=False)
+    np.testing.assert_allclose(s_flat, 1.0, rtol=1e-12)  # orthogonal: all values 1
+    assert s_spread[0] == pytest.approx(1.0, rel=1e-12)  # the norm is kept
+    assert s_spread[-1] == pytest.approx(np.exp(-1.0), rel=1e-12)  # spread by e^1
+    assert np.all(np.diff(s_spread) <= 1e-12)
+
+
 def test_tanh_run_in_float32_follows_float64():
     r64 = tanh_run(SMALL, 3)
     r32 = tanh_run(SMALL, 3, dtype="float32")

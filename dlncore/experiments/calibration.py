@@ -624,6 +624,7 @@ CONTINUOUS = {
     "input_scale": ("input_scale", float),
     "log10_samples": ("samples", lambda x: int(round(10.0**x))),
     "imbalance": ("imbalance", float),
+    "spread": ("spread", float),
 }
 
 

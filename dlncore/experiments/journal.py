@@ -86,7 +86,7 @@ class Experiment:
     :func:`teacher_values` (``spectrum``, ``top``, ``exponent``; seeded by ``data_seed + 1``);
     hidden widths are
     ``width``; the start is :func:`journal_init` (``init``, ``init_seed``, ``init_norm``),
-    made imbalanced by ``imbalance`` (:meth:`start`).
+    given a spread spectrum by ``spread`` and made imbalanced by ``imbalance`` (:meth:`start`).
     Picklable, so runs can go to :func:`dlncore.experiments.parallel.run_many`.
     """
 
@@ -106,6 +106,7 @@ class Experiment:
     init: str = "gaussian"
     exponent: float = 0.5
     imbalance: float = 0.0
+    spread: float = 0.0
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """Inputs ``X`` and targets ``Y``, rebuilt from ``data_seed``."""
@@ -124,11 +125,19 @@ class Experiment:
     def start(self, depth: int) -> Weights:
         """Initial factors of the network ``[d, width, ..., width, d]`` of the given depth.
 
-        With ``imbalance = t`` the factor ``W_j`` is multiplied by ``e^{t (j − (N+1)/2)}``: the
-        product is unchanged, the later factors larger than the earlier ones (``t > 0``).
+        With ``spread = u > 0`` the first factor is multiplied on the right by
+        ``diag(e^{−u i/(d−1)})``, ``i = 0..d−1``, and all factors then by one common factor that
+        restores ``‖W_N⋯W_1‖_op = init_norm``: a start whose product has a spread spectrum
+        (values within a factor ``e^u``). With ``imbalance = t`` the factor ``W_j`` is then
+        multiplied by ``e^{t (j − (N+1)/2)}``: the product is unchanged, the later factors larger
+        than the earlier ones (``t > 0``).
         """
         dims = [self.d] + [self.width] * (depth - 1) + [self.d]
         ws = journal_init(self.init, dims, self.init_seed, self.init_norm)
+        if self.spread:
+            ws[0] = ws[0] * np.exp(-self.spread * np.arange(self.d) / max(self.d - 1, 1))
+            top = float(np.linalg.norm(end_to_end(ws), 2))
+            ws = [w * (self.init_norm / top) ** (1.0 / depth) for w in ws]
         centre = (depth + 1) / 2
         return [np.exp(self.imbalance * (j - centre)) * w for j, w in enumerate(ws, start=1)]
 
