@@ -237,7 +237,9 @@ def loss_rate(iterations: np.ndarray, loss: np.ndarray, high: float, low: float)
     return float(-slope)
 
 
-def preconditioner_min_eigenvalue(singular_values: np.ndarray, depth: int, tol=1e-6) -> float:
+def preconditioner_min_eigenvalue(
+    singular_values: np.ndarray, depth: int, tol: float = 1e-6
+) -> float:
     """Smallest nonzero eigenvalue of the end-to-end preconditioner of a balanced network.
 
     For balanced factors the end-to-end matrix ``W = U diag(σ) Vᵀ`` moves (under gradient flow)
@@ -257,14 +259,15 @@ def preconditioner_min_eigenvalue(singular_values: np.ndarray, depth: int, tol=1
     return float(positive.min())
 
 
-def local_rate(problem: Problem, end_to_end: np.ndarray, depth: int, step_size: float) -> float:
+def local_rate(problem: Problem, product: np.ndarray, depth: int, step_size: float) -> float:
     """Predicted final-phase loss rate per iteration, ``2 η p_min λ_min(Σxx)``.
 
-    ``p_min`` is :func:`preconditioner_min_eigenvalue` at the end-to-end matrix (e.g. the end
-    of a balanced run): near a minimum ``L`` decays like ``e^{−2ημk}`` along the slowest
-    direction, and ``p_min λ_min(Σxx)`` is the book's estimate of ``μ`` (exact where the
-    slowest direction of ``P`` and of ``Σxx`` meet). The book's derivation, not the paper's.
+    ``p_min`` is :func:`preconditioner_min_eigenvalue` at the end-to-end matrix ``product``
+    (``d_y × d_x``, e.g. the end of a balanced run): near a minimum ``L`` decays like
+    ``e^{−2ημk}`` along the slowest direction, and ``p_min λ_min(Σxx)`` is the book's estimate
+    of ``μ`` (exact where the slowest directions of ``P`` and of ``Σxx`` meet). The book's
+    derivation, not the paper's.
     """
-    sigma = np.linalg.svd(np.asarray(end_to_end, dtype=np.float64), compute_uv=False)
+    sigma = np.linalg.svd(np.asarray(product, dtype=np.float64), compute_uv=False)
     lam = float(np.linalg.eigvalsh(problem.sxx.astype(np.float64))[0])
     return 2.0 * step_size * preconditioner_min_eigenvalue(sigma, depth) * lam
