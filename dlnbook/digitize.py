@@ -16,6 +16,7 @@ on top of it, or by the legend) give no row.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,6 +283,21 @@ def _curve(text: str) -> tuple[str, str]:
     return name, color
 
 
+def command_line(argv: Sequence[str] | None, image: Path) -> str:
+    """The full command that made a CSV (shell-quoted; the image by its file name and the
+    output option left out, so that the header does not depend on local paths)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("-o", "--output"):
+            skip = True
+        elif not word.startswith(("-o", "--output=")):
+            kept.append(image.name if word == str(image) else word)
+    return "python -m dlnbook.digitize " + shlex.join(kept)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m dlnbook.digitize", description=__doc__.split("\n")[0]
@@ -316,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, DigitizeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    header = [*args.source, f"digitized with: python -m dlnbook.digitize {args.image.name}"]
+    header = [*args.source, f"digitized with: {command_line(argv, args.image)}"]
     write_csv(args.output, curves, header)
     print(f"{args.output}: " + ", ".join(f"{k} {v[0].size} points" for k, v in curves.items()))
     return 0

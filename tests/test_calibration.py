@@ -1,6 +1,11 @@
 """Tests of the calibration helpers: distance, features, scaled screening runs, published data."""
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from dataclasses import replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,7 @@ import pytest
 from dlncore.experiments import calibration as cal
 from dlncore.experiments.journal import Experiment, linear_run, teacher_values
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "published"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _curve(k, loss, norm):
@@ -89,7 +94,7 @@ def test_teacher_values():
 
 
 def test_published_curves_have_the_features_read_off_the_figures():
-    pub = cal.load_published(DATA)
+    pub = cal.load_published()
     assert sorted(pub) == [2, 3, 5]
     drops = {n: cal.features(c)["drop"] for n, c in pub.items()}
     for n, want in {2: 1.4e4, 3: 6.5e4, 5: 7.4e5}.items():
@@ -98,6 +103,18 @@ def test_published_curves_have_the_features_read_off_the_figures():
     assert f5["plateau"] == pytest.approx(0.6, rel=0.15) and f5["plateau_slope"] < 0.1
     assert f5["norm_max"] == pytest.approx(1.075, abs=0.005)
     assert cal.features(pub[3])["norm_min"] == pytest.approx(0.92, abs=0.005)
+
+
+def test_published_tanh_curves_have_the_features_read_off_the_figures():
+    pub = cal.load_published(kind="tanh")
+    assert sorted(pub) == [2, 3, 5]
+    drops = {n: cal.features(c, 0.1)["drop"] for n, c in pub.items()}
+    for n, want in {2: 3.3e3, 3: 3.4e4, 5: 4.6e5}.items():  # read off the figure by eye
+        assert drops[n] == pytest.approx(want, rel=0.15)
+    assert cal.features(pub[5], 0.1)["plateau"] == pytest.approx(0.7, rel=0.1)
+    minima = {n: cal.features(c, 0.1)["norm_min"] for n, c in pub.items()}
+    assert minima == pytest.approx({2: 0.88, 3: 0.85, 5: 0.81}, abs=0.01)
+    assert all(1e-3 < c.loss[-1] < 2.5e-3 for c in pub.values())
 
 
 def test_replace_keeps_experiments_picklable_records():
@@ -177,3 +194,146 @@ def test_a_candidate_that_diverges_is_flagged_and_ranked_last():
     assert blown["input_scale"] == 45.0 and np.isnan(blown["distance"])
     assert all(np.isfinite(blown[f"diverged_{n}"]) for n in (2, 3))
     assert good["distance"] == 0.0 and np.isnan(good["diverged_2"]) and np.isnan(good["diverged_3"])
+
+
+def test_package_data_is_read_through_importlib_resources():
+    files = cal.data_files()
+    assert isinstance(files, Traversable)
+    assert not hasattr(cal, "data_dir")  # no lookup of the source tree any more
+    rows, parameters = cal.stored_search()
+    assert parameters["d"] == 70 and parameters["step_size"] == 3e-5
+    assert {r["stage"] for r in rows} == {"grid", "refine", "confirm"}
+    # the default directory and an explicit one give the same curves
+    explicit = cal.load_published(Path(str(files / "published")))
+    default = cal.load_published()
+    assert np.array_equal(explicit[5].loss, default[5].loss)
+
+
+def test_the_wheel_ships_the_package_data(tmp_path):
+    """A wheel built from the sources holds every data file (so a worker or Colab can read
+    them without the source tree)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("dlncore", "dlnbook", "pyproject.toml"):
+        target = src / name
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.write_bytes((ROOT / name).read_bytes())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = ROOT / "dlncore" / "experiments" / "data"
+    wanted = {p.relative_to(ROOT).as_posix() for p in data.rglob("*.csv")}
+    assert len(wanted) >= 3 and wanted <= names
+
+
+def _feats(**over):
+    f = dict(
+        loss0=100.0, drop=1e4, loss_1e3=10.0, loss_1e4=1e-3, loss_1e5=1e-6, plateau=0.6,
+        plateau_slope=0.05, norm_min=0.95, norm_min_k=100.0, norm_max=1.07, norm_max_k=1e3,
+        bump=0.0, final=1e-8,
+    )  # fmt: skip
+    return f | over
+
+
+def test_compare_applies_each_target_and_can_say_no():
+    pub = {2: _feats()}
+    same, held = cal.compare({2: _feats(final32=2e-8)}, pub, 1e-2)
+    assert all(ok for _, _, ok, _ in held) and {r["held?"] for r in same} == {"yes", "n/a"}
+    # loss at 1e4 and 1e5 are below the drop level: no target there
+    applied = {q for _, q, _, _ in held}
+    assert "loss at k = 1e4" not in applied and "loss at k = 1e3" in applied
+    worse = _feats(drop=1.6e4, norm_max=1.09, plateau_slope=0.9, final32=1e-6)
+    rows, held = cal.compare({2: worse}, pub, 1e-2)
+    missed = {q for _, q, ok, _ in held if not ok}
+    assert missed == {
+        "first k with loss below the drop level",
+        "norm maximum (after the minimum)",
+        "plateau before the drop (flattest loss in the decade before it)",  # ours has none
+        "final loss, float32 run",
+    }
+    assert {r["ours"] for r in rows if r["quantity"].startswith("plateau")} == {"n/a"}
+    err = {q: e for _, q, _, e in held}
+    assert err["first k with loss below the drop level"] == pytest.approx(1.6)
+    assert err["norm maximum (after the minimum)"] == pytest.approx(0.02)
+    # a target list without the float32 row (tanh runs) has no such row
+    short = cal.SINGLE_RUN_TARGETS
+    rows, held = cal.compare({2: _feats()}, pub, 1e-2, short)
+    assert len(rows) == len(short) and all(ok for _, _, ok, _ in held)
+    assert [r["quantity"] for r in rows if r["quantity"].startswith("final")] == ["final loss"]
+
+
+def test_standing_and_missed_evidence_read_the_search():
+    rows = [
+        {"stage": "grid", "factor": 300.0, "distance": 0.5, "a": 1, "drop_2": 2e4},
+        {"stage": "grid", "factor": 300.0, "distance": 0.2, "a": 2, "drop_2": 1.1e4},
+        {"stage": "confirm", "factor": 1.0, "distance": 0.25, "a": 2, "drop_2": 1.2e4},
+    ]
+    text = cal.standing(rows, {"a": 2})
+    assert "rank 1 of the 2 screened" in text and "1 of the 1 finalists" in text
+    assert "not among the 2" in cal.standing(rows, {"a": 3})
+    held = [(2, "first k with loss below the drop level", False, 3.0), (2, "norm minimum", True, 0)]
+    (ev,) = cal.missed_evidence(held, rows, {2: _feats()})
+    assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == pytest.approx(1.1)
+    never = [(2, "first k with loss below the drop level", False, float("inf"))]
+    assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])
+
+
+def test_run_search_screens_refines_and_confirms_and_screen_errors_compare_them():
+    published = _published_by_truth()
+    grid = {k: [v] for k, v in TRUTH.items()} | {"input_scale": [1.0, 1.5]}
+    rows = cal.run_search(BASE, published, grid, {"init_seed": [2]}, [1.1], 1, 3.0, 1.0, _serial)
+    stages = [r["stage"] for r in rows]
+    assert (
+        stages.count("grid") == 2 and stages.count("refine") == 2 and stages.count("confirm") == 1
+    )
+    assert {r["input_scale"] for r in rows if r["stage"] == "refine"} == {1.5, 1.65}
+    (best,) = [r for r in rows if r["stage"] == "confirm"]
+    assert best["distance"] == 0.0  # the truth, at the step that made the published curves
+    errors = {e["feature"]: e for e in cal.screen_errors(rows, [2, 3])}
+    # screening at 3 η against the confirmation at η: the same numbers by hand
+    (screen,) = [r for r in rows if r["stage"] == "grid" and r["input_scale"] == 1.5]
+    want = cal.factor_error(screen["norm_min_k_3"], best["norm_min_k_3"])
+    assert errors["norm_min_k"][3] == pytest.approx(want)
+    assert errors["d_loss"][2] == pytest.approx(abs(screen["d_loss_2"] - best["d_loss_2"]))
+    assert errors["d_loss"][2] > 0  # screening is not exact
+    assert cal.screen_errors([r for r in rows if r["stage"] != "confirm"], [2, 3]) == []
+
+
+def test_probe_runs_named_variants_of_an_anchor():
+    published = _published_by_truth()
+    anchor = cal.candidate(BASE, TRUTH)
+    rows = cal.probe(anchor, {"as is": {}, "s = 1": {"input_scale": 1.0}}, published, 1.0, _serial)
+    assert [r["variant"] for r in rows] == ["as is", "s = 1"]
+    assert rows[0]["distance"] == 0.0 and rows[0]["distance_2"] == 0.0
+    assert rows[1]["distance_3"] == pytest.approx(
+        rows[1]["d_loss_3"] + cal.NORM_WEIGHT * rows[1]["d_norm_3"]
+    )
+    assert rows[1]["distance"] > 0.01
+
+
+def test_optimize_finds_the_input_scale_that_made_the_published_curves():
+    published = _published_by_truth()
+    anchor = replace(cal.candidate(BASE, TRUTH), input_scale=1.2)
+    bounds = {"input_scale": (1.0, 2.0), "imbalance": (-0.2, 0.2)}
+    rows = cal.optimize(anchor, published, bounds, 1.0, _serial, random_points=4, local_evals=30)
+    stages = [r["stage"] for r in rows]
+    assert stages.count("start") == 1 and stages.count("random") == 4
+    assert 0 < stages.count("local") <= 31
+    best = rows[0]
+    assert best["input_scale"] == pytest.approx(1.5, abs=0.05)
+    # from a start at imbalance 0 the initial simplex moves it by a tenth of the box (0.04),
+    # not by scipy's default 2.5e-4
+    simplex = cal.optimize(anchor, published, bounds, 1.0, _serial, random_points=0, local_evals=3)
+    assert max(abs(r["imbalance"]) for r in simplex) == pytest.approx(0.04)
+    assert best["distance"] < min(r["distance"] for r in rows if r["stage"] != "local")
+    again = cal.optimize(anchor, published, bounds, 1.0, _serial, random_points=4, local_evals=0)
+    first = sorted(r["input_scale"] for r in rows if r["stage"] != "local")
+    assert sorted(r["input_scale"] for r in again) == first  # seeded: the same random points
+    with pytest.raises(ValueError, match="at least d"):
+        cal.optimize(anchor, published, {"log10_samples": (0.0, 2.0)}, 1.0, _serial)

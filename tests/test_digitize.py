@@ -110,7 +110,12 @@ def test_cli_writes_a_csv_with_the_source_and_rejects_bad_input(tmp_path, capsys
     args = [str(path), "--x-values", "1,10,100,1000,10000", "--y-values", "1e-3,1e-1,10"]
     args += ["--curve", f"a={BLUE}", "--source", "test figure", "-o", str(out)]
     assert dg.main(args) == 0
-    assert out.read_text().startswith("# test figure\n")
+    text = out.read_text()
+    assert text.startswith("# test figure\n")
+    # the header records the full command, with the image by name and without the output
+    want = f"# digitized with: python -m dlnbook.digitize {path.name} --x-values "
+    assert want + "1,10,100,1000,10000 --y-values 1e-3,1e-1,10 --curve 'a=" in text
+    assert "--source 'test figure'\n" in text and str(out) not in text
     curves = dg.read_csv(out)
     assert set(curves) == {"a"} and curves["a"][0].size > 300
     bad = tmp_path / "bad.csv"

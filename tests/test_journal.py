@@ -6,7 +6,13 @@ import pytest
 import dlncore as dc
 from dlncore.experiments.journal import Experiment, linear_run, tanh_run
 from dlncore.experiments.parallel import run_many
-from dlncore.experiments.tanh import tanh_gd, tanh_loss, tanh_loss_and_gradients
+from dlncore.experiments.tanh import (
+    output_tanh_loss,
+    output_tanh_loss_and_gradients,
+    tanh_gd,
+    tanh_loss,
+    tanh_loss_and_gradients,
+)
 from dlncore.init import normalized_gaussian
 from tests.conftest import central_differences
 
@@ -28,6 +34,35 @@ def test_tanh_gradients_match_central_differences(depth):
     fds = central_differences(lambda ws: tanh_loss(ws, X, Y), weights)
     for j, fd in enumerate(fds):
         assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_output_tanh_gradients_match_central_differences(depth):
+    X, Y, weights = _tanh_case(depth + 10, depth)
+    loss, grads = output_tanh_loss_and_gradients(weights, X, Y)
+    W = weights[0]
+    for w in weights[1:]:
+        W = w @ W
+    assert loss == pytest.approx(0.5 * np.sum((np.tanh(W @ X) - Y) ** 2), rel=1e-13)
+    fds = central_differences(lambda ws: output_tanh_loss(ws, X, Y), weights)
+    for j, fd in enumerate(fds):
+        assert np.allclose(grads[j], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_the_two_tanh_readings_differ_and_gd_follows_each():
+    X, Y, weights = _tanh_case(4)
+    hidden = tanh_gd(X, Y, weights, 0.01, 20, record=3)
+    output = tanh_gd(X, Y, weights, 0.01, 20, record=3, reading="output")
+    assert output.info["reading"] == "output" and hidden.info["reading"] == "hidden"
+    assert output.loss[0] == pytest.approx(output_tanh_loss(weights, X, Y), rel=1e-14)
+    assert abs(output.loss[0] - hidden.loss[0]) > 1e-3
+    ws = [w.copy() for w in weights]
+    for _ in range(20):
+        _, g = output_tanh_loss_and_gradients(ws, X, Y)
+        ws = [w - 0.01 * gj for w, gj in zip(ws, g, strict=True)]
+    assert output.loss[-1] == pytest.approx(output_tanh_loss(ws, X, Y), rel=1e-12)
+    with pytest.raises(ValueError, match="reading"):
+        tanh_gd(X, Y, weights, 0.01, 2, reading="input")
 
 
 def test_tanh_forward_is_the_network():
@@ -180,6 +215,37 @@ def test_journal_init_identity_is_a_scaled_projection():
         journal_init("identity", dims, seed=0, norm=0.0)
 
 
+def test_imbalance_keeps_the_product_and_scales_the_factors():
+    from dataclasses import replace
+
+    even = SMALL.start(3)
+    tilted = replace(SMALL, imbalance=0.5).start(3)
+    for w0, w1, j in zip(even, tilted, (1, 2, 3), strict=True):
+        np.testing.assert_allclose(w1, np.exp(0.5 * (j - 2)) * w0, rtol=1e-14)
+    np.testing.assert_allclose(
+        tilted[2] @ tilted[1] @ tilted[0], even[2] @ even[1] @ even[0], atol=1e-14
+    )
+    assert np.linalg.norm(tilted[2]) > np.linalg.norm(tilted[0])
+
+
+def test_spread_spreads_the_start_and_keeps_its_norm():
+    from dataclasses import replace
+
+    e = replace(SMALL, d=6, width=6, rank=3, init="orthogonal")
+    flat = e.start(3)
+    spread = replace(e, spread=1.0).start(3)
+
+    def product(ws):
+        return ws[2] @ ws[1] @ ws[0]
+
+    s_flat = np.linalg.svd(product(flat), compute_uv=False)
+    s_spread = np.linalg.svd(product(spread), compute_uv=False)
+    np.testing.assert_allclose(s_flat, 1.0, rtol=1e-12)  # orthogonal: all values 1
+    assert s_spread[0] == pytest.approx(1.0, rel=1e-12)  # the norm is kept
+    assert s_spread[-1] == pytest.approx(np.exp(-1.0), rel=1e-12)  # spread by e^1
+    assert np.all(np.diff(s_spread) <= 1e-12)
+
+
 def test_tanh_run_in_float32_follows_float64():
     r64 = tanh_run(SMALL, 3)
     r32 = tanh_run(SMALL, 3, dtype="float32")
@@ -188,3 +254,85 @@ def test_tanh_run_in_float32_follows_float64():
     # same trajectory up to float32 rounding: losses agree to ~1e-5 relative, not exactly
     np.testing.assert_allclose(r32.loss, r64.loss, rtol=1e-4)
     assert not np.array_equal(r32.loss, r64.loss)
+
+
+def test_relative_updates_are_the_layers_step_over_weight_norms():
+    from dlncore.experiments.journal import relative_updates
+
+    problem = dc.synthetic_problem(5, 4, 20, 2, seed=0)
+    weights = dc.init.gaussian([5, 3, 4], 0.5, seed=1)
+    got = relative_updates(problem, weights, 1e-3)
+    grads = problem.gradients(weights)
+    pairs = zip(weights, grads, strict=True)
+    want = [1e-3 * np.sqrt(np.sum(g**2)) / np.sqrt(np.sum(w**2)) for w, g in pairs]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got.shape == (2,) and np.all(got > 0)
+
+
+def test_loss_rate_recovers_a_geometric_decay():
+    from dlncore.experiments.journal import loss_rate
+
+    k = np.geomspace(1, 1e5, 200).round()
+    loss = np.where(k < 1e3, 1.0, np.exp(-2e-4 * (k - 1e3)))  # flat, then e^{-2e-4 k}
+    assert loss_rate(k, loss, 0.9, 1e-12) == pytest.approx(2e-4, rel=1e-9)
+    assert np.isnan(loss_rate(k, loss, 1e-30, 1e-40))  # no record in the window
+
+
+def _matrix_power_psd(S, p):
+    w, V = np.linalg.eigh(S)
+    w = np.where(w < 1e-12 * w.max(), 0.0, w)
+    powered = np.where(w > 0, np.abs(w) ** p, 0.0) if p > 0 else np.ones_like(w)
+    return (V * powered) @ V.T
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_preconditioner_min_eigenvalue_matches_the_operator(depth):
+    from dlncore.experiments.journal import preconditioner_min_eigenvalue
+
+    rng = np.random.default_rng(depth)
+    U, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    V, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    sigma = np.array([1.3, 0.7, 0.4, 0.0])  # rank 3
+    W = U @ np.diag(sigma) @ V[:, :4].T
+    # P(E) = sum_a (W Wᵀ)^{a/N} E (Wᵀ W)^{(N-1-a)/N} as a matrix on vec(E) (column-major)
+    P = sum(
+        np.kron(
+            _matrix_power_psd(W.T @ W, (depth - 1 - a) / depth).T,
+            _matrix_power_psd(W @ W.T, a / depth),
+        )
+        for a in range(depth)
+    )
+    eig = np.linalg.eigvalsh((P + P.T) / 2)
+    want = eig[eig > 1e-9].min()
+    # all min(d_y, d_x) = 4 singular values, the zero included
+    assert preconditioner_min_eigenvalue(sigma, depth) == pytest.approx(want, rel=1e-9)
+
+
+def test_local_rate_is_the_rate_of_plain_least_squares_gd():
+    """Depth 1: P is the identity and GD on ½‖WX − Y‖² contracts the slowest direction by
+    (1 − η λ_min(Σxx))² per step in the loss, ≈ e^{−2 η λ_min}."""
+    from dlncore.experiments.journal import local_rate, loss_rate
+
+    problem = dc.synthetic_problem(4, 3, 30, 3, seed=2)
+    lam = np.linalg.eigvalsh(problem.sxx)
+    eta = 0.2 / lam[-1]
+    run = dc.gd(problem, [np.zeros((3, 4))], eta, 3000, record=400)
+    fitted = loss_rate(run.iterations, run.loss - problem.optimal_loss(3), 1e-4, 1e-20)
+    predicted = local_rate(problem, run.weights[0], 1, eta)
+    assert predicted == pytest.approx(2 * eta * lam[0], rel=1e-12)
+    assert fitted == pytest.approx(-2 * np.log(1 - eta * lam[0]), rel=0.02)
+    assert fitted == pytest.approx(predicted, rel=0.1)
+
+
+@pytest.mark.parametrize("name", ["07_experiments", "08_calibration"])
+def test_chapters_7_and_8_keep_code_cells_short_and_outputs_out(name):
+    """The developer guide's limits: no code cell over 60 lines, committed without outputs."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "chapters" / f"{name}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert max(len("".join(c["source"]).splitlines()) for c in code) <= 60
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert sum("show-input" in c["metadata"].get("tags", []) for c in code) in (1, 2)

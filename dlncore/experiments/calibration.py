@@ -1,6 +1,7 @@
 """Calibrating the journal experiments' unpublished choices against the published curves.
 
-The published loss and norm curves (digitized, ``data/published/*.csv``) are compared with ours
+The published loss and norm curves (digitized, package data
+``dlncore/experiments/data/published/*.csv``, :func:`load_published`) are compared with ours
 by a :func:`distance` on a fixed grid of iterations, and by the :func:`features` that a reader
 sees (drop iteration, plateau, norm extremes, final loss). A candidate (an
 :class:`~dlncore.experiments.journal.Experiment`) can be screened cheaply by :func:`scaled_run`:
@@ -14,6 +15,8 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
+from importlib.resources.abc import Traversable
 from itertools import product
 from pathlib import Path
 
@@ -60,9 +63,9 @@ def curve_of_run(iterations: np.ndarray, loss: np.ndarray, norm: np.ndarray) -> 
     return Curve(k[keep], loss, k[keep], norm)
 
 
-def _read_tidy(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _read_tidy(path: str | Path | Traversable) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out: dict[int, list[tuple[float, float]]] = {}
-    with open(path) as f:
+    with _open(path) as f:
         rows = csv.reader(line for line in f if not line.startswith("#"))
         header = next(rows)
         if header != ["curve", "x", "y"]:
@@ -76,15 +79,42 @@ def _read_tidy(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return result
 
 
-def load_published(directory: str | Path) -> dict[int, Curve]:
-    """The digitized published curves, ``{depth: Curve}``, from ``linear_loss.csv`` and
-    ``linear_norms.csv`` in ``directory`` (written by ``python -m dlnbook.digitize``)."""
-    directory = Path(directory)
-    loss = _read_tidy(directory / "linear_loss.csv")
-    norms = _read_tidy(directory / "linear_norms.csv")
+def _open(path: str | Path | Traversable):
+    """Open a file or a package resource for reading text."""
+    return path.open() if isinstance(path, Traversable) else open(path)
+
+
+def data_files() -> Traversable:
+    """The package data of the calibration (``dlncore/experiments/data``): ``published/``
+    (the digitized published curves) and ``calibration/search.csv`` (the stored search).
+
+    Read with :mod:`importlib.resources`, so it works from an editable install, a wheel, a
+    Dask worker or Colab alike.
+    """
+    return resources.files("dlncore.experiments") / "data"
+
+
+def load_published(
+    directory: str | Path | Traversable | None = None, kind: str = "linear"
+) -> dict[int, Curve]:
+    """The digitized published curves, ``{depth: Curve}``, from ``{kind}_loss.csv`` and
+    ``{kind}_norms.csv`` in ``directory`` (default: the package data ``published/``; written by
+    ``python -m dlnbook.digitize``). ``kind``: ``"linear"`` or ``"tanh"``."""
+    if directory is None:
+        directory = data_files() / "published"
+    elif not isinstance(directory, Traversable):
+        directory = Path(directory)
+    loss = _read_tidy(directory / f"{kind}_loss.csv")
+    norms = _read_tidy(directory / f"{kind}_norms.csv")
     if set(loss) != set(norms):
         raise ValueError(f"{directory}: loss and norm files have different depths")
     return {n: Curve(*loss[n], *norms[n]) for n in sorted(loss)}
+
+
+def stored_search() -> tuple[list[dict], dict]:
+    """Rows and parameters of the stored calibration search (package data
+    ``calibration/search.csv``; :func:`read_table`)."""
+    return read_table(data_files() / "calibration" / "search.csv")
 
 
 def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
@@ -176,18 +206,6 @@ def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: s
     )
     diverged_at = float(run.diverged_at) * factor if bool(run.diverged) else float("nan")
     return curve, float(run.loss[0]), float(run.info["seconds"]), diverged_at
-
-
-def data_dir() -> Path:
-    """The repository's ``data/`` folder (next to the ``dlncore`` sources of an editable
-    install, as in ``make env``)."""
-    path = Path(__file__).resolve().parents[2] / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path} not found: the calibration data live in the repository's data/ folder; "
-            "install dlncore from a clone with `pip install -e .`"
-        )
-    return path
 
 
 def evaluate(
@@ -350,9 +368,9 @@ def write_table(path: str | Path, rows: Sequence[Mapping], parameters: Mapping) 
     tmp.replace(path)
 
 
-def read_table(path: str | Path) -> tuple[list[dict], dict]:
+def read_table(path: str | Path | Traversable) -> tuple[list[dict], dict]:
     """Rows (numbers as float where they parse) and parameters of :func:`write_table`."""
-    with open(path) as f:
+    with _open(path) as f:
         first = f.readline()
         if not first.startswith("# parameters: "):
             raise ValueError(f"{path}: no '# parameters:' line")
@@ -382,3 +400,315 @@ def factor_error(ours: float, published: float) -> float:
     if not (np.isfinite(ours) and np.isfinite(published) and ours > 0 and published > 0):
         return float("inf")
     return float(max(ours / published, published / ours))
+
+
+#: Targets of the feature comparison with the published curves, set before the runs:
+#: ``(quantity, feature, kind, tolerance)``; kind ``"factor"``: within a factor ``tolerance``,
+#: ``"abs"``: within ``± tolerance``, ``None``: shown without a target.
+TARGETS = (
+    ("loss at k = 0", "loss0", None, None),
+    ("first k with loss below the drop level", "drop", "factor", 1.5),
+    ("loss at k = 1e3", "loss_1e3", "factor", 2.0),
+    ("loss at k = 1e3 relative to L(0)", "rel_1e3", None, None),
+    ("loss at k = 1e4", "loss_1e4", "factor", 2.0),
+    ("loss at k = 1e5", "loss_1e5", "factor", 2.0),
+    ("plateau before the drop (flattest loss in the decade before it)", "plateau", "factor", 2.0),
+    ("norm minimum", "norm_min", "abs", 0.015),
+    ("iteration of the norm minimum", "norm_min_k", "factor", 2.0),
+    ("norm maximum (after the minimum)", "norm_max", "abs", 0.015),
+    ("iteration of the norm maximum", "norm_max_k", "factor", 2.0),
+    ("rise of the norm near the drop", "bump", None, None),
+    ("final loss, float32 run", "final32", "factor", 10.0),
+    ("final loss, float64 run", "final", "factor", 10.0),
+)
+#: The same targets for runs without a float32 twin (the tanh runs): one final-loss row.
+SINGLE_RUN_TARGETS = tuple(t for t in TARGETS if not t[1].startswith("final")) + (
+    ("final loss", "final", "factor", 10.0),
+)
+#: A curve has a plateau before its drop where the flattest slope |d log L / d log k| there
+#: is below this.
+PLATEAU_SLOPE = 0.5
+
+
+def compare(
+    ours: Mapping[int, Mapping[str, float]],
+    published: Mapping[int, Mapping[str, float]],
+    drop_level: float,
+    targets: Sequence[tuple] = TARGETS,
+) -> tuple[list[dict], list[tuple[int, str, bool, float]]]:
+    """Feature-by-feature comparison of our curves with the published ones, per depth.
+
+    ``ours[N]``/``published[N]``: :func:`features` plus ``loss0`` (the loss at ``k = 0``; for a
+    published curve read at ``k = 1``) and, for ours, ``final32`` (the final loss of the float32
+    run; compared with the published ``final``). A target applies to the losses at fixed
+    iterations only where the published loss is above ``drop_level``, and to the plateau only
+    where the published curve has one (slope below :data:`PLATEAU_SLOPE`; ours without one
+    reads ``nan``, a miss). Returns the table rows (``N, quantity, published, ours, target,
+    held?``; ``held?`` is ``"n/a"`` where no target applies) and the applied targets
+    ``(N, quantity, held, error)``, the error a factor or an absolute difference.
+    """
+    rows, held = [], []
+    for n in sorted(set(ours) & set(published)):
+        p = dict(published[n], rel_1e3=published[n]["loss_1e3"] / published[n]["loss0"])
+        p["final32"] = p["final"]
+        o = dict(ours[n], rel_1e3=ours[n]["loss_1e3"] / ours[n]["loss0"])
+        for quantity, key, kind, tol in targets:
+            pv, ov = p[key], o.get(key, float("nan"))
+            applies = kind is not None
+            if key.startswith("loss_1e"):
+                applies = applies and pv > drop_level
+            if key == "plateau":
+                applies = applies and p["plateau_slope"] < PLATEAU_SLOPE
+                ov = ov if o["plateau_slope"] < PLATEAU_SLOPE else float("nan")
+            if applies:
+                err = factor_error(ov, pv) if kind == "factor" else abs(ov - pv)
+                ok = bool(err <= tol)  # nan (not measured) is a miss
+                held.append((n, quantity, ok, err))
+                target = f"within a factor {tol:g}" if kind == "factor" else f"within ±{tol:g}"
+                verdict = "yes" if ok else "no"
+            else:
+                target, verdict = ("—" if kind is None else "n/a here"), "n/a"
+            row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
+            rows.append(row | {"target": target, "held?": verdict})
+    return rows, held
+
+
+def _shown(value: float) -> str:
+    """A table value: 3 significant digits, ``"n/a"`` where nothing was measured (nan, inf)."""
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
+
+
+def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
+    """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
+    same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
+    screened = sorted((r for r in search_rows if r["stage"] != "confirm"), key=_rank)
+    if not same:
+        return f"These parameters are not among the {len(screened)} candidates of the search."
+    parts = "; ".join(f"{r['stage']} at step {r['factor']:g} η: {r['distance']:.3f}" for r in same)
+    sentence = f"These parameters have distance {parts} in the stored search"
+    ranks = [i + 1 for i, r in enumerate(screened) if r in same]
+    if ranks:
+        sentence += f", rank {ranks[0]} of the {len(screened)} screened candidates"
+    finalists = sorted((r for r in search_rows if r["stage"] == "confirm"), key=_rank)
+    ranks = [i + 1 for i, r in enumerate(finalists) if r in same]
+    if ranks:
+        sentence += f" and {ranks[0]} of the {len(finalists)} finalists"
+    return sentence + "."
+
+
+def missed_evidence(
+    held: Sequence[tuple[int, str, bool, float]],
+    search_rows: Sequence[Mapping],
+    published: Mapping[int, Mapping[str, float]],
+    targets: Sequence[tuple] = TARGETS,
+) -> list[dict]:
+    """For every missed target: our error and how many screened candidates of the search met
+    it (and the best error among them). ``our error`` is ``nan`` where our run does not have
+    the feature (no drop, no plateau). Final losses were not screened (their floors depend on
+    the step and the precision): ``best`` is ``nan``."""
+    spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
+    screened = [r for r in search_rows if r["stage"] != "confirm"]
+    out = []
+    for n, quantity, ok, err in held:
+        if ok:
+            continue
+        key, kind, tol = spec[quantity]
+        column = f"{key}_{n}"
+        row = {"N": n, "quantity": quantity, "our error": err if np.isfinite(err) else np.nan}
+        if key.startswith("final") or not screened or column not in screened[0]:
+            out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
+            continue
+        ref = published[n][key]
+        errs = [
+            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref)
+            for r in screened
+        ]
+        hits = sum(e <= tol for e in errs)
+        count = f"{hits} of {len(errs)}"
+        out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
+    return out
+
+
+def run_search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    refine_values: Mapping[str, Sequence],
+    scale_factors: Sequence[float],
+    finalists: int,
+    screen_factor: float,
+    confirm_factor: float,
+    run_many_func,
+) -> list[dict]:
+    """The whole calibration search: :func:`search` over ``grid`` at step ``screen_factor · η``,
+    :func:`refine` around its best row (``refine_values``, plus the best input scale times each
+    of ``scale_factors``, rounded to 3 decimals), then :func:`confirm` of the ``finalists``
+    best at step ``confirm_factor · η``. All rows, sorted by distance."""
+    rows = search(base, published, grid, screen_factor, run_many_func)
+    scales = [round(rows[0]["input_scale"] * f, 3) for f in scale_factors]
+    values = {"input_scale": scales, **refine_values}
+    rows = refine(base, published, rows, values, screen_factor, run_many_func)
+    return confirm(base, published, rows, finalists, confirm_factor, run_many_func)
+
+
+#: Features compared between a screening run and its confirmation, with the kind of error.
+SCREEN_FEATURES = (
+    ("drop", "factor"),
+    ("loss_1e3", "factor"),
+    ("loss_1e4", "factor"),
+    ("loss_1e5", "factor"),
+    ("plateau", "factor"),
+    ("norm_min", "abs"),
+    ("norm_min_k", "factor"),
+    ("norm_max", "abs"),
+    ("norm_max_k", "factor"),
+)
+
+
+def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
+    """How far screening (step ``c η``) is from the confirmation (step ``confirm_factor · η``)
+    for the same candidates: for every feature of :data:`SCREEN_FEATURES` and every depth, the
+    largest error over the confirmed candidates (a factor, or an absolute difference for the
+    norms; ``inf`` where one of the two runs lacks the feature), plus the largest difference
+    of the distance parts ``d_loss_N`` and ``d_norm_N``. Rows: ``{"feature", "error", N: ...}``.
+    Empty if nothing was confirmed."""
+    keys = list(CHOICES)
+    confirmed = [r for r in rows if r["stage"] == "confirm"]
+    screened = {tuple(str(r[k]) for k in keys): r for r in rows if r["stage"] != "confirm"}
+    pairs = [
+        (c, screened[tuple(str(c[k]) for k in keys)])
+        for c in confirmed
+        if tuple(str(c[k]) for k in keys) in screened
+    ]
+    if not pairs:
+        return []
+    out = []
+    for key, kind in (*SCREEN_FEATURES, ("d_loss", "abs"), ("d_norm", "abs")):
+        row: dict = {"feature": key, "error": "factor" if kind == "factor" else "difference"}
+        for n in depths:
+            errs = []
+            for c, s in pairs:
+                a, b = float(c[f"{key}_{n}"]), float(s[f"{key}_{n}"])
+                if kind == "factor":
+                    errs.append(factor_error(b, a))
+                else:
+                    errs.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
+            row[n] = float(max(errs))
+        out.append(row)
+    return out
+
+
+def probe(
+    anchor: Experiment,
+    variants: Mapping[str, Mapping],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """:func:`evaluate` variants of ``anchor`` (name -> fields of
+    :class:`~dlncore.experiments.journal.Experiment` to replace) at step ``factor · η``; rows
+    carry ``variant`` and ``distance_N`` (loss part + :data:`NORM_WEIGHT` · norm part) per
+    depth besides the :func:`evaluate` columns."""
+    experiments = [replace(anchor, **fields) for fields in variants.values()]
+    rows = evaluate(experiments, published, factor, run_many_func)
+    for name, row in zip(variants, rows, strict=True):
+        row["variant"] = name
+        for n in published:
+            row[f"distance_{n}"] = row[f"d_loss_{n}"] + NORM_WEIGHT * row[f"d_norm_{n}"]
+    return rows
+
+
+#: The continuous choices :func:`optimize` can vary: name -> how a coordinate sets the
+#: :class:`~dlncore.experiments.journal.Experiment` field (``samples`` in ``log10``).
+CONTINUOUS = {
+    "input_scale": ("input_scale", float),
+    "log10_samples": ("samples", lambda x: int(round(10.0**x))),
+    "imbalance": ("imbalance", float),
+    "spread": ("spread", float),
+}
+
+
+def optimize(
+    anchor: Experiment,
+    published: Mapping[int, Curve],
+    bounds: Mapping[str, tuple[float, float]],
+    factor: float,
+    run_many_func,
+    random_points: int = 12,
+    local_evals: int = 24,
+    seed: int = 0,
+) -> list[dict]:
+    """Seeded random search, then Nelder–Mead, over continuous choices of ``anchor``.
+
+    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"random"``: that many
+    points uniform in the box (``numpy.random.default_rng(seed)``), evaluated together with
+    ``anchor`` itself; stage ``"local"``: :func:`scipy.optimize.minimize` with
+    ``method="Nelder-Mead"`` and the box as bounds, from the best of them and of ``anchor``
+    itself (stage ``"start"``; initial simplex: a tenth of the box along each coordinate), at most
+    ``local_evals`` evaluations (each one :func:`evaluate` at step ``factor · η``; a diverged
+    candidate counts as distance ``1e3``). Rows: the coordinates, the stage and the
+    :func:`evaluate` columns, sorted by distance.
+    """
+    from scipy.optimize import minimize
+
+    names = list(bounds)
+    unknown = set(names) - set(CONTINUOUS)
+    if unknown:
+        raise ValueError(f"unknown continuous choices {sorted(unknown)}; use {list(CONTINUOUS)}")
+    if "log10_samples" in bounds and 10.0 ** bounds["log10_samples"][0] < anchor.d:
+        raise ValueError(f"samples must be at least d = {anchor.d}: X Xᵀ must be invertible")
+    low = np.array([bounds[n][0] for n in names], dtype=np.float64)
+    high = np.array([bounds[n][1] for n in names], dtype=np.float64)
+
+    def experiment(x: np.ndarray) -> Experiment:
+        fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
+        return replace(anchor, **fields)
+
+    def rows_of(points: np.ndarray, stage: str) -> list[dict]:
+        found = evaluate([experiment(x) for x in points], published, factor, run_many_func)
+        return [
+            dict(zip(names, map(float, x), strict=True)) | {"stage": stage} | r
+            for x, r in zip(points, found, strict=True)
+        ]
+
+    start = [CONTINUOUS[n][0] for n in names]
+    x0 = np.array(
+        [
+            np.log10(anchor.samples) if n == "log10_samples" else getattr(anchor, f)
+            for n, f in zip(names, start, strict=True)
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    points = low + (high - low) * rng.random((random_points, len(names)))
+    rows = rows_of(x0[None, :], "start") + rows_of(points, "random")
+    best = min(rows, key=_rank)
+    local: list[dict] = []
+
+    def objective(x: np.ndarray) -> float:
+        (row,) = rows_of(np.asarray(x)[None, :], "local")
+        local.append(row)
+        return row["distance"] if np.isfinite(row["distance"]) else 1e3
+
+    if local_evals > 0:
+        # an initial simplex of a tenth of the box per coordinate (scipy's default moves a
+        # coordinate at 0 by only 2.5e-4), stepping inwards at the upper bound
+        x_best = np.array([best[n] for n in names])
+        steps = 0.1 * (high - low)
+        vertices = [x_best]
+        for i, step in enumerate(steps):
+            v = x_best.copy()
+            v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
+            vertices.append(v)
+        minimize(
+            objective,
+            x_best,
+            method="Nelder-Mead",
+            bounds=list(zip(low, high, strict=True)),
+            options={
+                "maxfev": local_evals,
+                "xatol": 1e-3,
+                "fatol": 1e-4,
+                "initial_simplex": np.array(vertices),
+            },
+        )
+    return sorted([*rows, *local], key=_rank)
