@@ -191,6 +191,7 @@ def test_chapter_modules_contain_what_the_chapter_imports(path, tmp_path):
     assert dynamic <= static, dynamic - static
     # imported inside a function of dlncore.descent (a lazy import), never at import time
     assert "dlncore.compiled" in static and "dlncore.compiled" not in dynamic
+
     # no experiment module of another chapter: the static set is what the chapter loads
     def experiments(modules: set[str]) -> set[str]:
         return {m for m in modules if m.startswith("dlncore.experiments.")}
