@@ -210,7 +210,7 @@ def test_a_sweep_where_nothing_varies_exits_0_with_its_page(tmp_path, capfd):
     assert main(args) == 0
     folder = sweep_dir(capfd.readouterr().out)
     (row,) = read_csv(folder / "points.csv")
-    assert row["status"] == "done" and row["worker"].startswith("tcp://")
+    assert row["status"] == "done" and row["worker"] == "local"
     page = (folder / "index.html").read_text()
     assert "swept: nothing (one point)" in page
     assert (folder / row["run"] / "html" / "01_point.html").resolve().is_file()

@@ -72,8 +72,8 @@ def test_smoke_pages_show_parameters_figures_and_references(smoke_book):
         assert "Parameters of this run" in page
         assert "tag_injected-parameters" not in page and "tag_parameters" not in page
         assert re.search(r'<img[^>]+src="\.\./_images/[^"]+\.png"', page), name
-        assert re.search(r'<span class="caption-number">Fig\. \d+', page), name
-        assert re.search(r'<span class="std std-numref">Fig\. \d+</span>', page), name
+        assert re.search(r'<span class="caption-number">Fig\. \d+\.\d+', page), name
+        assert re.search(r'<span class="std std-numref">Fig\. \d+\.\d+</span>', page), name
         assert 'class="math notranslate nohighlight"' in page, name
     intro = (smoke_book.html / "intro.html").read_text()
     assert "proof theorem admonition" in intro
@@ -93,8 +93,12 @@ def test_smoke_site_is_offline(smoke_book):
 
 def test_hidden_folders_and_outputs_are_not_in_the_book(smoke_book):
     paths = [p.relative_to(smoke_book.html).as_posix() for p in smoke_book.html.rglob("*")]
-    for forbidden in (".venv", ".pytest_cache", "_build", "README", "runs/", "executed"):
+    for forbidden in (".venv", ".pytest_cache", "_build", "README", "runs/"):
         assert not [p for p in paths if forbidden in p], forbidden
+    # of the execution cache, only the executed notebooks offered for download
+    downloads = {f"executed/chapters/{name}.ipynb" for name in CHAPTERS}
+    executed = {p for p in paths if "executed" in p}
+    assert executed == downloads | {"executed", "executed/chapters"}
     pages = {p for p in paths if p.endswith(".html")}
     expected = {f"chapters/{name}.html" for name in CHAPTERS} | {"intro.html"}
     assert expected <= pages

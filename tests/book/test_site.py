@@ -252,12 +252,17 @@ def test_search_finds_each_chapter_by_a_word_only_it_uses(browser, served_smoke_
 def test_download_button_returns_the_chapter_notebook(site_pages, served_smoke_book):
     for name in CHAPTERS:
         links = site_pages[f"chapters/{name}.html"].report["links"]
-        (download,) = [u for u in links if u.endswith(".ipynb")]  # the source file button
-        assert download == f"{served_smoke_book.url}_sources/chapters/{name}.ipynb"
-        status, body = fetch(download)
+        committed = f"{served_smoke_book.url}_sources/chapters/{name}.ipynb"
+        executed = f"{served_smoke_book.url}executed/chapters/{name}.ipynb"
+        assert sorted(u for u in links if u.endswith(".ipynb")) == sorted([committed, executed])
+        status, body = fetch(committed)
         assert status == 200
-        # The committed notebook (no outputs), not the executed copy the page renders.
+        # The committed notebook (no outputs) ...
         assert json.loads(body) == json.loads((REPO / "chapters" / f"{name}.ipynb").read_text())
+        # ... and the executed copy the page renders, with its outputs.
+        status, body = fetch(executed)
+        assert status == 200
+        assert any(c.get("outputs") for c in json.loads(body)["cells"])
 
 
 @pytest.mark.slow
@@ -314,8 +319,10 @@ def test_published_book_has_buttons_built_from_the_repository_url(published_book
     notebook = "chapters/01_alpha.ipynb"
     assert REPOSITORY_URL in links  # repository button
     assert any(u.startswith(REPOSITORY_URL + "/issues/new?") for u in links)  # issue button
-    assert f"https://mybinder.org/v2/gh/owner/dln-book/main?urlpath=tree/{notebook}" in links
-    assert f"https://colab.research.google.com/github/owner/dln-book/blob/main/{notebook}" in links
+    branch = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["branch"]
+    binder = f"https://mybinder.org/v2/gh/owner/dln-book/{branch}?urlpath=tree/{notebook}"
+    assert binder in links
+    assert f"https://colab.research.google.com/github/owner/dln-book/blob/{branch}/{notebook}" in links
     assert site.url + "_sources/" + notebook in links  # download button
     # The buttons are links: reading the page requests nothing outside the site.
     remote = [r.url for r in requests if not r.url.startswith((site.url, *LOCAL_SCHEMES))]
