@@ -322,7 +322,8 @@ def test_published_book_has_buttons_built_from_the_repository_url(published_book
     branch = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["branch"]
     binder = f"https://mybinder.org/v2/gh/owner/dln-book/{branch}?urlpath=tree/{notebook}"
     assert binder in links
-    assert f"https://colab.research.google.com/github/owner/dln-book/blob/{branch}/{notebook}" in links
+    colab = f"https://colab.research.google.com/github/owner/dln-book/blob/{branch}/{notebook}"
+    assert colab in links
     assert site.url + "_sources/" + notebook in links  # download button
     # The buttons are links: reading the page requests nothing outside the site.
     remote = [r.url for r in requests if not r.url.startswith((site.url, *LOCAL_SCHEMES))]
