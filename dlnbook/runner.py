@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlnbook.cachekey import chapter_digest, code_fingerprint
+from dlnbook.cachekey import chapter_digest
 from dlnbook.chapters import Chapter, load_chapter, validate
 from dlnbook.executor import Task, TaskResult, available_cores, describe_error, open_executor
 from dlnbook.rundirs import check_run, prune_stale, publish_failure, publish_run, set_aside
@@ -55,7 +55,6 @@ __all__ = [
     "encode_plans",
     "expected_seconds",
     "find_core_dir",
-    "hash_tree",
     "longest_first",
     "notebook_digest",
     "plan_points",
@@ -87,35 +86,6 @@ def find_core_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("package 'dlncore' is not importable; run `pip install -e .`")
     return Path(next(iter(spec.submodule_search_locations))).resolve()
-
-
-def hash_tree(directory: str | Path) -> str:
-    """SHA-256 of the Python code below a directory, insensitive to comments and docstrings.
-
-    Every ``*.py`` file counts with its relative path and its syntax tree without docstrings
-    (see :func:`dlnbook.cachekey.code_fingerprint`), so reformatting, comments, docstrings and
-    blank lines change nothing, while any change to the code does. Other files (editor backups
-    such as ``m.py~``, data, caches) and hidden files and folders are ignored.
-
-    Parameters
-    ----------
-    directory : str or Path
-        Root of the tree (e.g. the ``dlncore`` package).
-
-    Returns
-    -------
-    str
-        Hex digest.
-    """
-    root = Path(directory)
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
-            continue
-        digest.update(rel.as_posix().encode() + b"\0")
-        digest.update(code_fingerprint(path.read_bytes()).encode() + b"\0")
-    return digest.hexdigest()
 
 
 #: Cell tags that change how a notebook executes (papermill's injection point, cells allowed
