@@ -238,6 +238,7 @@ SMALL_7 = {
     "tanh_width": 3,
     "tanh_samples": 12,
     "tanh_steps": 20,
+    "output_steps": 20,
     "workers": 1,
 }
 #: The swept points: chapter -> parameter values (a `--params` file).
