@@ -158,17 +158,6 @@ def test_the_rules_themselves_catch_a_literal_yes():
     assert verdict_leaves(ast.parse('"yes" if True else "no"', mode="eval").body) is None
 
 
-@pytest.mark.parametrize("name", COVERED)
-def test_no_code_cell_over_60_lines(name):
-    """Chapters read as documents: computation lives in tested dlncore functions."""
-    long = [
-        (i, len(source(c).splitlines()))
-        for i, c in enumerate(notebook(name)["cells"])
-        if c["cell_type"] == "code" and len(source(c).splitlines()) > 60
-    ]
-    assert not long, f"code cells (index, lines) over 60 lines: {long}"
-
-
 # --- breaking runs ---------------------------------------------------------------------
 
 
