@@ -52,12 +52,11 @@ def long_code_cells(notebook: dict, limit: int = LIMIT) -> list[tuple[int, int]]
 
 
 def test_long_functions_counts_from_def_to_last_line_and_names_nested_ones():
-    body = "\n".join(f"    x{i} = {i}" for i in range(58))
-    source = (
-        f"@decorator\ndef fits():\n    '''doc'''\n{body}\n\n"  # def + 59 lines = 60
-        f"class A:\n    def over(self):\n        '''doc'''\n    {body.replace(chr(10), chr(10) + '    ')}\n"
-        f"        def inner():\n            pass\n"
-    )
+    body = ['"""doc"""', *(f"x{i} = {i}" for i in range(58))]
+    lines = ["@decorator", "def fits():", *("    " + b for b in body)]  # def + 59 lines
+    lines += ["class A:", "    def over(self):", *("        " + b for b in body)]
+    lines += ["        def inner():", "            pass"]  # A.over: def + 61 lines
+    source = "\n".join(lines)
     assert long_functions(source) == [("A.over", 62)]
     assert long_functions(source, limit=59) == [("fits", 60), ("A.over", 62)]
 
