@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from dlncore.iterates import Iterates
+from dlncore.iterates import Iterates, StepFunction
 from dlncore.metrics import BUILTIN_METRICS, MetricSpec
-from dlncore.network import batch_size
+from dlncore.network import Weights, batch_size
 from dlncore.problem import Problem
 from dlncore.recorder import Recorder, check_steps, geometric_grid, record_grid
 from dlncore.results import Run
@@ -114,66 +114,84 @@ def gd(
         Start ``[W_1(0), ..., W_N(0)]``, each ``(d_j, d_{j−1})`` or ``(B, d_j, d_{j−1})`` for
         ``B`` independent starts run at once.
     step_size : float, array or callable
-        Constant ``η``; a callable ``k -> η_k`` (a number or one per start, shape ``(B,)``); or
-        an array broadcastable to ``(steps,)`` / ``(steps, B)`` (``(1, B)``: a constant step
-        per start). Every ``η_k`` must be positive and finite.
+        Constant ``η``, a schedule, or steps per start, see :func:`step_schedule`. Every
+        ``η_k`` must be positive and finite.
     steps : int
-        Number of GD steps (``≥ 0``).
+        Number of GD steps ``K ≥ 0``.
     record : int or sequence of int
-        Number of points of a geometric grid of iterations (always with 0 and ``steps``), or
-        the iterations themselves.
+        Number of points of a geometric grid of iterations (always with 0 and ``K``), or the
+        iterations themselves.
     metrics : sequence of str or mapping
         Names from :data:`BUILTIN_METRICS`, or ``{name: f}`` with ``f(weights) -> array``.
     extrema : mapping, optional
-        ``{name: f}`` with ``f(it) -> array`` (one value per start) of the
-        :class:`~dlncore.iterates.Iterates` ``it`` (``it.k``, ``it.weights``, ``it.loss``,
-        ``it.descent`` (the step's descent margin), ``it.descent_min``, ``it.active``, ...):
-        the smallest and largest value over EVERY iteration ``0..steps`` go into
-        ``Run.extrema[name]`` (``[min, max]``, NaN ignored) without recording every iteration.
+        ``{name: f}``, ``f(it) -> array`` (one value per start) of the
+        :class:`~dlncore.iterates.Iterates` ``it`` (``it.k``, ``it.loss``, ``it.descent``, ...):
+        ``Run.extrema[name]`` is ``[min, max]`` over EVERY iteration ``0..K`` (NaN ignored).
     blowup : float
         A start diverges when its loss exceeds ``blowup · max(L(0), ½‖Y‖²)`` or is not finite;
         it is then frozen at the weights where that happened and flagged in the result.
     progress : bool or str
         Show a tqdm progress bar (a string is used as its label).
     engine : {"auto", "numpy", "compiled"}
-        The step: numpy, or compiled (:mod:`dlncore.compiled`), which applies to one float64
-        chain of widths ``≤ 32`` with a constant step (:func:`compiled_step_applies`);
-        ``"auto"`` takes the compiled step where it applies. The two agree to rounding.
+        The step: numpy, or compiled (:mod:`dlncore.compiled`) where
+        :func:`compiled_step_applies`; ``"auto"`` takes the compiled step where it applies.
 
     Returns
     -------
     Run
         Recorded losses and metrics, final weights, and per-start divergence flags.
     """
-    if engine not in ("auto", "numpy", "compiled"):
-        raise ValueError(f"engine must be 'auto', 'numpy' or 'compiled', got {engine!r}")
     steps = check_steps(steps)
     ws = problem.check(weights)
     start = [w.copy() for w in ws]
     eta_of = step_schedule(step_size, steps, batch_size(ws), problem.dtype)
+    threshold = _divergence_threshold(problem, ws, blowup)
+    ws, step, compiled = _choose_step(problem, ws, step_size, eta_of, engine)
+    grid = record_grid(record, steps)
+    recorder = Recorder(grid, metrics, start, loss=problem.loss, progress=progress, extrema=extrema)
+    it = Iterates(step, ws, eta_of, steps, threshold, compiled=compiled)
+    recorder.follow(it)
+    return recorder.run(it, "gd", batch=it.batch, dtype=str(problem.dtype))
+
+
+def _divergence_threshold(problem: Problem, weights: Weights, blowup: float) -> np.ndarray:
+    """The loss above which a start diverges, ``blowup · max(L(0), ½‖Y‖²)``, shape () or (B,).
+
+    ``L(0)`` is the covariance-form loss of ``weights`` (:meth:`Problem.loss` with
+    ``exact=False``); ``blowup`` must be a finite number ``> 1``.
+    """
     if not (np.isfinite(blowup) and blowup > 1):
         raise ValueError(f"blowup must be a finite number > 1, got {blowup!r}")
-    recorder = Recorder(
-        record_grid(record, steps),
-        metrics,
-        start,
-        loss=problem.loss,
-        progress=progress,
-        extrema=extrema,
-    )
-    l0 = np.asarray(problem.loss(ws, exact=False))
-    threshold = blowup * np.maximum(l0, 0.5 * problem.y_norm2)
-    step, compiled = problem.loss_and_gradients, None  # the step folded into the backward pass
-    if engine != "numpy" and compiled_step_applies(ws, step_size):
+    l0 = np.asarray(problem.loss(weights, exact=False))
+    return blowup * np.maximum(l0, 0.5 * problem.y_norm2)
+
+
+def _choose_step(
+    problem: Problem,
+    weights: Weights,
+    step_size: StepSize,
+    step_sizes: Callable[[int], np.ndarray],
+    engine: str,
+) -> tuple[Weights, StepFunction, Callable[[Iterates, int], None] | None]:
+    """The step of :func:`gd` for ``engine``: ``(weights, step, compiled)`` for :class:`Iterates`.
+
+    ``"numpy"``: ``weights`` and the problem's loss and gradients (the step folded into the
+    backward pass). ``"compiled"``: the weights, step and loop of a
+    :class:`~dlncore.compiled.CompiledChain` with the constant step ``step_sizes(0)`` (an
+    error where :func:`compiled_step_applies` does not hold). ``"auto"``: compiled where it
+    applies, else numpy.
+    """
+    if engine not in ("auto", "numpy", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'numpy' or 'compiled', got {engine!r}")
+    if engine != "numpy" and compiled_step_applies(weights, step_size):
         from dlncore.compiled import CompiledChain  # imports numba: only when used
 
-        chain = CompiledChain(problem.sxx, problem.syx, problem.y_norm2, ws, float(eta_of(0)))
-        ws, step, compiled = chain.weights, chain.step, chain.advance
-    elif engine == "compiled":
+        eta = float(step_sizes(0))
+        chain = CompiledChain(problem.sxx, problem.syx, problem.y_norm2, weights, eta)
+        return chain.weights, chain.step, chain.advance
+    if engine == "compiled":
         raise ValueError(
             "the compiled step needs one float64 chain of widths "
             f"<= {COMPILED_MAX_WIDTH} and a constant step size"
         )
-    it = Iterates(step, ws, eta_of, steps, threshold, compiled=compiled)
-    recorder.follow(it)
-    return recorder.run(it, "gd", batch=it.batch, dtype=str(problem.dtype))
+    return weights, problem.loss_and_gradients, None

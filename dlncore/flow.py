@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.integrate import solve_ivp
+from scipy.optimize import OptimizeResult
 
 from dlncore.iterates import move_length
 from dlncore.metrics import STEP_METRICS, MetricSpec, weight_metrics
-from dlncore.network import batch_size
+from dlncore.network import Weights, batch_size, widths
 from dlncore.problem import Problem
 from dlncore.results import Run
 
@@ -30,9 +31,14 @@ def gradient_flow(
 
     Parameters
     ----------
+    problem : Problem
+    weights : list of arrays
+        Start ``[W_1(0), ..., W_N(0)]``, each ``(d_j, d_{j−1})`` or ``(B, d_j, d_{j−1})``.
+    t_final : float
+        Horizon ``T > 0``.
     record : int or sequence of float
-        Number of geometrically spaced times in ``[0, t_final]`` (with 0 and ``t_final``), or
-        the times themselves.
+        Number of geometrically spaced times in ``[0, T]`` (with 0 and ``T``), or the times
+        themselves (:func:`record_times`).
     metrics : sequence of str or mapping
         As for :func:`dlncore.gd` (``grad_norm`` and the weight metrics; not path length).
     rtol, atol : float
@@ -43,63 +49,104 @@ def gradient_flow(
     Returns
     -------
     Run
-        With ``iterations=None`` and ``time`` the recorded times.
+        With ``iterations=None``, ``time`` the recorded times ``(R,)``, no divergence.
     """
     ws = problem.check(weights)
-    if not np.isfinite(t_final) or t_final <= 0:
-        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
-    if isinstance(record, int | np.integer):
-        if record < 2:
-            raise ValueError(f"record needs at least 2 points, got {record}")
-        times = np.unique(np.concatenate([[0.0], np.geomspace(t_final / 1e4, t_final, record - 1)]))
-    else:
-        times = np.unique(np.asarray(record, dtype=np.float64))
-        if times[0] < 0 or times[-1] > t_final:
-            raise ValueError(f"record times must lie in [0, {t_final}]")
-    shapes = [w.shape for w in ws]
-    sizes = np.cumsum([w.size for w in ws])[:-1]
-
-    def unpack(y: np.ndarray) -> list[np.ndarray]:
-        return [p.reshape(s) for p, s in zip(np.split(y, sizes), shapes, strict=True)]
-
-    def rhs(_t: float, y: np.ndarray) -> np.ndarray:
-        _, grads = problem.loss_and_gradients(unpack(y))
-        return -np.concatenate([g.ravel() for g in grads])
-
+    times = record_times(record, t_final)
+    funcs = _flow_metrics(problem, metrics, ws)
     began = _time.perf_counter()
-    y0 = np.concatenate([w.ravel() for w in ws]).astype(np.float64)
-    span = (0.0, float(t_final))
-    sol = solve_ivp(rhs, span, y0, method=method, t_eval=times, rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"gradient flow integration failed: {sol.message}")
-    funcs = weight_metrics(metrics, ws)
-    if "grad_norm" in metrics:
-        funcs["grad_norm"] = lambda w: move_length(problem.loss_and_gradients(w)[1])
-    for name in set(STEP_METRICS) - {"grad_norm"}:
-        if name in metrics:
-            raise ValueError(f"metric {name!r} is not available for gradient flow")
-    states = [unpack(y) for y in sol.y.T]
-    rec_metrics = {name: np.array([funcs[name](w) for w in states]) for name in metrics}
-    batch = batch_size(ws)
-    bshape = () if batch is None else (batch,)
+    states, sol = _integrate(problem, ws, t_final, times, rtol, atol, method)
+    settings = {"t_final": float(t_final), "rtol": rtol, "atol": atol, "method": method}
+    return _flow_run(problem, states, sol, funcs, began, settings)
+
+
+def _flow_run(
+    problem: Problem,
+    states: list[Weights],
+    sol: OptimizeResult,
+    funcs: dict[str, Callable[[Weights], np.ndarray]],
+    began: float,
+    settings: dict,
+) -> Run:
+    """The :class:`Run` of the flow's ``states`` at the times ``sol.t`` (it never diverges)."""
+    bshape = states[0][0].shape[:-2]
     return Run(
         iterations=None,
         time=sol.t,
         loss=np.array([problem.loss(w) for w in states]),
-        metrics=rec_metrics,
+        metrics={name: np.array([f(w) for w in states]) for name, f in funcs.items()},
         weights=states[-1],
         diverged=np.zeros(bshape, dtype=bool),
         diverged_at=np.full(bshape, -1),
         diverged_loss=np.full(bshape, np.nan),
         info={
             "kind": "flow",
-            "t_final": float(t_final),
-            "rtol": rtol,
-            "atol": atol,
-            "method": method,
+            **settings,
             "evaluations": int(sol.nfev),
-            "widths": [ws[0].shape[-1]] + [w.shape[-2] for w in ws],
-            "batch": batch,
+            "widths": widths(states[0]),
+            "batch": batch_size(states[0]),
             "seconds": _time.perf_counter() - began,
         },
     )
+
+
+def check_horizon(t_final: float) -> float:
+    """``t_final`` as a float, after checking that it is positive and finite."""
+    if not np.isfinite(t_final) or t_final <= 0:
+        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
+    return float(t_final)
+
+
+def record_times(record: int | Sequence[float], t_final: float) -> np.ndarray:
+    """The times to record, sorted: ``record`` points (0, then ``record − 1`` geometrically
+    spaced from ``T/10⁴`` to ``T``), or the times ``record`` in ``[0, T]``; shape ``(R,)``."""
+    t_final = check_horizon(t_final)
+    if isinstance(record, int | np.integer):
+        if record < 2:
+            raise ValueError(f"record needs at least 2 points, got {record}")
+        return np.unique(np.concatenate([[0.0], np.geomspace(t_final / 1e4, t_final, record - 1)]))
+    times = np.unique(np.asarray(record, dtype=np.float64))
+    if times[0] < 0 or times[-1] > t_final:
+        raise ValueError(f"record times must lie in [0, {t_final}]")
+    return times
+
+
+def _flow_metrics(
+    problem: Problem, metrics: MetricSpec, ws: Weights
+) -> dict[str, Callable[[Weights], np.ndarray]]:
+    """The functions of the weights recorded along the flow (``grad_norm`` included)."""
+    for name in set(STEP_METRICS) - {"grad_norm"}:
+        if name in metrics:
+            raise ValueError(f"metric {name!r} is not available for gradient flow")
+    funcs = weight_metrics(metrics, ws)
+    if "grad_norm" in metrics:
+        funcs["grad_norm"] = lambda w: move_length(problem.loss_and_gradients(w)[1])
+    return {name: funcs[name] for name in metrics}  # in the order asked for
+
+
+def _integrate(
+    problem: Problem,
+    ws: Weights,
+    t_final: float,
+    times: np.ndarray,
+    rtol: float,
+    atol: float,
+    method: str,
+) -> tuple[list[Weights], OptimizeResult]:
+    """Solve the flow on ``[0, t_final]``; the weights at ``times`` and scipy's solution."""
+    shapes = [w.shape for w in ws]
+    sizes = np.cumsum([w.size for w in ws])[:-1]
+
+    def unpack(y: np.ndarray) -> Weights:
+        return [p.reshape(s) for p, s in zip(np.split(y, sizes), shapes, strict=True)]
+
+    def rhs(_t: float, y: np.ndarray) -> np.ndarray:
+        _, grads = problem.loss_and_gradients(unpack(y))
+        return -np.concatenate([g.ravel() for g in grads])
+
+    y0 = np.concatenate([w.ravel() for w in ws]).astype(np.float64)
+    span = (0.0, float(t_final))
+    sol = solve_ivp(rhs, span, y0, method=method, t_eval=times, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"gradient flow integration failed: {sol.message}")
+    return [unpack(y) for y in sol.y.T], sol

@@ -25,11 +25,12 @@ def geometric_grid(steps: int, num: int = 200) -> np.ndarray:
     return np.unique(np.concatenate([[0], inner, [steps]]))
 
 
-def check_steps(steps: int) -> int:
+def check_steps(steps: int, name: str = "steps") -> int:
+    """``steps`` as an int, after checking that it is a non-negative integer (named ``name``)."""
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
-        raise ValueError(f"steps must be an integer, got {steps!r}")
+        raise ValueError(f"{name} must be an integer, got {steps!r}")
     if steps < 0:
-        raise ValueError(f"steps must be non-negative, got {steps}")
+        raise ValueError(f"{name} must be non-negative, got {steps}")
     return int(steps)
 
 

@@ -22,6 +22,7 @@ from dlncore.init import gaussian
 from dlncore.iterates import Iterates
 from dlncore.network import batch_size
 from dlncore.problem import Problem
+from dlncore.recorder import check_steps
 
 
 def origin_hessian_eigenvalues(problem: Problem, dims: Sequence[int]) -> np.ndarray:
@@ -99,21 +100,27 @@ def escape_times(
     The loss is the covariance form of :meth:`Problem.loss_and_gradients` (absolute accuracy
     about ``‖Y‖² · eps``), adequate for thresholds of the order of ``‖Y‖²``.
     """
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
-        raise ValueError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+    max_steps = check_steps(max_steps, "max_steps")
     ws = problem.check(weights)
     batch = batch_size(ws)
-    bshape = () if batch is None else (batch,)
     eta = np.asarray(step_size, dtype=np.float64)
     if eta.ndim == 1 and batch is not None and eta.shape == (batch,):
         eta = eta.reshape(1, batch)  # one constant step per start
     elif eta.ndim != 0:
         raise ValueError(f"step_size must be a number or have shape (B,); got {eta.shape}")
     eta_of = step_schedule(eta, max_steps, batch, problem.dtype)
+    huge = np.finfo(np.float64).max  # a non-finite loss freezes its start
+    it = Iterates(problem.loss_and_gradients, ws, eta_of, max_steps, huge)
+    out = _first_below(it, threshold, fraction)
+    return out if batch is not None else np.float64(out)
+
+
+def _first_below(it: Iterates, threshold: float | np.ndarray | None, fraction: float) -> np.ndarray:
+    """Visit ``it`` until every active start has had a loss ``≤ threshold`` (default:
+    ``fraction · L(0)``); the first such iteration per start, NaN if none; shape () or (B,)."""
+    bshape = it.active.shape
     out = np.full(bshape, np.nan)
     waiting = np.ones(bshape, dtype=bool)  # not escaped yet
-    huge = np.finfo(np.float64).max  # a non-finite loss freezes its start
-    it = Iterates(problem.loss_and_gradients, ws, eta_of, int(max_steps), huge)
     thr = None if threshold is None else np.broadcast_to(np.asarray(threshold, float), bshape)
     for state in it.visit():
         loss = np.asarray(state.loss, dtype=np.float64)
@@ -124,7 +131,7 @@ def escape_times(
         waiting &= ~done
         if not np.any(waiting & state.active):
             break
-    return out if batch is not None else np.float64(out)
+    return out
 
 
 @dataclass(frozen=True)

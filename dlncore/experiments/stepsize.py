@@ -109,6 +109,23 @@ def largest_convergent_step(
     StepSearch
     """
     ws = problem.check(weights)
+    etas = _check_search(ws, step_sizes, refine, refine_points)
+    rounds = []
+    for _ in range(refine + 1):
+        rounds.append((etas, *_batch_outcome(problem, ws, etas, steps, grad_tol, blowup)))
+        etas = _between(rounds, refine_points)
+        if etas is None:
+            break
+    return _step_search(rounds)
+
+
+def _check_search(
+    ws: Sequence[np.ndarray],
+    step_sizes: Sequence[float] | np.ndarray,
+    refine: int,
+    refine_points: int,
+) -> np.ndarray:
+    """The first round's step sizes, sorted and unique, after checking the search's arguments."""
     if ws[0].ndim != 2:
         raise ValueError("weights must be a single (unbatched) start")
     etas = np.unique(np.asarray(step_sizes, dtype=np.float64).ravel())
@@ -116,34 +133,36 @@ def largest_convergent_step(
         raise ValueError("step_sizes must be a non-empty list of positive finite numbers")
     if refine < 0 or refine_points < 1:
         raise ValueError(f"refine must be ≥ 0 and refine_points ≥ 1, got {refine}, {refine_points}")
-    tried, conv, div, fl, fg = [], [], [], [], []
-    for round_ in range(refine + 1):
-        ok, d, loss, gnorm = _batch_outcome(problem, ws, etas, steps, grad_tol, blowup)
-        tried.append(etas)
-        conv.append(ok)
-        div.append(d)
-        fl.append(loss)
-        fg.append(gnorm)
-        all_etas = np.concatenate(tried)
-        all_ok = np.concatenate(conv)
-        if round_ == refine or not all_ok.any():
-            break
-        best = all_etas[all_ok].max()
-        above = all_etas[all_etas > best]
-        if above.size == 0:
-            break
-        etas = np.geomspace(best, above.min(), refine_points + 2)[1:-1]
-    order = np.argsort(np.concatenate(tried), kind="stable")
-    all_etas = np.concatenate(tried)[order]
-    all_ok = np.concatenate(conv)[order]
-    largest = float(all_etas[all_ok].max()) if all_ok.any() else float("nan")
-    failing = all_etas[~all_ok & (all_etas > (largest if all_ok.any() else -np.inf))]
+    return etas
+
+
+def _between(rounds: list[tuple[np.ndarray, ...]], points: int) -> np.ndarray | None:
+    """``points`` geometrically spaced step sizes strictly between the largest convergent one
+    tried in ``rounds`` and the next tried above it; None when there is no such pair."""
+    tried = np.concatenate([r[0] for r in rounds])
+    ok = np.concatenate([r[1] for r in rounds])
+    if not ok.any():
+        return None
+    best = tried[ok].max()
+    above = tried[tried > best]
+    if above.size == 0:
+        return None
+    return np.geomspace(best, above.min(), points + 2)[1:-1]
+
+
+def _step_search(rounds: list[tuple[np.ndarray, ...]]) -> StepSearch:
+    """The :class:`StepSearch` of the rounds ``(etas, converged, diverged, loss, grad_norm)``."""
+    etas, ok, diverged, loss, gnorm = (np.concatenate(c) for c in zip(*rounds, strict=True))
+    order = np.argsort(etas, kind="stable")
+    etas, ok = etas[order], ok[order]
+    largest = float(etas[ok].max()) if ok.any() else float("nan")
+    failing = etas[~ok & (etas > (largest if ok.any() else -np.inf))]
     return StepSearch(
         largest=largest,
         smallest_failing=float(failing.min()) if failing.size else float("inf"),
-        step_sizes=all_etas,
-        converged=all_ok,
-        diverged=np.concatenate(div)[order],
-        final_loss=np.concatenate(fl)[order],
-        final_grad_norm=np.concatenate(fg)[order],
+        step_sizes=etas,
+        converged=ok,
+        diverged=diverged[order],
+        final_loss=loss[order],
+        final_grad_norm=gnorm[order],
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlncore.descent import gd
-from dlncore.flow import gradient_flow
+from dlncore.flow import check_horizon, gradient_flow
 from dlncore.metrics import STEP_METRICS, weight_metrics
 from dlncore.network import Weights, end_to_end
 from dlncore.problem import Problem
@@ -173,25 +173,18 @@ def gd_flow_gap(
     FlowGap
     """
     ws = problem.check(weights)
-    if ws[0].ndim != 2:
-        raise ValueError("gd_flow_gap takes a single (unbatched) start")
-    counts = _check_inputs(t_final, step_counts, num_times, metrics)
+    counts = _check_inputs(ws, t_final, step_counts, num_times, metrics)
     etas = t_final / counts.astype(np.float64)
     run, own = _gd_all_step_sizes(problem, ws, etas, counts, num_times, metrics, progress)
     times = t_final * np.arange(num_times + 1) / num_times
     flow, flow_error = _flow_and_its_error(problem, ws, t_final, times, metrics, rtol, atol, loosen)
     # a start that diverged at iteration k has no iterates after k (the run may stop early)
     diverged = run.diverged & (run.diverged_at <= counts)
-    reached = ~diverged[:, None] | (own <= run.diverged_at[:, None])  # (B, R + 1)
-    gap_e2e, gap_fac = _distances(run, np.where(reached, own, 0), flow)
-    gap_e2e[~reached] = np.nan
-    gap_fac[~reached] = np.nan
     return FlowGap(
-        step_sizes=etas,
-        step_counts=counts,
-        times=times,
-        gap_end_to_end=gap_e2e,
-        gap_factors=gap_fac,
+        etas,
+        counts,
+        times,
+        *_distances(run, own, flow, diverged),
         flow_error=flow_error,
         diverged=diverged,
         diverged_at=np.where(diverged, run.diverged_at, -1),
@@ -202,16 +195,17 @@ def gd_flow_gap(
 
 
 def _check_inputs(
-    t_final: float, step_counts: Sequence[int], num_times: int, metrics: Sequence[str]
+    ws: Weights, t_final: float, step_counts: Sequence[int], num_times: int, metrics: Sequence[str]
 ) -> np.ndarray:
     """The step counts ``n_b`` as an int array, after checking the arguments of the comparison."""
+    if ws[0].ndim != 2:
+        raise ValueError("gd_flow_gap takes a single (unbatched) start")
     counts = np.asarray(step_counts, dtype=np.int64)
     if counts.ndim != 1 or counts.size == 0 or np.any(counts <= 0):
         raise ValueError(f"step_counts must be positive integers, got {step_counts!r}")
     if np.any(counts % num_times):
         raise ValueError(f"every step count must be a multiple of num_times = {num_times}")
-    if not np.isfinite(t_final) or t_final <= 0:
-        raise ValueError(f"t_final must be positive and finite, got {t_final!r}")
+    check_horizon(t_final)
     if set(metrics) & set(STEP_METRICS):
         raise ValueError(f"metrics must be weight metrics, not {', '.join(STEP_METRICS)}")
     return counts
@@ -279,12 +273,20 @@ def _flow_and_its_error(
     return flow, flow_error
 
 
-def _distances(run: Run, own: np.ndarray, flow: Run) -> tuple[np.ndarray, np.ndarray]:
-    """End-to-end and factor distances, shape ``(B, R + 1)``, of GD at ``own`` to the flow."""
-    rows = np.searchsorted(run.iterations, own)  # record index of (b, t_i)
+def _distances(
+    run: Run, own: np.ndarray, flow: Run, diverged: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """End-to-end and factor distances, shape ``(B, R + 1)``, of GD at ``own`` to the flow.
+
+    NaN where start ``b`` diverged before iteration ``own[b, i]`` (it has no iterate there).
+    """
+    reached = ~diverged[:, None] | (own <= run.diverged_at[:, None])  # (B, R + 1)
+    rows = np.searchsorted(run.iterations, np.where(reached, own, 0))  # record index of (b, t_i)
     cols = np.arange(own.shape[0])[:, None]
     g_e2e = run.metrics["end_to_end"][rows, cols]  # (B, R + 1, d_y, d_x)
     g_fac = run.metrics["factors"][rows, cols]  # (B, R + 1, P)
     gap_e2e = np.linalg.norm(g_e2e - flow.metrics["end_to_end"][None], axis=(-2, -1))
     gap_fac = np.linalg.norm(g_fac - flow.metrics["factors"][None], axis=-1)
+    gap_e2e[~reached] = np.nan
+    gap_fac[~reached] = np.nan
     return gap_e2e, gap_fac
