@@ -95,6 +95,20 @@ def test_single_divergent_run_stops_at_divergence(problem):
     assert run.info["steps"] == run.diverged_at
 
 
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_a_start_diverges_above_blowup_times_the_larger_of_its_loss_and_half_y(engine):
+    # L(w) = ½(1 − w)² (x = y = 1, ½‖Y‖² = ½); with η = 3, 1 − w flips sign and doubles:
+    # L(k) = 4^k L(0). blowup = 10: from w = 0.5 (L(0) = 1/8 < ½) the limit is 10 · ½ = 5,
+    # crossed at k = 3 (8); from w = 3 (L(0) = 2) it is 20, crossed at k = 2 (32).
+    problem = dc.Problem(np.array([[1.0]]), np.array([[1.0]]))
+    for w0, k in [(0.5, 3), (3.0, 2)]:
+        run = dc.gd(problem, [np.array([[w0]])], 3.0, 10, blowup=10.0, engine=engine)
+        assert run.diverged_at == k and run.diverged_loss == pytest.approx(4**k * (1 - w0) ** 2 / 2)
+    for blowup in (1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="blowup must be a finite number > 1"):
+            dc.gd(problem, [np.array([[0.5]])], 3.0, 10, blowup=blowup, engine=engine)
+
+
 @pytest.mark.parametrize(
     ("step_size", "steps", "message"),
     [

@@ -149,3 +149,10 @@ def test_escape_scan_fits_and_censoring():
     assert scan.power() == pytest.approx(-1.0)  # ×10 per decade of ε: k ∝ 1/ε
     assert scan.log_slope() == pytest.approx(99.0 / np.log(10.0))
     assert np.isnan(EscapeScan(scales, np.full((3, 2), np.nan), 0.5).log_slope())
+
+
+@pytest.mark.parametrize(("max_steps", "message"), [(-1, "non-negative"), (2.5, "an integer")])
+def test_escape_times_refuses_a_bad_budget(max_steps, message):
+    problem = dc.Problem(np.array([[1.0]]), np.array([[1.0]]))
+    with pytest.raises(ValueError, match=f"max_steps must be {message}"):
+        escape_times(problem, [np.array([[0.1]])] * 2, 0.01, max_steps)
