@@ -180,11 +180,13 @@ def gd_flow_gap(
     flow, flow_error = _flow_and_its_error(problem, ws, t_final, times, metrics, rtol, atol, loosen)
     # a start that diverged at iteration k has no iterates after k (the run may stop early)
     diverged = run.diverged & (run.diverged_at <= counts)
+    gap_e2e, gap_fac = _distances(run, own, flow, diverged)
     return FlowGap(
-        etas,
-        counts,
-        times,
-        *_distances(run, own, flow, diverged),
+        step_sizes=etas,
+        step_counts=counts,
+        times=times,
+        gap_end_to_end=gap_e2e,
+        gap_factors=gap_fac,
         flow_error=flow_error,
         diverged=diverged,
         diverged_at=np.where(diverged, run.diverged_at, -1),
