@@ -11,7 +11,7 @@ from scipy.optimize import OptimizeResult
 
 from dlncore.iterates import move_length
 from dlncore.metrics import STEP_METRICS, MetricSpec, weight_metrics
-from dlncore.network import Weights, batch_size, widths
+from dlncore.network import Weights, batch_size, flatten, unflatten, widths
 from dlncore.problem import Problem
 from dlncore.results import Run
 
@@ -135,18 +135,14 @@ def _integrate(
 ) -> tuple[list[Weights], OptimizeResult]:
     """Solve the flow on ``[0, t_final]``; the weights at ``times`` and scipy's solution."""
     shapes = [w.shape for w in ws]
-    sizes = np.cumsum([w.size for w in ws])[:-1]
-
-    def unpack(y: np.ndarray) -> Weights:
-        return [p.reshape(s) for p, s in zip(np.split(y, sizes), shapes, strict=True)]
 
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
-        _, grads = problem.loss_and_gradients(unpack(y))
-        return -np.concatenate([g.ravel() for g in grads])
+        _, grads = problem.loss_and_gradients(unflatten(y, shapes))
+        return -flatten(grads)
 
-    y0 = np.concatenate([w.ravel() for w in ws]).astype(np.float64)
+    y0 = flatten(ws).astype(np.float64)
     span = (0.0, float(t_final))
     sol = solve_ivp(rhs, span, y0, method=method, t_eval=times, rtol=rtol, atol=atol)
     if not sol.success:
         raise RuntimeError(f"gradient flow integration failed: {sol.message}")
-    return [unpack(y) for y in sol.y.T], sol
+    return [unflatten(y, shapes) for y in sol.y.T], sol

@@ -77,6 +77,20 @@ def batch_size(weights: Sequence[np.ndarray]) -> int | None:
     return weights[0].shape[0] if weights[0].ndim == 3 else None
 
 
+def flatten(weights: Sequence[np.ndarray]) -> np.ndarray:
+    """All entries of ``W_1, ..., W_N`` in one vector, shape ``(P,)``, ``P`` the total size.
+
+    Each factor row-major in turn (a batched factor with its whole batch); see :func:`unflatten`.
+    """
+    return np.concatenate([w.ravel() for w in weights])
+
+
+def unflatten(vector: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> Weights:
+    """The factors of ``shapes`` from a vector of :func:`flatten` (views of ``vector``)."""
+    ends = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
+    return [p.reshape(s) for p, s in zip(np.split(vector, ends), shapes, strict=True)]
+
+
 def prefix_products(weights: Sequence[np.ndarray]) -> Weights:
     """Products ``[W_1, W_2 W_1, ..., W_N ... W_1]``; the last one is the end-to-end matrix."""
     out = [weights[0]]

@@ -18,7 +18,7 @@ from dlncore.bounds import (
     gradient_bound,
 )
 from dlncore.metrics import imbalance
-from dlncore.network import chain, check_weights
+from dlncore.network import chain, check_weights, flatten, unflatten
 from dlncore.problem import Problem
 
 
@@ -64,16 +64,12 @@ def hessian(problem: Problem, weights: Sequence[np.ndarray]) -> np.ndarray:
     """
     ws = problem.check(weights)
     shapes = [w.shape for w in ws]
-    sizes = [int(np.prod(s)) for s in shapes]
-    total = sum(sizes)
+    total = flatten(ws).size
     H = np.empty((total, total))
     for col in range(total):
         e = np.zeros(total)
         e[col] = 1.0
-        parts = np.split(e, np.cumsum(sizes)[:-1])
-        direction = [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
-        hv = hessian_vector_product(problem, ws, direction)
-        H[:, col] = np.concatenate([h.ravel() for h in hv])
+        H[:, col] = flatten(hessian_vector_product(problem, ws, unflatten(e, shapes)))
     return 0.5 * (H + H.T)
 
 

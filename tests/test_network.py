@@ -52,3 +52,15 @@ def test_any_broken_chain_is_rejected(dims, cut):
     broken[j] = np.zeros((broken[j].shape[0] + 1, broken[j].shape[1]))
     with pytest.raises(ValueError, match="do not chain|outputs"):
         SMALL.loss(broken)
+
+
+def test_flatten_puts_each_factor_row_major_in_turn_and_unflatten_inverts_it():
+    ws = dc.init.gaussian([3, 2, 4], 1.0, seed=5, batch=2)
+    flat = dc.network.flatten(ws)
+    assert flat.shape == (2 * 2 * 3 + 2 * 4 * 2,)
+    assert flat[0] == ws[0][0, 0, 0] and flat[1] == ws[0][0, 0, 1] and flat[3] == ws[0][0, 1, 0]
+    assert flat[12] == ws[1][0, 0, 0] and flat[-1] == ws[1][1, 3, 1]
+    back = dc.network.unflatten(flat, [w.shape for w in ws])
+    for b, w in zip(back, ws, strict=True):
+        np.testing.assert_array_equal(b, w)
+        assert np.shares_memory(b, flat)
