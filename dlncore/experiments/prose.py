@@ -99,19 +99,7 @@ def verdict_text(verdict: str, yes: str, no: str, na: str) -> str:
     raise ValueError(f"verdict must be 'yes', 'no' or 'n/a', got {verdict!r}")
 
 
-COUNT_WORDS = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-)
+COUNT_WORDS = tuple("zero one two three four five six seven eight nine ten".split())
 
 
 def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, budget: int) -> str:
