@@ -37,8 +37,7 @@ def gradient_flow(
     t_final : float
         Horizon ``T > 0``.
     record : int or sequence of float
-        Number of geometrically spaced times in ``[0, T]`` (with 0 and ``T``), or the times
-        themselves (:func:`record_times`).
+        Number of times to record in ``[0, T]``, or the times themselves (:func:`record_times`).
     metrics : sequence of str or mapping
         As for :func:`dlncore.gd` (``grad_norm`` and the weight metrics; not path length).
     rtol, atol : float
@@ -54,22 +53,10 @@ def gradient_flow(
     ws = problem.check(weights)
     times = record_times(record, t_final)
     funcs = _flow_metrics(problem, metrics, ws)
+    solver = {"rtol": rtol, "atol": atol, "method": method}
     began = _time.perf_counter()
-    states, sol = _integrate(problem, ws, t_final, times, rtol, atol, method)
-    settings = {"t_final": float(t_final), "rtol": rtol, "atol": atol, "method": method}
-    return _flow_run(problem, states, sol, funcs, began, settings)
-
-
-def _flow_run(
-    problem: Problem,
-    states: list[Weights],
-    sol: OptimizeResult,
-    funcs: dict[str, Callable[[Weights], np.ndarray]],
-    began: float,
-    settings: dict,
-) -> Run:
-    """The :class:`Run` of the flow's ``states`` at the times ``sol.t`` (it never diverges)."""
-    bshape = states[0][0].shape[:-2]
+    states, sol = _integrate(problem, ws, t_final, times, solver)
+    bshape = ws[0].shape[:-2]
     return Run(
         iterations=None,
         time=sol.t,
@@ -81,10 +68,11 @@ def _flow_run(
         diverged_loss=np.full(bshape, np.nan),
         info={
             "kind": "flow",
-            **settings,
+            "t_final": float(t_final),
+            **solver,
             "evaluations": int(sol.nfev),
-            "widths": widths(states[0]),
-            "batch": batch_size(states[0]),
+            "widths": widths(ws),
+            "batch": batch_size(ws),
             "seconds": _time.perf_counter() - began,
         },
     )
@@ -125,15 +113,10 @@ def _flow_metrics(
 
 
 def _integrate(
-    problem: Problem,
-    ws: Weights,
-    t_final: float,
-    times: np.ndarray,
-    rtol: float,
-    atol: float,
-    method: str,
+    problem: Problem, ws: Weights, t_final: float, times: np.ndarray, solver: dict
 ) -> tuple[list[Weights], OptimizeResult]:
-    """Solve the flow on ``[0, t_final]``; the weights at ``times`` and scipy's solution."""
+    """Solve the flow on ``[0, t_final]`` with ``solve_ivp(**solver)``; the weights at
+    ``times`` and scipy's solution."""
     shapes = [w.shape for w in ws]
 
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
@@ -142,7 +125,7 @@ def _integrate(
 
     y0 = flatten(ws).astype(np.float64)
     span = (0.0, float(t_final))
-    sol = solve_ivp(rhs, span, y0, method=method, t_eval=times, rtol=rtol, atol=atol)
+    sol = solve_ivp(rhs, span, y0, t_eval=times, **solver)
     if not sol.success:
         raise RuntimeError(f"gradient flow integration failed: {sol.message}")
     return [unflatten(y, shapes) for y in sol.y.T], sol
