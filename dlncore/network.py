@@ -91,6 +91,11 @@ def unflatten(vector: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> Weights:
     return [p.reshape(s) for p, s in zip(np.split(vector, ends), shapes, strict=True)]
 
 
+def repeat(weights: Sequence[np.ndarray], batch: int) -> Weights:
+    """One chain as ``batch`` identical starts: each ``W_j`` copied to ``(B, d_j, d_{j−1})``."""
+    return [np.broadcast_to(w, (batch, *w.shape)).copy() for w in weights]
+
+
 def prefix_products(weights: Sequence[np.ndarray]) -> Weights:
     """Products ``[W_1, W_2 W_1, ..., W_N ... W_1]``; the last one is the end-to-end matrix."""
     out = [weights[0]]

@@ -64,3 +64,14 @@ def test_flatten_puts_each_factor_row_major_in_turn_and_unflatten_inverts_it():
     for b, w in zip(back, ws, strict=True):
         np.testing.assert_array_equal(b, w)
         assert np.shares_memory(b, flat)
+
+
+def test_repeat_makes_independent_copies_of_one_start():
+    one = dc.init.gaussian([3, 2, 4], 1.0, seed=5)
+    many = dc.network.repeat(one, 3)
+    assert [w.shape for w in many] == [(3, 2, 3), (3, 4, 2)]
+    for w, w1 in zip(many, one, strict=True):
+        np.testing.assert_array_equal(w, np.stack([w1] * 3))
+    many[0][1] += 1.0  # each start is its own array, writable
+    np.testing.assert_array_equal(many[0][0], one[0])
+    np.testing.assert_array_equal(many[0][1], one[0] + 1.0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dlncore.descent import gd
+from dlncore.network import repeat
 from dlncore.problem import Problem
 
 
@@ -49,7 +50,7 @@ def _batch_outcome(
 ) -> tuple[np.ndarray, ...]:
     """Run GD from ``weights`` with every step size in ``etas`` in one batched call."""
     batch = etas.size
-    starts = [np.broadcast_to(w, (batch, *w.shape)).copy() for w in weights]
+    starts = repeat(weights, batch)
     run = gd(
         problem,
         starts,

@@ -15,7 +15,7 @@ import numpy as np
 from dlncore.descent import gd
 from dlncore.flow import check_horizon, gradient_flow
 from dlncore.metrics import STEP_METRICS, weight_metrics
-from dlncore.network import Weights, end_to_end
+from dlncore.network import Weights, end_to_end, repeat
 from dlncore.problem import Problem
 from dlncore.results import Run
 
@@ -232,7 +232,7 @@ def _gd_all_step_sizes(
     Returns the run and ``own`` (shape ``(B, R + 1)``): the iteration of ``t_i`` for start ``b``.
     """
     batch = counts.size
-    start = [np.broadcast_to(w, (batch,) + w.shape).copy() for w in ws]
+    start = repeat(ws, batch)
     own = np.outer(counts // num_times, np.arange(num_times + 1))  # (B, R + 1)
     run = gd(
         problem,
