@@ -20,7 +20,6 @@ share one implementation:
 - :mod:`dlnbook.sphinx_ext`: the Sphinx extension that makes ``jupyter-book build .``
   run the chapters and render their executed copies.
 - :mod:`dlnbook.publish`: base URL, sitemap, link previews and buttons of a published book.
-- :mod:`dlnbook.digitize`: read the curves of a published line plot (chapter 7's reference).
 """
 
 __all__ = ["chapters", "checks", "runner"]
