@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 from dlnbook.chapters import load_chapter
 from dlnbook.glued import checks, count_checks
+from dlnbook.pagerules import fmt_value, render_executed, rerun_command
 from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import RUN_RECORD, Plan
 
@@ -314,20 +314,6 @@ def _standalone(html: str, static: str, notebook: str) -> str:
     return html.replace("</head>", _PAGE_STYLE + "</head>", 1)
 
 
-def rerun_command(plan: Plan, program: str = "dln-book") -> str:
-    """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out).
-
-    >>> rerun_command(plan)  # doctest: +SKIP
-    "dln-book run 01_setting -p steps=30 -p 'depths=[2, 3]'"
-    """
-    defaults = plan.chapter.defaults
-    args = [program, "run", plan.chapter.name]
-    for name, value in plan.parameters.items():
-        if value != defaults.get(name):
-            args += ["-p", shlex.quote(f"{name}={value!r}")]
-    return " ".join(args)
-
-
 def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
     """MyST markdown of the banner that opens a rerun page.
 
@@ -347,8 +333,6 @@ def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
     str
         An ``admonition`` directive (class ``dlnbook-rerun``).
     """
-    from dlnbook.sphinx_ext import fmt_value
-
     defaults = plan.chapter.defaults
     changed = [
         f"`{name}` = {fmt_value(value)} (book: {fmt_value(defaults.get(name))})"
@@ -420,23 +404,15 @@ def write_page(
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    from dlnbook.sphinx_ext import render_executed
-
     book = find_book_root(plan.chapter.path) if book is None else Path(book)
     shared = plan.run_dir.parent / SHARED_DIR if shared is None else Path(shared)
-    name = plan.chapter.name
-    nb = json.loads(render_executed(plan, executed=executed))
-    box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
-    banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
-    nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
-    offsets, others = book_numbering(book, plan.chapter.path)
-    _resolve_other_pages(nb, others)
+    name, final = plan.chapter.name, plan.run_dir / PAGE_DIR
+    nb, offsets = _page_notebook(plan, executed, book)
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         outdir = Path(tmp) / "out"
         config = _sphinx_page(nb, name, book, offsets, Path(tmp))
         _prune_static(outdir / "_static", config.get("mathjax_path", ""))
         assets = shared_assets(_tree_files(outdir / "_static"), shared)
-        final = plan.run_dir / PAGE_DIR
         static = os.path.relpath(assets, final).replace(os.sep, "/")
         notebook = os.path.relpath(plan.executed_notebook, final).replace(os.sep, "/")
         page = (outdir / f"{name}.html").read_text(encoding="utf-8")
@@ -446,6 +422,18 @@ def write_page(
         if (outdir / "_images").is_dir():
             shutil.copytree(outdir / "_images", target / "_images")
     return target / f"{name}.html"
+
+
+def _page_notebook(plan: Plan, executed: Path, book: Path) -> tuple[dict, dict[str, int]]:
+    """The notebook of a run's page (the book's, opened by the rerun banner, references to
+    other pages in words) and the book's numbering offsets before the chapter."""
+    nb = json.loads(render_executed(plan, executed=executed))
+    box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
+    banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
+    nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
+    offsets, others = book_numbering(book, plan.chapter.path)
+    _resolve_other_pages(nb, others)
+    return nb, offsets
 
 
 def _sphinx_page(
