@@ -82,32 +82,21 @@ def find_book_root(chapter: str | Path) -> Path:
 
 def _toc_documents(book: Path) -> list[Path]:
     """Source files of the book's pages in the order of ``_toc.yml`` (empty without one)."""
-    import yaml
+    from sphinx_external_toc.api import FileItem
+    from sphinx_external_toc.parsing import parse_toc_yaml
 
-    toc = book / "_toc.yml"
-    if not toc.is_file():
+    if not (book / "_toc.yml").is_file():
         return []
-    files: list[str] = []
+    site = parse_toc_yaml(book / "_toc.yml")
 
-    def walk(entry: Any) -> None:
-        if isinstance(entry, list):
-            for item in entry:
-                walk(item)
-        elif isinstance(entry, dict):
-            for key in ("root", "file"):
-                if isinstance(entry.get(key), str):
-                    files.append(entry[key])
-            for key in ("parts", "chapters", "sections"):
-                walk(entry.get(key))
+    def walk(doc: str) -> list[str]:
+        subs = [i for sub in site[doc].subtrees for i in sub.items if isinstance(i, FileItem)]
+        return [doc, *(name for item in subs for name in walk(item))]
 
-    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
-    paths = []
-    for name in files:
-        for suffix in (".ipynb", ".md"):
-            if (book / (name + suffix)).is_file():
-                paths.append((book / (name + suffix)).resolve())
-                break
-    return paths
+    found = [
+        book / f"{name}{suffix}" for name in walk(site.root.docname) for suffix in (".ipynb", ".md")
+    ]
+    return [path.resolve() for path in found if path.is_file()]
 
 
 def numbered_items(path: Path) -> list[tuple[str, str | None]]:
