@@ -101,26 +101,14 @@ def _missing(name: str, value: Any, results: Sequence[PointResult]) -> bool:
     return False
 
 
-def _fmt(value: Any) -> str:
-    """3–4 significant digits for floats, everything else as is."""
+def _fmt(value: Any, full: bool = False) -> str:
+    """4 significant digits for floats (``full``: ``repr``, for the CSV), lists and dicts as
+    JSON, None as nothing, everything else as is."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _cell(value: Any) -> str:
-    """Full precision, for the CSV."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
+        return repr(value) if full else f"{value:.4g}" if math.isfinite(value) else str(value)
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
 
 
 def _rel(path: Path | None, start: Path) -> str:
@@ -164,7 +152,7 @@ def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Pat
         run = _rel(p.plan.run_dir, folder) if r.ok else _rel(p.log, folder)
         row = [p.index, *(p.plan.parameters[n] for n in swept), p.status, seconds, r.worker]
         row += [run, p.error, *(r.glued.get(g) for g in glued)]
-        writer.writerow([_cell(v) for v in row])
+        writer.writerow([_fmt(v, full=True) for v in row])
     return out.getvalue()
 
 
@@ -214,18 +202,11 @@ def _panel(
     for label, by_x in groups.items():
         xs = sorted(by_x)
         means = [sum(by_x[x]) / len(by_x[x]) for x in xs]
-        low = [m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]
-        high = [max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]
+        bars = [[m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]]
+        bars += [[max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]]
         spread = any(len(by_x[x]) > 1 for x in xs)
-        ax.errorbar(
-            xs,
-            means,
-            yerr=[low, high] if spread else None,
-            marker="o",
-            ms=4,
-            capsize=3,
-            label=label or None,
-        )
+        style = {"marker": "o", "ms": 4, "capsize": 3, "label": label or None}
+        ax.errorbar(xs, means, yerr=bars if spread else None, **style)
     if param is not None and numeric_x and (param in log_axes or _geometric(xs_all)):
         ax.set_xscale("log")
     if param is not None and not numeric_x:
@@ -408,26 +389,12 @@ def write_sweep(
     swept: Sequence[str],
     log_axes: Collection[str] = (),
 ) -> None:
-    """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` in one atomic step.
-
-    Runs on the client once every point has finished or failed. A successful point whose
-    run folder has no page yet gets it first (:func:`dlnbook.export.render_run`; a page
-    that cannot be rendered is reported in one line on stderr). Every value shown is read
-    from the published run folders.
-
-    Parameters
-    ----------
-    folder : Path
-        The sweep folder (``sweeps/<chapter>-<hash>``); replaced.
-    chapter : Chapter
-        The swept chapter (its notebook on the client).
-    points : sequence of Point
-        The points with their status (``done``, ``reused``, ``failed``).
-    swept : sequence of str
-        Names of the parameters that differ between points; empty for a one-point sweep.
-    log_axes : collection of str
-        Swept parameters given as ``:log`` grids (drawn on log axes).
-    """
+    """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` (replaced) in one
+    atomic step, on the client once every point (status ``done``, ``reused`` or ``failed``)
+    has finished. A successful point whose run folder has no page gets it first
+    (:func:`dlnbook.export.render_run`; one that cannot be rendered is reported in one line
+    on stderr). ``swept``: the parameters that differ between points (empty for one point);
+    ``log_axes``: those given as ``:log`` grids."""
     for p in points:
         page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
         if p.status != "failed" and p.plan.executed_notebook.is_file() and not page.is_file():
