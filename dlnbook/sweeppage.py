@@ -300,6 +300,16 @@ def _figure_tiles(
     return figures
 
 
+def _verdict_grid(ok: Sequence[PointResult], swept: Sequence[str]) -> dict[str, list]:
+    """The claims of the "What we checked" rows and, per point, its label and verdicts."""
+    claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
+    rows = []
+    for r in ok:
+        held = {c.claim: c.held for c in r.checks}
+        rows.append((_label(r.point, swept) or "the point", [held.get(c, "n/a") for c in claims]))
+    return {"claims": claims, "verdict_rows": rows}
+
+
 def _point_row(r: PointResult, chapter: Chapter, swept, folder: Path, shown, ok) -> tuple:
     """A row of the points table: (class, cells before the links, links, cells after)."""
     p = r.point
@@ -352,8 +362,6 @@ def index_html(
         (varying if len(values) > 1 else constant).append(name)
     numeric = [n for n in varying if any(_number(r.glued.get(n)) for r in ok)]
     plotted = numeric and len(ok) > 1
-    claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
-    held = [{c.claim: c.held for c in r.checks} for r in ok]
     params = results[0].point.plan.parameters if results else {}
     axes = {n: dict.fromkeys(_fmt(r.point.plan.parameters[n]) for r in results) for n in swept}
     head = ["point", *swept, "status", "checks held", "seconds", "worker", "page", "error"]
@@ -367,11 +375,7 @@ def index_html(
         failed=len(results) - len(ok),
         seeds=", ".join(s for s in swept if is_seed(s)),
         fixed=json.dumps({k: v for k, v in params.items() if k not in swept}, default=repr),
-        claims=claims,
-        verdict_rows=[
-            (_label(r.point, swept) or "the point", [h.get(c, "n/a") for c in claims])
-            for r, h in zip(ok, held, strict=True)
-        ],
+        **_verdict_grid(ok, swept),
         figures=_figure_tiles(chapter, ok, swept, folder),
         plots=_value_plots(ok, numeric, swept, descriptions, log_axes) if plotted else [],
         same=[
