@@ -17,10 +17,11 @@ share one implementation:
   and logs; stale temporary folders pruned.
 - :mod:`dlnbook.sweep`: ``dln-book sweep``: grids, ``points.csv`` and the sweep's page.
 - :mod:`dlnbook.export`: the standalone page of a run, built by the book's own renderer.
+- :mod:`dlnbook.pagerules`: what a chapter page shows (text of now, outputs of the run, the
+  parameters box, folded code, alt text), for the book and the standalone run page alike.
 - :mod:`dlnbook.sphinx_ext`: the Sphinx extension that makes ``jupyter-book build .``
-  run the chapters and render their executed copies.
+  run the chapters and render their executed copies (with the executed-notebook download).
 - :mod:`dlnbook.publish`: base URL, sitemap, link previews and buttons of a published book.
-- :mod:`dlnbook.digitize`: read the curves of a published line plot (chapter 7's reference).
 """
 
 __all__ = ["chapters", "checks", "runner"]

@@ -40,51 +40,36 @@ __all__ = ["PACKAGE", "chapter_digest", "chapter_modules", "code_digest", "code_
 PACKAGE = "dlncore"
 
 
-@functools.lru_cache(maxsize=512)
-def code_fingerprint(source: bytes) -> str:
-    """What a Python module computes: its syntax tree without docstrings.
-
-    Comments, blank lines, formatting and docstrings (any statement that is only a string
-    literal) do not appear in the result; everything else does. A file that does not parse
-    is fingerprinted by its bytes, so that editing it still counts as a change.
-
-    Parameters
-    ----------
-    source : bytes
-        The module's source.
-
-    Returns
-    -------
-    str
-        A text that two sources share exactly when they compute the same.
-    """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return hashlib.sha256(source).hexdigest()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list):
-            node.body = [
-                stmt
-                for stmt in body
-                if not (
-                    isinstance(stmt, ast.Expr)
-                    and isinstance(stmt.value, ast.Constant)
-                    and isinstance(stmt.value.value, str)
-                )
-            ]
-    return ast.dump(tree)
+def _is_docstring(stmt: ast.stmt) -> bool:
+    value = getattr(stmt, "value", None)
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(value, ast.Constant)
+        and isinstance(value.value, str)
+    )
 
 
 @functools.lru_cache(maxsize=512)
 def _parse_module(source: bytes) -> ast.Module | None:
-    """Syntax tree of a module's source (cached: every chapter reads the core); None when it
-    does not parse. Callers only read it."""
+    """Syntax tree of a module's source without docstrings (any statement that is only a
+    string literal); None when it does not parse. Cached (every chapter reads the core);
+    callers only read it."""
     try:
-        return ast.parse(source)
+        tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
+    for node in ast.walk(tree):
+        if isinstance(getattr(node, "body", None), list):
+            node.body = [stmt for stmt in node.body if not _is_docstring(stmt)]
+    return tree
+
+
+def code_fingerprint(source: bytes) -> str:
+    """What a Python module computes, as a text that two sources share exactly when they
+    compute the same: its syntax tree without docstrings (comments, blank lines, formatting
+    and docstrings do not count); a file that does not parse counts by its bytes."""
+    tree = _parse_module(source)
+    return hashlib.sha256(source).hexdigest() if tree is None else ast.dump(tree)
 
 
 @functools.lru_cache(maxsize=512)
@@ -204,7 +189,8 @@ class _Package:
 def chapter_modules(
     code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE
 ) -> list[str]:
-    """Dotted names of the package modules a chapter runs: the core and what it imports.
+    """Sorted dotted names of the package modules a chapter runs (the core and what its
+    code cells import, see the module docstring), e.g. ``["dlncore", "dlncore.bounds", ...]``.
 
     Parameters
     ----------
@@ -214,11 +200,6 @@ def chapter_modules(
         Directory of the package's sources (e.g. ``.../dlncore``).
     package : str
         The package's import name.
-
-    Returns
-    -------
-    list of str
-        Sorted module names, e.g. ``["dlncore", "dlncore.bounds", ...]``.
     """
     package = _Package(Path(core_dir), package)
     trees = [tree for tree in map(_parse_cell, code_cells) if tree is not None]
@@ -229,23 +210,9 @@ def chapter_modules(
 
 
 def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE) -> str:
-    """SHA-256 of the package code a chapter runs (see the module docstring).
-
-    Parameters
-    ----------
-    code_cells : iterable of str
-        Sources of the chapter's code cells.
-    core_dir : str or Path
-        Directory of the package's sources (e.g. ``.../dlncore``).
-    package : str
-        The package's import name.
-
-    Returns
-    -------
-    str
-        Hex digest over each module's path relative to ``core_dir`` and its
-        :func:`code_fingerprint`; insensitive to comments, docstrings and formatting.
-    """
+    """Hex SHA-256 of the package code a chapter runs (arguments as :func:`chapter_modules`):
+    each module's path relative to ``core_dir`` and its :func:`code_fingerprint`, and the
+    bytes of the package data of its packages."""
     lib = _Package(Path(core_dir), package)
     digest = hashlib.sha256()
     for name in chapter_modules(code_cells, core_dir, package):
@@ -259,24 +226,8 @@ def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = 
 
 
 def chapter_digest(notebook: str | Path, core_dir: str | Path) -> str:
-    """:func:`code_digest` of a chapter notebook's code cells.
-
-    Parameters
-    ----------
-    notebook : str or Path
-        The chapter's ``.ipynb`` file.
-    core_dir : str or Path
-        Directory of the package (e.g. ``.../dlncore``).
-
-    Returns
-    -------
-    str
-        Hex digest.
-    """
+    """:func:`code_digest` of the code cells of a chapter notebook (an ``.ipynb`` file) for the
+    package sources in ``core_dir``."""
     nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
-    cells = [
-        "".join(cell.get("source", ""))
-        for cell in nb.get("cells", [])
-        if cell.get("cell_type") == "code"
-    ]
-    return code_digest(cells, core_dir)
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    return code_digest(("".join(c.get("source", "")) for c in code), core_dir)

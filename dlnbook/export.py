@@ -1,21 +1,14 @@
-"""Files the command line adds to a finished run: a standalone page and the parameters.
+"""Files the command line adds to a finished run: ``parameters.json`` and a standalone page.
 
-The page is rendered on the client (where the book is) by the book's own renderer: a Sphinx
-build of one document (the chapter, prepared exactly as the book build prepares it,
-parameters box included, opened by the rerun banner) with the book's configuration as
-Jupyter Book translates ``_config.yml`` (theme, MyST-NB, sphinx-proof, numbered figures,
-glued values, citations, offline MathJax). Only the ``dlnbook.sphinx_ext`` extension is left
-out: the chapter has already run. A run folder gets ``html/<chapter>.html`` and the images it
-shows (``html/_images/``), about 0.1–0.5 MB; the theme and MathJax (about 12 MB) are stored
-once per runs folder, in ``runs/_static/<digest>/``, and linked. The page opens offline
-from the disk; it has no search and no index (the theme's search button is hidden), and its
-download button serves the executed notebook of the run.
-
-Figures and statements are numbered as in the book, which numbers them continuously over
-its pages (``_toc.yml`` order). A page of its own cannot link to other chapters: a
-``{prf:ref}`` to a statement of another page shows the same words as in the book
-(``Proposition 3``) without the link. Any other reference Sphinx cannot resolve is shown
-as its label, with a warning.
+The page is rendered on the client (where the book is) by a Sphinx build of one document, the
+chapter as the book shows it (:mod:`dlnbook.pagerules`) opened by the rerun banner, with the
+book's configuration as Jupyter Book translates ``_config.yml``, without ``dlnbook.sphinx_ext``
+(the chapter has run). A run folder gets ``html/<chapter>.html`` and its images (0.1–0.5 MB);
+the theme and MathJax (about 12 MB) are stored once per runs folder, ``runs/_static/<digest>/``.
+The page opens offline, has no search and no index, and its download button serves the run's
+executed notebook. Figures and statements are numbered as in the book (continuously over the
+pages of ``_toc.yml``); a ``{prf:ref}`` to another page reads as in the book (``Proposition
+3``) without a link; any other reference Sphinx cannot resolve shows its label, with a warning.
 """
 
 from __future__ import annotations
@@ -24,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import sys
 import tempfile
@@ -34,6 +26,7 @@ from typing import Any
 
 from dlnbook.chapters import load_chapter
 from dlnbook.glued import checks, count_checks
+from dlnbook.pagerules import fmt_value, render_executed, rerun_command
 from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import RUN_RECORD, Plan
 
@@ -43,14 +36,9 @@ __all__ = [
     "SHARED_DIR",
     "book_numbering",
     "finalize_run",
-    "find_book_root",
-    "numbered_items",
     "render_run",
-    "rerun_banner",
-    "rerun_command",
-    "shared_assets",
-    "write_page",
 ]
+__all__ += ["rerun_banner", "rerun_command", "shared_assets", "write_page"]
 
 PARAMETERS_FILE = "parameters.json"
 #: Folder of a run that holds the standalone page and its assets.
@@ -59,8 +47,11 @@ PAGE_DIR = "html"
 SHARED_DIR = "_static"
 _EXTENSION = "dlnbook.sphinx_ext"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_PRF_FENCE = re.compile(r"^\s*(?:`{3,}|:{3,})\{prf:(\w+)\}")
-_OPTION = re.compile(r"^\s*:(\w+):\s*(.*)$")
+#: A ``prf:`` directive's kind and its option lines (``:label: x``), in MyST markdown.
+_PRF_BLOCK = re.compile(
+    r"^[ \t]*(?:`{3,}|:{3,})\{prf:(\w+)\}.*\n((?:[ \t]*:\w+:.*(?:\n|$))*)", re.M
+)
+_OPTION = re.compile(r"^[ \t]*:(\w+):[ \t]*(.*)$", re.M)
 _PRF_REF = re.compile(r"\{prf:ref\}`([^`<>]+)`")
 _BIBLIOGRAPHY = """## References
 
@@ -82,84 +73,47 @@ def find_book_root(chapter: str | Path) -> Path:
 
 def _toc_documents(book: Path) -> list[Path]:
     """Source files of the book's pages in the order of ``_toc.yml`` (empty without one)."""
-    import yaml
+    from sphinx_external_toc.api import FileItem
+    from sphinx_external_toc.parsing import parse_toc_yaml
 
-    toc = book / "_toc.yml"
-    if not toc.is_file():
+    if not (book / "_toc.yml").is_file():
         return []
-    files: list[str] = []
+    site = parse_toc_yaml(book / "_toc.yml")
 
-    def walk(entry: Any) -> None:
-        if isinstance(entry, list):
-            for item in entry:
-                walk(item)
-        elif isinstance(entry, dict):
-            for key in ("root", "file"):
-                if isinstance(entry.get(key), str):
-                    files.append(entry[key])
-            for key in ("parts", "chapters", "sections"):
-                walk(entry.get(key))
+    def walk(doc: str) -> list[str]:
+        subs = [i for sub in site[doc].subtrees for i in sub.items if isinstance(i, FileItem)]
+        return [doc, *(name for item in subs for name in walk(item))]
 
-    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
-    paths = []
-    for name in files:
-        for suffix in (".ipynb", ".md"):
-            if (book / (name + suffix)).is_file():
-                paths.append((book / (name + suffix)).resolve())
-                break
-    return paths
+    found = [
+        book / f"{name}{suffix}" for name in walk(site.root.docname) for suffix in (".ipynb", ".md")
+    ]
+    return [path.resolve() for path in found if path.is_file()]
 
 
 def numbered_items(path: Path) -> list[tuple[str, str | None]]:
-    """What a page numbers, in order: ``(kind, label)`` for each figure and ``prf:`` statement.
-
-    Kinds are ``"figure"`` (a code cell with ``mystnb.figure`` metadata, which displays
-    exactly one image) and the statement kinds (``"theorem"``, ``"lemma"``, ...). Proofs and
-    statements with ``:nonumber:`` are not numbered and not listed.
-    """
+    """What a page (``.md`` or ``.ipynb``) numbers, in order: ``(kind, label)`` for each figure
+    cell (kind ``"figure"``) and ``prf:`` statement (``"theorem"``, ...; proofs and statements
+    with ``:nonumber:`` are not numbered)."""
     if path.suffix == ".md":
-        blocks = [("markdown", path.read_text(encoding="utf-8"), {})]
+        cells = [{"cell_type": "markdown", "source": path.read_text(encoding="utf-8")}]
     else:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        blocks = [
-            (c.get("cell_type"), "".join(c.get("source", "")), c.get("metadata", {}))
-            for c in nb.get("cells", [])
-        ]
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
     items: list[tuple[str, str | None]] = []
-    for kind, text, metadata in blocks:
-        figure = metadata.get("mystnb", {}).get("figure")
-        if kind == "code" and figure:
+    for cell in cells:
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if cell.get("cell_type") == "code" and figure:
             items.append(("figure", figure.get("name")))
-        if kind != "markdown":
-            continue
-        lines = text.splitlines()
-        for i, line in enumerate(lines):
-            fence = _PRF_FENCE.match(line)
-            if fence is None or fence.group(1) == "proof":
-                continue
-            options = {}
-            for option in lines[i + 1 :]:
-                match = _OPTION.match(option)
-                if match is None:
-                    break
-                options[match.group(1)] = match.group(2).strip()
-            if "nonumber" not in options:
-                items.append((fence.group(1), options.get("label")))
+        if cell.get("cell_type") == "markdown":
+            for kind, block in _PRF_BLOCK.findall("".join(cell.get("source", ""))):
+                options = dict(_OPTION.findall(block))
+                if kind != "proof" and "nonumber" not in options:
+                    items.append((kind, options.get("label", "").strip() or None))
     return items
 
 
 def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """How the book numbers around one chapter.
-
-    The book numbers figures and each kind of ``prf:`` statement continuously over its
-    pages, in the order of ``_toc.yml``.
-
-    Parameters
-    ----------
-    book : Path
-        The book folder.
-    chapter : Path
-        The chapter notebook.
+    """How the book (folder ``book``) numbers around the notebook ``chapter``: figures and
+    each kind of ``prf:`` statement continuously over the pages of ``_toc.yml``.
 
     Returns
     -------
@@ -262,24 +216,10 @@ def _tree_files(root: Path) -> dict[str, bytes]:
 
 
 def shared_assets(files: dict[str, bytes], shared: Path) -> Path:
-    """Store the assets of a page (theme, MathJax) once in a folder shared by many pages.
-
-    The folder is ``shared/<digest>``, named after the SHA-256 of the files (paths and
-    contents), and written in one atomic step when it does not exist yet: pages rendered
-    with the same book configuration share it; another configuration gets its own.
-
-    Parameters
-    ----------
-    files : dict of str to bytes
-        Relative path -> contents (the ``_static`` folder of a rendered page).
-    shared : Path
-        The shared folder, e.g. ``runs/_static``.
-
-    Returns
-    -------
-    Path
-        ``shared/<digest>``.
-    """
+    """Store the assets of a page (``files``: relative path -> contents of its ``_static``
+    folder) once in ``shared/<digest>`` (e.g. ``runs/_static/<digest>``, returned), named
+    after the SHA-256 of the paths and contents and written in one atomic step when it does
+    not exist: pages of one book configuration share it, another gets its own."""
     digest = hashlib.sha256()
     for rel, data in sorted(files.items()):
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -314,41 +254,11 @@ def _standalone(html: str, static: str, notebook: str) -> str:
     return html.replace("</head>", _PAGE_STYLE + "</head>", 1)
 
 
-def rerun_command(plan: Plan, program: str = "dln-book") -> str:
-    """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out).
-
-    >>> rerun_command(plan)  # doctest: +SKIP
-    "dln-book run 01_setting -p steps=30 -p 'depths=[2, 3]'"
-    """
-    defaults = plan.chapter.defaults
-    args = [program, "run", plan.chapter.name]
-    for name, value in plan.parameters.items():
-        if value != defaults.get(name):
-            args += ["-p", shlex.quote(f"{name}={value!r}")]
-    return " ".join(args)
-
-
 def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
-    """MyST markdown of the banner that opens a rerun page.
-
-    It lists the parameters that differ from the book's defaults, the ``dln-book run``
+    """MyST markdown of the banner that opens a rerun page (an ``admonition``, class
+    ``dlnbook-rerun``): the parameters that differ from the book's, the ``dln-book run``
     command that reproduces the page and how many rows of the chapter's "What we checked"
-    table held (from the glued verdicts of ``nb``).
-
-    Parameters
-    ----------
-    plan : Plan
-        The run.
-    nb : dict
-        The notebook the page renders (current text, outputs of the run).
-
-    Returns
-    -------
-    str
-        An ``admonition`` directive (class ``dlnbook-rerun``).
-    """
-    from dlnbook.sphinx_ext import fmt_value
-
+    table held (the glued verdicts of ``nb``, the notebook the page renders)."""
     defaults = plan.chapter.defaults
     changed = [
         f"`{name}` = {fmt_value(value)} (book: {fmt_value(defaults.get(name))})"
@@ -389,13 +299,10 @@ def write_page(
 ) -> Path:
     """Render a chapter run as one standalone HTML page with the book's renderer.
 
-    Runs where the book is (the client): it reads the chapter notebook (``plan.chapter.path``)
-    and the book's ``_config.yml``, ``_toc.yml`` and bibliography. The page opens with the
-    rerun banner (:func:`rerun_banner`) and the parameters box. ``target`` receives only
-    ``<chapter>.html`` and the images it shows (``_images/``); the theme and MathJax are
-    stored once in ``shared`` (see :func:`shared_assets`) and linked relative to where the
-    page will be, ``plan.run_dir / PAGE_DIR``, so ``target`` may be a temporary folder that
-    becomes that one.
+    Runs where the book is (the client). ``target`` (replaced) receives ``<chapter>.html``
+    and its images (``_images/``); the theme and MathJax are stored once in ``shared``
+    (:func:`shared_assets`) and linked relative to ``plan.run_dir / PAGE_DIR``, so ``target``
+    may be a temporary folder that becomes that one.
 
     Parameters
     ----------
@@ -404,7 +311,7 @@ def write_page(
     executed : Path
         The executed notebook of the run.
     target : Path
-        Output folder; replaced if it exists.
+        Output folder.
     book : Path, optional
         The book folder; by default the one holding the chapter (:func:`find_book_root`).
     shared : Path, optional
@@ -420,23 +327,15 @@ def write_page(
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    from dlnbook.sphinx_ext import render_executed
-
     book = find_book_root(plan.chapter.path) if book is None else Path(book)
     shared = plan.run_dir.parent / SHARED_DIR if shared is None else Path(shared)
-    name = plan.chapter.name
-    nb = json.loads(render_executed(plan, executed=executed))
-    box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
-    banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
-    nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
-    offsets, others = book_numbering(book, plan.chapter.path)
-    _resolve_other_pages(nb, others)
+    name, final = plan.chapter.name, plan.run_dir / PAGE_DIR
+    nb, offsets = _page_notebook(plan, executed, book)
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         outdir = Path(tmp) / "out"
         config = _sphinx_page(nb, name, book, offsets, Path(tmp))
         _prune_static(outdir / "_static", config.get("mathjax_path", ""))
         assets = shared_assets(_tree_files(outdir / "_static"), shared)
-        final = plan.run_dir / PAGE_DIR
         static = os.path.relpath(assets, final).replace(os.sep, "/")
         notebook = os.path.relpath(plan.executed_notebook, final).replace(os.sep, "/")
         page = (outdir / f"{name}.html").read_text(encoding="utf-8")
@@ -446,6 +345,18 @@ def write_page(
         if (outdir / "_images").is_dir():
             shutil.copytree(outdir / "_images", target / "_images")
     return target / f"{name}.html"
+
+
+def _page_notebook(plan: Plan, executed: Path, book: Path) -> tuple[dict, dict[str, int]]:
+    """The notebook of a run's page (the book's, opened by the rerun banner, references to
+    other pages in words) and the book's numbering offsets before the chapter."""
+    nb = json.loads(render_executed(plan, executed=executed))
+    box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
+    banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
+    nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
+    offsets, others = book_numbering(book, plan.chapter.path)
+    _resolve_other_pages(nb, others)
+    return nb, offsets
 
 
 def _sphinx_page(
@@ -492,25 +403,9 @@ def _sphinx_page(
 
 
 def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None) -> Path:
-    """Add ``parameters.json`` and the standalone page (``html/<chapter>.html``) to a run.
-
-    Runs on the client, where the book is, once the worker's files are there: in the
-    published run folder (the default) or in the folder that is about to become it.
-
-    Parameters
-    ----------
-    plan : Plan
-        The run; its chapter path, parameters and run folder are the client's.
-    folder : Path, optional
-        The folder holding the executed notebook; default ``plan.run_dir``.
-    book : Path, optional
-        The book folder; by default the one holding the chapter.
-
-    Returns
-    -------
-    Path
-        The page.
-    """
+    """Add ``parameters.json`` and the standalone page (``html/<chapter>.html``, returned) to
+    the run's folder or to ``folder``, the one about to become it (on the client, where the
+    book is: ``book``, by default the one holding the chapter)."""
     folder = plan.run_dir if folder is None else Path(folder)
     text = json.dumps(plan.parameters, indent=2, default=repr)
     (folder / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")
@@ -519,23 +414,11 @@ def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None)
 
 
 def finalize_run(directory: Path, notebook: Path) -> None:
-    """Add ``parameters.json`` to a finished run folder, and its page where the book is.
-
-    The ``finalize`` hook of a run. ``directory`` holds ``run.json``. When it is in the runs
-    folder of the run (the run folder itself, or its hidden temporary sibling
-    ``.<chapter>-<hash>.tmp-…`` that the client renames into place), the page is rendered
-    too (:func:`render_run`): that is the client, which has the chapter notebook and the
-    book. Anywhere else (a worker's scratch folder) only ``parameters.json`` is written,
-    and nothing of the client is opened; the client renders the page once the run folder
-    is there.
-
-    Parameters
-    ----------
-    directory : Path
-        The run folder holding ``run.json``.
-    notebook : Path
-        The executed notebook in that folder.
-    """
+    """The ``finalize`` hook of a run: add ``parameters.json`` to ``directory`` (holding
+    ``run.json`` and the executed ``notebook``), and the page (:func:`render_run`) when it
+    is in the runs folder (the run folder, or its hidden sibling ``.<chapter>-<hash>.tmp-…``
+    that the client renames into place): that is the client, which has the chapter and the
+    book. In a worker's scratch folder nothing of the client is opened."""
     record = json.loads((directory / RUN_RECORD).read_text(encoding="utf-8"))
     text = json.dumps(record["parameters"], indent=2, default=repr)
     (directory / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")

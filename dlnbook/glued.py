@@ -76,20 +76,10 @@ def glued_values(notebook: Path | Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Check:
-    """One row of a chapter's "What we checked" table.
-
-    Attributes
-    ----------
-    claim : str
-        The row's claim, as plain text (roles and ``$`` removed).
-    name : str or None
-        The glued verdict of the held? cell, or None when the cell is literal text.
-    held : str
-        ``"yes"``, ``"no"`` or ``"n/a"`` (a literal ``n/a``, a verdict not glued by the run,
-        or anything else).
-    markdown : str
-        The claim as written (MyST markdown).
-    """
+    """One row of a chapter's "What we checked" table: its ``claim`` as plain text (roles and
+    ``$`` removed) and as written (``markdown``), the glued verdict of its held? cell
+    (``name``; None for literal text) and ``held``: ``"yes"``, ``"no"`` or ``"n/a"`` (a
+    literal ``n/a``, a verdict the run did not glue, or anything else)."""
 
     claim: str
     name: str | None

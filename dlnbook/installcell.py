@@ -1,19 +1,13 @@
 """The install cell: the first code cell of every chapter, for Colab and other bare kernels.
 
-A chapter opened outside this repository's environment (a "launch" button to Colab, a
-downloaded notebook) has no ``dlncore``. Its first code cell installs the book's package when
-it is missing and does nothing when it is present (``dln-book run``, the book build, Binder,
-whose ``binder/postBuild`` installs the checkout). This is the QuantEcon lectures' convention,
-with the difference that the package is pinned: the cell installs the pip requirement in
-:data:`SOURCE_NAME`, ``dln-book[notebooks] @ git+<repository>@<commit>``.
-
-A commit cannot name itself, so the committed notebooks carry the placeholder
-:data:`PLACEHOLDER`, and whoever publishes the notebooks pins them to the built commit with
-:func:`pin_notebook` (``python -m dlnbook.installcell --git REPOSITORY COMMIT NOTEBOOK...``):
-the publish workflow pins the copies the book offers for download and the branch ``launch``
-(the built commit plus the pinned notebooks) that the launch buttons open. The build's own
-execution never installs anything (the package is there), so the pin does not enter any cache
-key. The tests pin a chapter to a local wheel (``dln-book[notebooks] @ file:///...whl``).
+A chapter opened outside this repository's environment (a launch button to Colab, a
+downloaded notebook) has no ``dlncore``: its first code cell pip-installs the requirement in
+:data:`SOURCE_NAME`, ``dln-book[notebooks] @ git+<repository>@<commit>``, when the package is
+missing, and does nothing where it is installed (``dln-book run``, the book build, Binder).
+A commit cannot name itself, so the committed notebooks carry :data:`PLACEHOLDER`; the publish
+workflow pins the download copies and the branch ``launch`` to the built commit with
+``python -m dlnbook.installcell --git REPOSITORY COMMIT NOTEBOOK...`` (:func:`pin_notebook`).
+The pin never enters a cache key: the build's own execution installs nothing.
 """
 
 from __future__ import annotations
@@ -26,41 +20,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "PLACEHOLDER",
-    "SOURCE_NAME",
-    "TAGS",
-    "git_source",
-    "install_cell_source",
-    "is_install_cell",
-    "main",
-    "pin_notebook",
-]
+__all__ = ["PLACEHOLDER", "SOURCE_NAME", "install_cell_source", "is_install_cell", "pin_notebook"]
 
 #: Name of the variable holding the pip requirement in the cell.
 SOURCE_NAME = "DLN_BOOK_SOURCE"
 #: The requirement of the committed notebooks: replaced when the notebooks are published.
 PLACEHOLDER = "dln-book[notebooks] @ git+https://github.com/OWNER/dln-book@COMMIT"
-#: Cell tags: folded in the book (the reader can unfold it).
-TAGS = ("hide-input",)
 
 _SOURCE_LINE = re.compile(rf'^{SOURCE_NAME} = "[^"\n]*"', re.MULTILINE)
 
 
 def install_cell_source(source: str = PLACEHOLDER) -> str:
-    """The code of the install cell, installing the pip requirement ``source``.
+    """The code of the install cell (plain Python, so every tool that parses the chapters'
+    code reads it), installing the pip requirement ``source``.
 
-    Parameters
-    ----------
-    source : str
-        A pip requirement naming the book's package, e.g.
-        ``dln-book[notebooks] @ git+https://github.com/OWNER/dln-book@<commit>``.
-
-    Returns
-    -------
-    str
-        Cell source: plain Python (pip of the kernel's interpreter), so that every tool that
-        parses the chapters' code reads it.
+    Raises
+    ------
+    ValueError
+        If ``source`` holds a quote or a newline.
     """
     if '"' in source or "\n" in source:
         raise ValueError(f"invalid package source {source!r}: no quotes or newlines")
@@ -79,26 +56,6 @@ def install_cell_source(source: str = PLACEHOLDER) -> str:
     )
 
 
-def git_source(repository: str, commit: str) -> str:
-    """The pip requirement of the package at ``commit`` of the git ``repository`` URL.
-
-    Parameters
-    ----------
-    repository : str
-        E.g. ``https://github.com/OWNER/dln-book`` (``repository.url`` of ``_config.yml``).
-    commit : str
-        A commit hash (or any git ref).
-
-    Returns
-    -------
-    str
-        ``dln-book[notebooks] @ git+<repository>@<commit>``.
-    """
-    if not repository or not commit:
-        raise ValueError("a repository URL and a commit are needed to pin the install cell")
-    return f"dln-book[notebooks] @ git+{repository.rstrip('/')}@{commit}"
-
-
 def _source(cell: Mapping[str, Any]) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else source
@@ -110,19 +67,8 @@ def is_install_cell(cell: Mapping[str, Any]) -> bool:
 
 
 def pin_notebook(notebook: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """A copy of a notebook whose install cell installs ``source``.
-
-    Parameters
-    ----------
-    notebook : mapping
-        The notebook (nbformat 4 JSON).
-    source : str
-        The pip requirement (see :func:`git_source`; a local wheel in the tests).
-
-    Returns
-    -------
-    dict
-        The notebook with the requirement of its install cell replaced.
+    """A copy of a notebook (nbformat 4 JSON) whose install cell installs the pip requirement
+    ``source`` (a local wheel in the tests).
 
     Raises
     ------
@@ -140,7 +86,8 @@ def pin_notebook(notebook: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dlnbook.installcell``: pin the install cell of notebooks, in place."""
+    """``python -m dlnbook.installcell``: pin the install cell of notebooks, in place; exit 2
+    and nothing written if one of them cannot be pinned."""
     parser = argparse.ArgumentParser(
         prog="python -m dlnbook.installcell",
         description="Pin the install cell of chapter notebooks to a package source, in place.",
@@ -150,11 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--git", nargs=2, metavar=("REPOSITORY", "COMMIT"))
     parser.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    source = args.source
+    if args.git and not all(args.git):
+        parser.error("a repository URL and a commit are needed to pin the install cell")
+    if args.git:
+        source = f"dln-book[notebooks] @ git+{args.git[0].rstrip('/')}@{args.git[1]}"
     try:
-        source = args.source if args.source else git_source(*args.git)
-        pinned = {}
-        for path in args.notebooks:
-            pinned[path] = pin_notebook(json.loads(path.read_text(encoding="utf-8")), source)
+        pinned = {p: pin_notebook(json.loads(p.read_text("utf-8")), source) for p in args.notebooks}
     except (OSError, ValueError) as exc:  # nothing written
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,13 +55,8 @@ PREVIEW_IMAGE = "_static/preview.png"
 
 
 def check_site_url(url: str) -> str:
-    """Validate the public URL of the book and return it ending with ``/``.
-
-    Raises
-    ------
-    sphinx.errors.ConfigError
-        If it is not an absolute ``http(s)`` URL without query or fragment.
-    """
+    """The public URL of the book, ending with ``/``; a ``ConfigError`` unless it is an
+    absolute ``http(s)`` URL without query or fragment."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(
@@ -72,13 +67,8 @@ def check_site_url(url: str) -> str:
 
 
 def check_repository_url(url: str) -> str:
-    """Validate the repository URL (``https://github.com/OWNER/REPO``), without trailing ``/``.
-
-    Raises
-    ------
-    sphinx.errors.ConfigError
-        If it is not the address of a GitHub repository (launch buttons need one).
-    """
+    """The repository URL without trailing ``/``; a ``ConfigError`` unless it is the address
+    of a GitHub repository, ``https://github.com/OWNER/REPO`` (launch buttons need one)."""
     url = url.rstrip("/")
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]

@@ -13,7 +13,10 @@ Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``)
    outdated, so Sphinx re-reads them although their source file did not change;
 3. at ``source-read``: replaces a chapter's source by the current notebook with the outputs
    of its executed copy (so prose edits need no rerun), hides the ``parameters`` cell and
-   adds a box listing the parameters the chapter ran with.
+   adds a box listing the parameters the chapter ran with (:mod:`dlnbook.pagerules`);
+4. at ``html-page-context``: the page's download menu offers the executed copy it shows
+   (copied to ``executed/<docname>.ipynb`` in the output, ``.ipynb (executed)``) beside the
+   notebook as committed (``.ipynb (as committed)``).
 
 A build either finishes the site or starts the render afresh: a marker written in the
 doctrees folder at the start of every build and removed when it finished without error
@@ -40,12 +43,10 @@ Configuration values (``sphinx.config`` in ``_config.yml``):
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging as pylogging
 import os
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,8 @@ from dlnbook.chapters import (
     check_profile,
     discover_chapters,
     load_profile,
-    meaning_without_range,
 )
-from dlnbook.pagerules import apply_page_rules
+from dlnbook.pagerules import figure_problems, render_executed
 from dlnbook.runner import (
     PLANS_ENV,
     ChapterFailure,
@@ -76,194 +76,13 @@ from dlnbook.runner import (
     run_plans,
 )
 
-__all__ = [
-    "figure_problems",
-    "fmt_value",
-    "merge_outputs",
-    "parameters_box",
-    "render_executed",
-    "setup",
-]
+__all__ = ["executed_copy", "setup"]
 
 logger = logging.getLogger(__name__)
 
 
-def fmt_value(value: Any) -> str:
-    """A value as MyST inline code (its ``repr``)."""
-    text = repr(value)
-    return f"``{text}``" if "`" in text else f"`{text}`"
-
-
-def _shell_word(text: str) -> str:
-    """``text`` as one word of a shell command, in double quotes where that suffices."""
-    if shlex.quote(text) == text or any(c in text for c in '"$`\\!'):
-        return shlex.quote(text)
-    return f'"{text}"'
-
-
-def parameters_box(plan: Plan, source: str | None = None) -> str:
-    """MyST markdown of the box that lists the parameters a chapter ran with.
-
-    Parameters
-    ----------
-    plan : Plan
-        The run that is rendered.
-    source : str, optional
-        Where the overrides came from (e.g. ``"profiles/smoke.yml"``).
-
-    Returns
-    -------
-    str
-        An ``admonition`` directive holding a table: parameter, value, meaning.
-    """
-    rows = ["| parameter | value | meaning |", "| --- | --- | --- |"]
-    overridden = False
-    for param in plan.chapter.parameters:
-        value = plan.parameters[param.name]
-        cell, label = fmt_value(value), f"`{param.name}`"
-        if value != param.default:  # highlighted: the name in bold, the default beside
-            overridden = True
-            cell, label = f"{cell} (default {fmt_value(param.default)})", f"**{label}**"
-        meaning = meaning_without_range(param).replace("|", "\\|")
-        rows.append(f"| {label} | {cell} | {meaning} |")
-    origin = "the chapter's `parameters` cell"
-    if overridden and source:
-        origin += f", overridden by `{source}`"
-    changed = [p.name for p in plan.chapter.parameters if plan.parameters[p.name] != p.default]
-    rerun = " ".join(
-        [f"dln-book run {plan.chapter.name}"]
-        + [f"-p {_shell_word(f'{name}={plan.parameters[name]!r}')}" for name in changed]
-    )
-    footer = (
-        f"Values from {origin}. Executed copy: `{plan.run_dir.name}`. "
-        f"Rerun it: `{rerun}`; change a value with `-p NAME=VALUE`."
-    )
-    table = "\n".join(rows)
-    return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
-
-
-def _tags(cell: dict[str, Any]) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
-def merge_outputs(source: dict[str, Any], executed: dict[str, Any]) -> dict[str, Any]:
-    """The current source notebook with the outputs of its executed copy.
-
-    Text (markdown cells, captions and other cell metadata) comes from ``source``, outputs
-    and execution counts from ``executed``. Code cells are matched in order, skipping
-    papermill's ``injected-parameters`` cell; the run's key covers the code cells, so they
-    agree unless the notebook changed after the run was planned.
-
-    Parameters
-    ----------
-    source : dict
-        The chapter notebook as it is now (JSON structure); not modified.
-    executed : dict
-        Its executed copy (JSON structure).
-
-    Returns
-    -------
-    dict
-        A new notebook (JSON structure) without the ``injected-parameters`` cell.
-
-    Raises
-    ------
-    ValueError
-        If the code cells of the two notebooks differ.
-    """
-    nb = copy.deepcopy(source)
-    done = [
-        cell
-        for cell in executed.get("cells", [])
-        if cell.get("cell_type") == "code" and "injected-parameters" not in _tags(cell)
-    ]
-    code = [cell for cell in nb.get("cells", []) if cell.get("cell_type") == "code"]
-    sources = ["".join(cell.get("source", "")) for cell in code]
-    if sources != ["".join(cell.get("source", "")) for cell in done]:
-        raise ValueError("the code cells of the notebook changed since it was executed")
-    for cell, ran in zip(code, done, strict=True):
-        cell["outputs"] = ran.get("outputs", [])
-        cell["execution_count"] = ran.get("execution_count")
-    metadata = nb.setdefault("metadata", {})
-    if "language_info" in executed.get("metadata", {}):
-        metadata["language_info"] = executed["metadata"]["language_info"]
-    return nb
-
-
-def render_executed(plan: Plan, source: str | None = None, executed: Path | None = None) -> str:
-    """Notebook JSON to render for a chapter: its current text with the outputs of its run.
-
-    The chapter notebook as it is now is merged with the outputs of its executed copy
-    (:func:`merge_outputs`), so prose edits show without a rerun. The ``parameters`` cell
-    gets the ``remove-cell`` tag and the parameters box is inserted after the title cell; code
-    is folded and figures get alt text (:func:`dlnbook.pagerules.apply_page_rules`).
-
-    Parameters
-    ----------
-    plan : Plan
-        A run that is cached (its executed copy exists).
-    source : str, optional
-        Origin of the overrides, shown in the box.
-    executed : Path, optional
-        The executed copy; by default ``plan.executed_notebook``.
-
-    Returns
-    -------
-    str
-        Notebook JSON.
-    """
-    current = json.loads(plan.chapter.path.read_text(encoding="utf-8"))
-    ran = json.loads((executed or plan.executed_notebook).read_text(encoding="utf-8"))
-    nb = merge_outputs(current, ran)
-    cells = nb.get("cells", [])
-    for cell in cells:
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-    box = {
-        "cell_type": "markdown",
-        "id": "dlnbook-parameters",
-        "metadata": {},
-        "source": parameters_box(plan, source),
-    }
-    at = 1 if cells and cells[0].get("cell_type") == "markdown" else 0
-    cells.insert(at, box)
-    return json.dumps(apply_page_rules(nb))
-
-
-def figure_problems(nb: dict[str, Any]) -> list[str]:
-    """Explain figure cells that do not display exactly one image.
-
-    MyST-NB turns every image output of a cell with ``mystnb.figure`` metadata into a figure
-    with that name: no image leaves the name undefined, two images (e.g. a cell ending in
-    ``fig`` while the inline backend also shows the figure) duplicate it.
-
-    Parameters
-    ----------
-    nb : dict
-        Executed notebook (JSON structure).
-
-    Returns
-    -------
-    list of str
-        One message per offending cell; empty when all figure cells are fine.
-    """
-    problems = []
-    for cell in nb.get("cells", []):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if not figure or cell.get("cell_type") != "code":
-            continue
-        images = sum(
-            any(mime.startswith("image/") for mime in output.get("data", {}))
-            for output in cell.get("outputs", [])
-        )
-        if images != 1:
-            problems.append(
-                f"figure cell {figure.get('name')!r} displays {images} images, "
-                "expected exactly 1: create the figure once and do not end the cell with "
-                "`fig` (the inline backend already shows it; end with an assignment)"
-            )
-    return problems
+def _cache_dir(app: Sphinx) -> Path:
+    return Path(app.config.dlnbook_cache_dir or Path(app.outdir).parent / "executed")
 
 
 class _BookRunner:
@@ -289,7 +108,6 @@ class _BookRunner:
             return decode_plans(os.environ[PLANS_ENV])
         cfg = app.config
         srcdir = Path(app.srcdir)
-        cache_dir = Path(cfg.dlnbook_cache_dir or Path(app.outdir).parent / "executed")
         chapters = discover_chapters(srcdir / cfg.dlnbook_chapters_dir)
         profile_path = self._profile_path(app)
         profile = load_profile(profile_path) if profile_path else {}
@@ -298,7 +116,8 @@ class _BookRunner:
             check_profile(profile, (c.name for c in chapters), self.source)
         # the one validation of `dln-book run`, memory and time limits included unless waived
         allow_large = bool(os.environ.get("DLNBOOK_ALLOW_LARGE"))
-        return plan_runs(chapters, profile, cache_dir, cfg.dlnbook_core_dir or None, allow_large)
+        core = cfg.dlnbook_core_dir or None
+        return plan_runs(chapters, profile, _cache_dir(app), core, allow_large)
 
     @staticmethod
     def _relative(app: Sphinx, path: Path) -> str:
@@ -370,6 +189,43 @@ class _BookRunner:
         for docname, key in getattr(other, "dlnbook_keys", {}).items():
             if docname in docnames:
                 env.dlnbook_keys[docname] = key
+
+
+def executed_copy(app: Sphinx, docname: str) -> Path | None:
+    """The executed copy rendered for ``docname`` (e.g. ``"chapters/01_setting"``), or None:
+    ``<cache>/<chapter>-<key[:12]>/<chapter>.ipynb`` for the key recorded at ``source-read``
+    (``app.env.dlnbook_keys``), when it exists."""
+    key = getattr(app.env, "dlnbook_keys", {}).get(docname)
+    if key is None:
+        return None
+    name = Path(docname).name
+    path = _cache_dir(app) / f"{name}-{key[:12]}" / f"{name}.ipynb"
+    return path if path.is_file() else None
+
+
+def add_executed_download(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """``html-page-context``: copy the page's executed notebook and add it to the menu."""
+    source = executed_copy(app, pagename)
+    menus = [b for b in context.get("header_buttons", []) if b.get("label") == "download-buttons"]
+    if source is None or not menus:
+        return
+    target = Path(app.outdir) / "executed" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    for button in menus[0]["buttons"]:  # the source file (a chapter's is its notebook)
+        if button.get("text") == ".ipynb":
+            button["text"] = ".ipynb (as committed)"
+    executed = {
+        "type": "link",
+        "url": context["pathto"](f"executed/{pagename}.ipynb", 1),
+        "text": ".ipynb (executed)",
+        "icon": "fas fa-code",
+        "tooltip": "Download the executed notebook, with the outputs this page shows",
+        "label": "download-executed-notebook-button",
+    }
+    menus[0]["buttons"].insert(0, executed)
 
 
 class _WarningCounter(pylogging.Handler):
@@ -447,6 +303,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-merge-info", runner.env_merge_info)
     app.connect("config-inited", _start_render)
     app.connect("build-finished", _finish_render, priority=900)  # after every other handler
+    app.connect("html-page-context", add_executed_download, priority=900)  # after the theme's
     counter = _WarningCounter(app)
     pylogging.getLogger(SPHINX_LOGGER).addHandler(counter)
     app.connect("build-finished", functools.partial(_forget_env_after_failed_build, counter))

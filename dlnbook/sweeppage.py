@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 import math
@@ -102,26 +101,14 @@ def _missing(name: str, value: Any, results: Sequence[PointResult]) -> bool:
     return False
 
 
-def _fmt(value: Any) -> str:
-    """3–4 significant digits for floats, everything else as is."""
+def _fmt(value: Any, full: bool = False) -> str:
+    """4 significant digits for floats (``full``: ``repr``, for the CSV), lists and dicts as
+    JSON, None as nothing, everything else as is."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _cell(value: Any) -> str:
-    """Full precision, for the CSV."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
+        return repr(value) if full else f"{value:.4g}" if math.isfinite(value) else str(value)
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
 
 
 def _rel(path: Path | None, start: Path) -> str:
@@ -165,7 +152,7 @@ def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Pat
         run = _rel(p.plan.run_dir, folder) if r.ok else _rel(p.log, folder)
         row = [p.index, *(p.plan.parameters[n] for n in swept), p.status, seconds, r.worker]
         row += [run, p.error, *(r.glued.get(g) for g in glued)]
-        writer.writerow([_cell(v) for v in row])
+        writer.writerow([_fmt(v, full=True) for v in row])
     return out.getvalue()
 
 
@@ -215,18 +202,11 @@ def _panel(
     for label, by_x in groups.items():
         xs = sorted(by_x)
         means = [sum(by_x[x]) / len(by_x[x]) for x in xs]
-        low = [m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]
-        high = [max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]
+        bars = [[m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]]
+        bars += [[max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]]
         spread = any(len(by_x[x]) > 1 for x in xs)
-        ax.errorbar(
-            xs,
-            means,
-            yerr=[low, high] if spread else None,
-            marker="o",
-            ms=4,
-            capsize=3,
-            label=label or None,
-        )
+        style = {"marker": "o", "ms": 4, "capsize": 3, "label": label or None}
+        ax.errorbar(xs, means, yerr=bars if spread else None, **style)
     if param is not None and numeric_x and (param in log_axes or _geometric(xs_all)):
         ax.set_xscale("log")
     if param is not None and not numeric_x:
@@ -283,42 +263,6 @@ def _value_plots(
 
 # --- the page ----------------------------------------------------------------------------
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;
-text-align:right;white-space:nowrap}th{background:#f3f3f3;position:sticky;top:0}
-th.sortable{cursor:pointer}th.sortable:after{content:" \\2195";color:#999}
-th[aria-sort=ascending]:after{content:" \\2191";color:#000}
-th[aria-sort=descending]:after{content:" \\2193";color:#000}
-.failed{background:#fde8e8}.table{overflow:auto;max-height:70vh}
-td.yes{background:#c8ecc8}td.no{background:#f6b8b8}td.na{background:#e4e4e4;color:#666}
-.multiples{display:flex;flex-wrap:wrap;gap:8px}.multiples figure{margin:0;width:400px}
-.multiples img{width:100%;border:1px solid #eee}.multiples figcaption{font-size:12px}
-.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0}
-.plots img{max-width:100%;border:1px solid #eee}
-.key{color:#777;font-size:12px}"""
-
-# Click a column header to sort (numbers as numbers, the rest as text; again to reverse).
-_SORT = """document.querySelectorAll("table.sortable").forEach(table => {
-  table.querySelectorAll("th").forEach((th, col) => {
-    th.classList.add("sortable");
-    th.addEventListener("click", () => {
-      const up = th.getAttribute("aria-sort") !== "ascending";
-      table.querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
-      th.setAttribute("aria-sort", up ? "ascending" : "descending");
-      const key = td => td.dataset.v ?? td.textContent;
-      const body = table.tBodies[0];
-      const rows = [...body.rows];
-      rows.sort((a, b) => {
-        const x = key(a.cells[col]), y = key(b.cells[col]);
-        const nx = parseFloat(x), ny = parseFloat(y);
-        const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-        return up ? c : -c;
-      });
-      rows.forEach(r => body.appendChild(r));
-    });
-  });
-});"""
-
 
 def _chapter_figures(chapter: Chapter) -> list[tuple[str, str]]:
     """(name, caption as plain text) of each figure cell of the chapter."""
@@ -331,147 +275,58 @@ def _chapter_figures(chapter: Chapter) -> list[tuple[str, str]]:
     return figures
 
 
-def _td(value: Any, css: str = "") -> str:
-    raw = value if _number(value) and not isinstance(value, bool) else None
-    data = f' data-v="{raw!r}"' if raw is not None and math.isfinite(raw) else ""
-    cls = f' class="{css}"' if css else ""
-    return f"<td{cls}{data}>{html.escape(_fmt(value))}</td>"
+def _td(value: Any, css: str = "") -> tuple[str, str | None, str]:
+    """A table cell of the template: (text, sort value of a finite number, class)."""
+    number = _number(value) and math.isfinite(value)
+    return _fmt(value), repr(value) if number else None, css
 
 
-def _checks_section(ok: Sequence[PointResult], swept: Sequence[str]) -> str:
-    """The verdicts of the "What we checked" rows per point: a coloured grid."""
-    esc = html.escape
+def _figure_tiles(
+    chapter: Chapter, ok: Sequence[PointResult], swept: Sequence[str], folder: Path
+) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Each figure of the chapter with its image at every point that has it (small
+    multiples): (name, caption, [(image, label of the point)])."""
+    order = sorted(ok, key=lambda r: [_fmt(r.point.plan.parameters[n]) for n in swept])
+    figures = []
+    for name, caption in _chapter_figures(chapter):
+        images = [(r, r.point.plan.run_dir / "figures" / f"{name}.png") for r in order]
+        tiles = [
+            (_rel(image, folder), _label(r.point, swept) or "the point")
+            for r, image in images
+            if image.is_file()
+        ]
+        if tiles:
+            figures.append((name, caption, tiles))
+    return figures
+
+
+def _verdict_grid(ok: Sequence[PointResult], swept: Sequence[str]) -> dict[str, list]:
+    """The claims of the "What we checked" rows and, per point, its label and verdicts."""
     claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
-    if not claims:
-        return "<p>The chapter has no <em>What we checked</em> table.</p>"
-    head = "".join(f'<th title="{esc(c)}">C{i}</th>' for i, c in enumerate(claims, start=1))
     rows = []
     for r in ok:
         held = {c.claim: c.held for c in r.checks}
-        cells = "".join(
-            f'<td class="{"na" if held.get(c, "n/a") == "n/a" else held[c]}">'
-            f"{esc(held.get(c, 'n/a'))}</td>"
-            for c in claims
-        )
-        rows.append(f"<tr><th>{esc(_label(r.point, swept) or 'the point')}</th>{cells}</tr>")
-    legend = "".join(f"<li>C{i}: {esc(c)}</li>" for i, c in enumerate(claims, start=1))
-    return (
-        f'<table class="checks"><thead><tr><th>point</th>{head}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table><ol class="key">{legend}</ol>'
-    )
+        rows.append((_label(r.point, swept) or "the point", [held.get(c, "n/a") for c in claims]))
+    return {"claims": claims, "verdict_rows": rows}
 
 
-def _figures_section(
-    chapter: Chapter, ok: Sequence[PointResult], swept: Sequence[str], folder: Path
-) -> str:
-    """Each figure of the chapter at every point, side by side (small multiples)."""
-    esc = html.escape
-    order = sorted(ok, key=lambda r: [_fmt(r.point.plan.parameters[n]) for n in swept])
-    multiples = []
-    for fig_name, caption in _chapter_figures(chapter):
-        tiles = []
-        for r in order:
-            image = r.point.plan.run_dir / "figures" / f"{fig_name}.png"
-            if image.is_file():
-                label = esc(_label(r.point, swept) or "the point")
-                src = esc(_rel(image, folder))
-                tiles.append(
-                    f'<figure><a href="{src}"><img loading="lazy" src="{src}" '
-                    f'alt="{esc(caption)} ({label})"></a><figcaption>{label}</figcaption></figure>'
-                )
-        if tiles:
-            multiples.append(
-                f'<h3>{esc(fig_name)}</h3><p class="key">{esc(caption)}</p>'
-                f'<div class="multiples">{"".join(tiles)}</div>'
-            )
-    return "".join(multiples) or "<p>No figure files in the points' folders.</p>"
-
-
-def _same_section(ok: Sequence[PointResult], constant: Sequence[str], descriptions: dict) -> str:
-    """The glued values that are the same at every point, once."""
-    esc = html.escape
-    rows = "".join(
-        f'<tr><td style="text-align:left">{esc(descriptions.get(n, ""))}</td>'
-        f'<td class="key">{esc(n)}</td>'
-        + ("<td>n/a</td>" if _missing(n, ok[0].glued.get(n), ok) else _td(ok[0].glued.get(n)))
-        + "</tr>"
-        for n in constant
-    )
-    if not rows:
-        return "<p>None.</p>"
-    return (
-        '<table class="sortable"><thead><tr><th>description</th><th>name</th><th>value</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table>"
-    )
-
-
-def _points_table(
-    chapter: Chapter,
-    results: Sequence[PointResult],
-    swept: Sequence[str],
-    folder: Path,
-    shown: Sequence[str],
-    descriptions: dict,
-) -> str:
-    """The sortable table of points: swept values, status, checks held, the values shown."""
-    esc = html.escape
-    ok = [r for r in results if r.ok]
-    header = ["point", *swept, "status", "checks held", "seconds", "worker", "page", "error"]
-    header_html = "".join(f"<th>{esc(h)}</th>" for h in header) + "".join(
-        f'<th title="{esc(descriptions.get(g, g))}">{esc(g)}</th>' for g in shown
-    )
-    rows = []
-    for r in results:
-        p = r.point
-        if r.ok:
-            page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
-            link = f'<a href="{esc(_rel(page, folder))}">{esc(p.plan.run_dir.name)}</a>'
-            held = sum(c.held == "yes" for c in r.checks)
-            tested = sum(c.held != "n/a" for c in r.checks)
-            checks_cell = f'<td data-v="{held}">{held}/{tested}</td>' if r.checks else "<td></td>"
-        else:
-            links = [f'<a href="{esc(_rel(p.log, folder))}">log</a>']
-            if p.partial:
-                links.insert(0, f'<a href="{esc(_rel(p.partial, folder))}">partial notebook</a>')
-            link, checks_cell = " ".join(links), "<td></td>"
-        cells = [
-            _td(p.index),
-            *(_td(p.plan.parameters[n]) for n in swept),
-            _td(p.status),
-            checks_cell,
-            _td(r.seconds),
-            _td(r.worker),
-            f"<td>{link}</td>",
-            _td(p.error),
-            *(
-                "<td></td>" if _missing(g, r.glued.get(g), ok) else _td(r.glued.get(g))
-                for g in shown
-            ),
-        ]
-        css = ' class="failed"' if not r.ok else ""
-        rows.append(f"<tr{css}>{''.join(cells)}</tr>")
-    return (
-        f'<table class="sortable" id="points-table"><thead><tr>{header_html}</tr></thead>'
-        f"<tbody>\n{''.join(rows)}\n</tbody></table>"
-    )
-
-
-def _summary(results: Sequence[PointResult], swept: Sequence[str]) -> str:
-    """The opening paragraph: points, swept values, failures, the fixed parameters."""
-    esc = html.escape
-    failed = sum(not r.ok for r in results)
-    params = results[0].point.plan.parameters if results else {}
-    fixed = {k: v for k, v in params.items() if k not in swept}
-    values = {n: dict.fromkeys(_fmt(r.point.plan.parameters[n]) for r in results) for n in swept}
-    axes_text = "; ".join(f"{esc(n)} = {esc(', '.join(v))}" for n, v in values.items())
-    seeds = [s for s in swept if is_seed(s)]
-    seeds_note = f" Seeds ({esc(', '.join(seeds))}) are aggregated in the plots." if seeds else ""
-    return (
-        f"<p>{len(results)} point(s); swept: {axes_text or 'nothing (one point)'}; {failed} "
-        f"failed.\n{seeds_note} Other parameters: "
-        f"<code>{esc(json.dumps(fixed, default=repr))}</code>.\n"
-        'Table with every value at full precision: <a href="points.csv">points.csv</a>.</p>'
-    )
+def _point_row(r: PointResult, chapter: Chapter, swept, folder: Path, shown, ok) -> tuple:
+    """A row of the points table: (class, cells before the links, links, cells after)."""
+    p = r.point
+    checks_cell = _td("")
+    if r.ok:
+        page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
+        links = [(_rel(page, folder), p.plan.run_dir.name)]
+        held = sum(c.held == "yes" for c in r.checks)
+        tested = sum(c.held != "n/a" for c in r.checks)
+        checks_cell = (f"{held}/{tested}", str(held), "") if r.checks else checks_cell
+    else:
+        links = [(_rel(p.partial, folder), "partial notebook")] if p.partial else []
+        links.append((_rel(p.log, folder), "log"))
+    before = [_td(p.index), *(_td(p.plan.parameters[n]) for n in swept), _td(p.status)]
+    before += [checks_cell, _td(r.seconds), _td(r.worker)]
+    values = [_td(None if _missing(g, r.glued.get(g), ok) else r.glued.get(g)) for g in shown]
+    return "" if r.ok else "failed", before, links, [_td(p.error), *values]
 
 
 def index_html(
@@ -481,7 +336,8 @@ def index_html(
     folder: Path,
     log_axes: Collection[str] = (),
 ) -> str:
-    """The standalone ``index.html`` of a sweep (nothing requested from the network).
+    """The standalone ``index.html`` of a sweep (nothing requested from the network), from
+    the template ``dlnbook/templates/sweep.html``.
 
     Parameters
     ----------
@@ -496,7 +352,8 @@ def index_html(
     log_axes : collection of str
         Swept parameters given as ``:log`` grids (geometric grids are found anyway).
     """
-    esc = html.escape
+    import jinja2
+
     ok = [r for r in results if r.ok]
     descriptions = glue_descriptions(json.loads(chapter.path.read_text(encoding="utf-8")))
     varying, constant = [], []
@@ -504,32 +361,29 @@ def index_html(
         values = {json.dumps(r.glued.get(name), default=repr) for r in ok}
         (varying if len(values) > 1 else constant).append(name)
     numeric = [n for n in varying if any(_number(r.glued.get(n)) for r in ok)]
-    if numeric and len(ok) > 1:
-        plots = "".join(
-            f'<figure><img alt="{esc(desc)}" title="{esc(name)}" src="{uri}">'
-            f'<figcaption class="key">{esc(name)}</figcaption></figure>'
-            for name, desc, uri in _value_plots(ok, numeric, swept, descriptions, log_axes)
-        )
-    else:
-        plots = "<p>No numeric glued value differs between the points.</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Sweep of {esc(chapter.name)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>Sweep of {esc(chapter.name)}</h1>
-{_summary(results, swept)}
-<h2 id="checks">What we checked, per point</h2>
-{_checks_section(ok, swept)}
-<h2 id="figures">The chapter's figures across the points</h2>
-{_figures_section(chapter, ok, swept, folder)}
-<h2 id="values">Values that differ between points</h2>
-<div class="plots">{plots}</div>
-<h2 id="same">Values that are the same at every point</h2>
-{_same_section(ok, constant, descriptions)}
-<h2 id="points">Points</h2>
-<div class="table">{_points_table(chapter, results, swept, folder, varying, descriptions)}</div>
-<script>{_SORT}</script>
-</body></html>
-"""
+    plotted = numeric and len(ok) > 1
+    params = results[0].point.plan.parameters if results else {}
+    axes = {n: dict.fromkeys(_fmt(r.point.plan.parameters[n]) for r in results) for n in swept}
+    head = ["point", *swept, "status", "checks held", "seconds", "worker", "page", "error"]
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dlnbook"), autoescape=True, keep_trailing_newline=True
+    )
+    return env.get_template("sweep.html").render(
+        name=chapter.name,
+        points=[_point_row(r, chapter, swept, folder, varying, ok) for r in results],
+        axes="; ".join(f"{n} = {', '.join(v)}" for n, v in axes.items()),
+        failed=len(results) - len(ok),
+        seeds=", ".join(s for s in swept if is_seed(s)),
+        fixed=json.dumps({k: v for k, v in params.items() if k not in swept}, default=repr),
+        **_verdict_grid(ok, swept),
+        figures=_figure_tiles(chapter, ok, swept, folder),
+        plots=_value_plots(ok, numeric, swept, descriptions, log_axes) if plotted else [],
+        same=[
+            (descriptions.get(n, ""), n, _td("n/a" if _missing(n, v, ok) else v))
+            for n, v in ((n, ok[0].glued.get(n)) for n in constant)
+        ],
+        header=[(h, "") for h in head] + [(g, descriptions.get(g, g)) for g in varying],
+    )
 
 
 def write_sweep(
@@ -539,26 +393,12 @@ def write_sweep(
     swept: Sequence[str],
     log_axes: Collection[str] = (),
 ) -> None:
-    """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` in one atomic step.
-
-    Runs on the client once every point has finished or failed. A successful point whose
-    run folder has no page yet gets it first (:func:`dlnbook.export.render_run`; a page
-    that cannot be rendered is reported in one line on stderr). Every value shown is read
-    from the published run folders.
-
-    Parameters
-    ----------
-    folder : Path
-        The sweep folder (``sweeps/<chapter>-<hash>``); replaced.
-    chapter : Chapter
-        The swept chapter (its notebook on the client).
-    points : sequence of Point
-        The points with their status (``done``, ``reused``, ``failed``).
-    swept : sequence of str
-        Names of the parameters that differ between points; empty for a one-point sweep.
-    log_axes : collection of str
-        Swept parameters given as ``:log`` grids (drawn on log axes).
-    """
+    """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` (replaced) in one
+    atomic step, on the client once every point (status ``done``, ``reused`` or ``failed``)
+    has finished. A successful point whose run folder has no page gets it first
+    (:func:`dlnbook.export.render_run`; one that cannot be rendered is reported in one line
+    on stderr). ``swept``: the parameters that differ between points (empty for one point);
+    ``log_axes``: those given as ``:log`` grids."""
     for p in points:
         page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
         if p.status != "failed" and p.plan.executed_notebook.is_file() and not page.is_file():

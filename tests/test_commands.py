@@ -23,8 +23,8 @@ import pytest
 
 from dlnbook.chapters import discover_chapters, load_profile
 from dlnbook.cli import _parser, main
+from dlnbook.pagerules import parameters_box
 from dlnbook.runner import plan_runs
-from dlnbook.sphinx_ext import parameters_box
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "rerunning.md", "intro.md", "chapters/README.md"]

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from dlnbook import digitize as dg  # noqa: E402
+from dlncore.experiments import digitize as dg  # noqa: E402
 
 X_DECADES = [1e0, 1e1, 1e2, 1e3, 1e4]
 BLUE, ORANGE = "#1f77b4", "#ff7f0e"  # explicit: "C0" would depend on the active style
@@ -113,7 +113,7 @@ def test_cli_writes_a_csv_with_the_source_and_rejects_bad_input(tmp_path, capsys
     text = out.read_text()
     assert text.startswith("# test figure\n")
     # the header records the full command, with the image by name and without the output
-    want = f"# digitized with: python -m dlnbook.digitize {path.name} --x-values "
+    want = f"# digitized with: python -m dlncore.experiments.digitize {path.name} --x-values "
     assert want + "1,10,100,1000,10000 --y-values 1e-3,1e-1,10 --curve 'a=" in text
     assert "--source 'test figure'\n" in text and str(out) not in text
     curves = dg.read_csv(out)

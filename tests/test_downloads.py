@@ -1,10 +1,10 @@
-"""The download menu of a chapter page offers its executed notebook (dlnbook.downloads)."""
+"""The download menu of a chapter page offers its executed notebook (dlnbook.sphinx_ext)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from dlnbook.downloads import add_executed_download
+from dlnbook.sphinx_ext import add_executed_download
 
 
 def _context():

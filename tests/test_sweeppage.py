@@ -224,3 +224,16 @@ def test_a_sweep_of_seeds_only_aggregates_them(tmp_path):
     plots = re.findall(r'<img alt="[^"]*" title="([^"]*)" src="data:image/png', page)
     assert plots == ["loss"]  # one aggregated plot of the one value that varies
     assert "Seeds (seed) are aggregated in the plots." in page
+
+
+def test_the_page_template_ships_as_package_data():
+    """The sweep page's template is in the wheel: pyproject's package data covers it."""
+    import fnmatch
+    import tomllib
+
+    package = Path(__file__).resolve().parents[1] / "dlnbook"
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"].get("dlnbook", [])
+    templates = [p.relative_to(package).as_posix() for p in (package / "templates").iterdir()]
+    assert "templates/sweep.html" in templates
+    assert all(any(fnmatch.fnmatch(t, g) for g in globs) for t in templates), (templates, globs)

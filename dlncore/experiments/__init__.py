@@ -9,4 +9,6 @@
 - :mod:`dlncore.experiments.journal`: the journal version's experiments (chapter 7).
 - :mod:`dlncore.experiments.tanh`: gradient descent for tanh networks (chapter 7).
 - :mod:`dlncore.experiments.parallel`: independent runs on several cores (chapter 7).
+- :mod:`dlncore.experiments.digitize`: reads the curves of a published figure (it made chapter
+  7's package data; needs Pillow and matplotlib, imported by no chapter).
 """

@@ -99,7 +99,7 @@ def load_published(
 ) -> dict[int, Curve]:
     """The digitized published curves, ``{depth: Curve}``, from ``{kind}_loss.csv`` and
     ``{kind}_norms.csv`` in ``directory`` (default: the package data ``published/``; written by
-    ``python -m dlnbook.digitize``). ``kind``: ``"linear"`` or ``"tanh"``."""
+    ``python -m dlncore.experiments.digitize``). ``kind``: ``"linear"`` or ``"tanh"``."""
     if directory is None:
         directory = data_files() / "published"
     elif not isinstance(directory, Traversable):

@@ -2,9 +2,11 @@
 
 The axes are calibrated from the pixel positions of grid lines or tick marks, whose data values
 the user names (in order, left to right / bottom to top); each curve is the set of pixels of
-one line colour; the legend box (found by its frame colour) is masked. Book tooling, run as::
+one line colour; the legend box (found by its frame colour) is masked. It made chapter 7's
+package data (``data/published/*.csv``, each header gives the command). Run as::
 
-    python -m dlnbook.digitize FIGURE.png --x-values 1,10,100 --x-scale log --x-from grid \\
+    python -m dlncore.experiments.digitize FIGURE.png \\
+        --x-values 1,10,100 --x-scale log --x-from grid \\
         --y-values 1e-6,1e-4,1e-2,1,100 --y-scale log --y-from grid \\
         --curve "N = 2=#1f77b4" --curve "N = 3=#ff7f0e" --source "https://..." -o out.csv
 
@@ -295,12 +297,12 @@ def command_line(argv: Sequence[str] | None, image: Path) -> str:
             skip = True
         elif not word.startswith(("-o", "--output=")):
             kept.append(image.name if word == str(image) else word)
-    return "python -m dlnbook.digitize " + shlex.join(kept)
+    return "python -m dlncore.experiments.digitize " + shlex.join(kept)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m dlnbook.digitize", description=__doc__.split("\n")[0]
+        prog="python -m dlncore.experiments.digitize", description=__doc__.split("\n")[0]
     )
     p.add_argument("image", type=Path)
     p.add_argument(

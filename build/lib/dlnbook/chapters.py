@@ -1,0 +1,415 @@
+"""Chapter notebooks, their parameters, and the one validation of new values.
+
+A chapter is a notebook ``chapters/<stem>.ipynb`` with one code cell tagged ``parameters``:
+``name = literal  # meaning [range]`` lines, and the rules and estimates of
+:mod:`dlnbook.checks`, parsed once when the chapter is read. :func:`validate` turns overrides
+(``-p``, a sweep point, a profile) into effective parameters; ``run``, ``sweep``, ``build``
+and the Sphinx build all call it. :func:`load_yaml` reads every YAML file of parameters.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlnbook import checks
+from dlnbook.checks import ChapterError, Range, show
+
+__all__ = ["Chapter", "ChapterError", "Parameter", "discover_chapters", "load_chapter"]
+__all__ += ["effective_parameters", "meaning_without_range", "parse_override", "validate"]
+__all__ += ["check_profile", "load_profile", "load_yaml", "validate_book"]
+
+INT_LIMIT = 2**63
+"""Integer parameters must lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One line of a ``parameters`` cell: name, default value, the comment (``meaning``,
+    with its range bracket) and the parsed range (None: any value of the type)."""
+
+    name: str
+    default: Any
+    meaning: str
+    range: Range | None = None
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A chapter notebook (absolute ``path``) and what its ``parameters`` cell declares, in
+    the order of the cell; ``error`` says why a chapter cannot be read (it then has no
+    parameters, and :func:`validate` refuses it with that message)."""
+
+    path: Path
+    parameters: tuple[Parameter, ...]
+    rules: tuple[checks.Rule, ...] = ()
+    estimates: tuple[checks.Estimate, ...] = ()
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """File stem, e.g. ``"02_boundedness"``; the key used by profiles and the CLI."""
+        return self.path.stem
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Mapping of parameter name to its default value."""
+        return {p.name: p.default for p in self.parameters}
+
+
+# --- reading a chapter -----------------------------------------------------------------
+
+
+def _parse_line(line: str) -> Parameter:
+    """One ``name = literal  # meaning [range]`` line (errors without the location)."""
+    code, comment = checks.split_at(line, "#")
+    meaning = comment.lstrip("#").strip()
+    try:
+        body = ast.parse(code.strip()).body
+    except SyntaxError:
+        body = []
+    node = body[0] if len(body) == 1 else None
+    if not (isinstance(node, ast.Assign) and [type(t) for t in node.targets] == [ast.Name]):
+        raise ChapterError(f"expected 'name = literal  # meaning', got {line.strip()!r}")
+    name = node.targets[0].id
+    try:
+        value = ast.literal_eval(node.value)
+    except ValueError:
+        raise ChapterError(
+            f"the value of {name!r} must be a Python literal "
+            "(number, string, bool, None, list, tuple or dict)"
+        ) from None
+    if not meaning:
+        raise ChapterError(f"parameter {name!r} needs a one-line '# meaning' comment")
+    try:
+        return Parameter(name, value, meaning, checks.parse_range(meaning))
+    except ChapterError as exc:
+        raise ChapterError(f"parameter {name!r}: {exc}") from None
+
+
+def parse_parameters_source(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
+    """The parameters of a ``parameters`` cell, in source order.
+
+    Raises
+    ------
+    ChapterError
+        Located by ``where`` and the line: a line that is not ``name = literal  # meaning``,
+        an unreadable range, or a name assigned twice.
+    """
+    params: dict[str, Parameter] = {}
+    for lineno, line in enumerate(source.splitlines(), start=1):
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        try:
+            param = _parse_line(line)
+            if param.name in params:
+                raise ChapterError(f"parameter {param.name!r} is assigned twice")
+        except ChapterError as exc:
+            raise ChapterError(f"{where}, line {lineno}: {exc}") from None
+        params[param.name] = param
+    return tuple(params.values())
+
+
+def load_chapter(path: str | Path) -> Chapter:
+    """Read a chapter notebook (``.ipynb``) and parse its ``parameters`` cell.
+
+    Raises
+    ------
+    ChapterError
+        If the file is not a notebook, or its parameters cell is missing or malformed.
+    """
+    path = Path(path).resolve()
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise ChapterError(f"{path}: cannot read notebook: {exc}") from None
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ChapterError(
+            f"{path}: expected exactly one code cell tagged 'parameters', found {len(tagged)}"
+        )
+    source = "".join(tagged[0].get("source", ""))
+    params = parse_parameters_source(source, str(path))
+    rules, estimates = checks.parse_checks(source, {p.name for p in params}, str(path))
+    return Chapter(path, params, rules, estimates)
+
+
+def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
+    """Every chapter ``*.ipynb`` of a directory, sorted by name. A chapter that cannot be
+    read is kept with its ``error`` and no parameters: :func:`validate` refuses it alone.
+
+    Raises
+    ------
+    ChapterError
+        If the directory does not exist.
+    """
+    chapters_dir = Path(chapters_dir)
+    if not chapters_dir.is_dir():
+        raise ChapterError(f"chapters directory not found: {chapters_dir}")
+    chapters = []
+    for path in sorted(chapters_dir.glob("*.ipynb")):
+        try:
+            chapters.append(load_chapter(path))
+        except ChapterError as exc:
+            chapters.append(Chapter(path.resolve(), (), error=str(exc)))
+    return chapters
+
+
+def meaning_without_range(param: Parameter) -> str:
+    """The parameter's one-line meaning, without its trailing range bracket."""
+    meaning = param.meaning
+    return meaning if param.range is None else meaning[: meaning.rindex("[")].rstrip()
+
+
+# --- validation ------------------------------------------------------------------------
+
+_KINDS = {bool: "bools", int: "ints", float: "finite numbers", str: "strings"}
+
+
+def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
+    """Check one value against the type of a scalar default: ints stay ints within
+    ``±INT_LIMIT``, floats are finite (ints and numeric strings may stand for floats: YAML
+    reads ``1e-3`` as a string)."""
+    if default is None:
+        return value
+    if isinstance(default, bool | str):
+        if isinstance(value, type(default)):
+            return value
+        kind = "bool" if isinstance(default, bool) else "string"
+        raise ChapterError(f"{problem} expects a {kind}, got {show(value)}")
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ChapterError(f"{problem} expects an int, got {show(value)}")
+        if not -INT_LIMIT < value < INT_LIMIT:
+            raise ChapterError(
+                f"{problem} expects an int between -2**63 and 2**63, got {show(value)}"
+            )
+        return value
+    if not isinstance(default, float):
+        return value
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not isinstance(value, int | float | str):
+        raise ChapterError(f"{problem} expects a number, got {show(value)}")
+    if not math.isfinite(number):
+        raise ChapterError(f"{problem} expects a finite number, got {show(value)}")
+    return number
+
+
+def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
+    """Check an override against the type of the default; a list's entries are checked
+    against the type of the default's entries (so a flat list refuses nested lists)."""
+    problem = f"parameter {name!r} of chapter {chapter!r}"
+    if not isinstance(default, list | tuple):
+        return _coerce_scalar(problem, default, value)
+    if not isinstance(value, list | tuple):
+        raise ChapterError(f"{problem} expects a list, got {show(value)}")
+    entries = list(value)
+    if len({type(entry) for entry in default}) == 1 and type(default[0]) in _KINDS:
+        try:
+            entries = [_coerce_scalar(problem, default[0], v) for v in value]
+        except ChapterError:
+            kind = _KINDS[type(default[0])]
+            raise ChapterError(
+                f"{problem} expects a flat list of {kind}, got {show(value)}"
+            ) from None
+    return entries if isinstance(default, list) else tuple(entries)
+
+
+def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The chapter's defaults with ``overrides`` (name -> value) merged in, in declaration
+    order; only names and types are checked here (:func:`validate` checks everything).
+
+    Raises
+    ------
+    ChapterError
+        On a chapter that cannot be read, an unknown name or a value of the wrong type.
+    """
+    if chapter.error:
+        raise ChapterError(chapter.error)
+    params = chapter.defaults
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            known = ", ".join(params) or "none"
+            raise ChapterError(
+                f"chapter {chapter.name!r} has no parameter {name!r} (known: {known})"
+            )
+        params[name] = _coerce(chapter.name, name, params[name], value)
+    return params
+
+
+def validate(
+    chapter: Chapter, overrides: Mapping[str, Any] | None, allow_large: bool = False
+) -> dict[str, Any]:
+    """The effective parameters of a run, checked as every command checks them.
+
+    In order: the chapter can be read; names, types and finiteness; ranges; rules; then,
+    unless ``allow_large``, the estimated memory (at most this machine's) and time (at most
+    :data:`~dlnbook.checks.MAX_SECONDS`).
+
+    Parameters
+    ----------
+    chapter : Chapter
+    overrides : mapping or None
+        Parameter name -> value.
+    allow_large : bool
+        Skip the cost estimates (``--allow-large``).
+
+    Returns
+    -------
+    dict
+        All parameters, in declaration order.
+
+    Raises
+    ------
+    ChapterError
+        One line naming the chapter, the parameter or rule and the offending values.
+    """
+    params = effective_parameters(chapter, overrides)
+    where = f"of chapter {chapter.name!r}"
+    for param in chapter.parameters:
+        value = params[param.name]
+        if param.range and value is not None and (problem := param.range.problem(value, params)):
+            raise ChapterError(f"parameter {param.name!r} {where} {problem}")
+    for rule in chapter.rules:
+        if problem := rule.problem(params):
+            raise ChapterError(f"chapter {chapter.name!r} {problem}")
+    memory, time = (
+        (checks.machine_memory(), "this machine has"),
+        (checks.MAX_SECONDS, "the limit is"),
+    )
+    for estimate in () if allow_large else chapter.estimates:
+        amount, (limit, what) = (
+            estimate.value(params),
+            memory if estimate.kind == "memory" else time,
+        )
+        if not amount <= limit:
+            need, human = ("take" if estimate.kind == "time" else "need"), checks.human
+            raise ChapterError(
+                f"chapter {chapter.name!r} would {need} an estimated "
+                f"{human(estimate.kind, amount)} ({estimate.kind}: {estimate}); "
+                f"{what} {human(estimate.kind, limit)}; pass --allow-large to run it anyway"
+            )
+    return params
+
+
+Profile = Mapping[str, Mapping[str, Any]]
+
+
+def validate_book(
+    chapters: Iterable[Chapter], profile: Profile, source: str, allow_large: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Chapter stem -> effective parameters of every chapter with a profile (see
+    :func:`load_profile`); :class:`ChapterError` on an unknown chapter or the first chapter
+    that fails :func:`validate`."""
+    chapters = list(chapters)
+    check_profile(profile, (c.name for c in chapters), source)
+    return {c.name: validate(c, profile.get(c.name), allow_large) for c in chapters}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``(name, value)`` of a ``NAME=VALUE`` override: ``VALUE`` as a Python literal if it is
+    one (``3``, ``1e-3``, ``True``, ``[2, 3]``), else a string; :class:`ChapterError` if there
+    is no ``=`` or the name is not an identifier."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ChapterError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return name, raw.strip()
+
+
+# --- YAML: profiles and sweep files ----------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (a bomb is refused at its first alias, before anything is
+    expanded), merge keys or a key written twice in one mapping."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            _refuse("aliases (*name) are not allowed", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _refuse("merge keys (<<) are not allowed", key_node.start_mark)
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports an unhashable key
+            if key in seen:
+                _refuse(f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse(problem: str, mark: Any) -> None:
+    raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
+
+
+def load_yaml(path: str | Path, what: str) -> Any:
+    """The document of a YAML file of parameters (None when empty), read by the rules of
+    :class:`_StrictLoader`; ``what`` names the file in the one-line :class:`ChapterError`
+    (``"parameter profile"``, ``"sweep file"``)."""
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except OSError as exc:
+        raise ChapterError(f"cannot read {what} {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ChapterError(f"{what} {path} is not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise ChapterError(f"{what} {path} is nested too deeply") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ChapterError(f"{what} {path} is not valid YAML: {problem}{where}") from None
+
+
+def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A profile: YAML mapping chapter stems to ``{parameter: value}`` (an empty file is an
+    empty profile); :class:`ChapterError` if :func:`load_yaml` fails or the shape is wrong."""
+    data = load_yaml(path, "parameter profile")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ChapterError(f"parameter profile {path}: expected a mapping chapter -> parameters")
+    profile = {}
+    for chapter, overrides in data.items():
+        overrides = {} if overrides is None else overrides
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise ChapterError(
+                f"parameter profile {path}: entry {chapter!r} must map parameter names to values"
+            )
+        profile[str(chapter)] = dict(overrides)
+    return profile
+
+
+def check_profile(profile: Profile, chapter_names: Iterable[str], source: str = "profile") -> None:
+    """Fail (:class:`ChapterError`) if a profile names a chapter that does not exist."""
+    names = set(chapter_names)
+    unknown = sorted(set(profile) - names)
+    if unknown:
+        raise ChapterError(
+            f"{source} names unknown chapter(s) {', '.join(unknown)} "
+            f"(chapters: {', '.join(sorted(names))})"
+        )

@@ -1,0 +1,714 @@
+"""Calibrating the journal experiments' unpublished choices against the published curves.
+
+The published loss and norm curves (digitized, package data
+``dlncore/experiments/data/published/*.csv``, :func:`load_published`) are compared with ours
+by a :func:`distance` on a fixed grid of iterations, and by the :func:`features` that a reader
+sees (drop iteration, plateau, norm extremes, final loss). A candidate (an
+:class:`~dlncore.experiments.journal.Experiment`) can be screened cheaply by :func:`scaled_run`:
+gradient descent at step ``c η`` for ``steps / c`` steps follows the same gradient flow up to time
+``η k``, and its records are reported at the iterations ``c k'`` of the published step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from importlib.resources.abc import Traversable
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from dlncore.experiments.journal import Experiment, linear_run
+from dlncore.fitting import first_crossing_loglog
+
+#: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
+GRID = np.geomspace(1e1, 1e6, 41)
+#: Weight of the norm part of the distance: an RMS norm error of 0.01 counts as 0.1 decade.
+NORM_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A loss and a norm curve of one depth, each at its own iterations (ascending)."""
+
+    loss_k: np.ndarray
+    loss: np.ndarray
+    norm_k: np.ndarray
+    norm: np.ndarray
+
+    def loss_at(self, k: np.ndarray | float) -> np.ndarray:
+        """Loss at iterations ``k`` (interpolated linearly in log k, log loss; ``nan`` for a
+        curve without records after ``k = 0``)."""
+        if self.loss_k.size == 0:
+            return np.full(np.shape(k), np.nan)
+        return 10.0 ** np.interp(np.log10(k), np.log10(self.loss_k), np.log10(self.loss))
+
+    def norm_at(self, k: np.ndarray | float) -> np.ndarray:
+        """Norm at iterations ``k`` (interpolated linearly in log k; ``nan`` without records)."""
+        if self.norm_k.size == 0:
+            return np.full(np.shape(k), np.nan)
+        return np.interp(np.log10(k), np.log10(self.norm_k), self.norm)
+
+
+def curve_of_run(iterations: np.ndarray, loss: np.ndarray, norm: np.ndarray) -> Curve:
+    """A :class:`Curve` from recorded iterations (the record at ``k = 0`` is dropped: log axis)."""
+    k = np.asarray(iterations, dtype=np.float64)
+    keep = k > 0
+    loss = np.asarray(loss, dtype=np.float64)[keep]
+    norm = np.asarray(norm, dtype=np.float64)[keep]
+    return Curve(k[keep], loss, k[keep], norm)
+
+
+def _read_tidy(path: str | Path | Traversable) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out: dict[int, list[tuple[float, float]]] = {}
+    with _open(path) as f:
+        rows = csv.reader(line for line in f if not line.startswith("#"))
+        header = next(rows)
+        if header != ["curve", "x", "y"]:
+            raise ValueError(f"{path}: expected columns curve,x,y, got {header}")
+        for name, x, y in rows:
+            out.setdefault(int(name), []).append((float(x), float(y)))
+    result = {}
+    for depth, points in out.items():
+        xy = np.array(sorted(points))
+        result[depth] = (xy[:, 0], xy[:, 1])
+    return result
+
+
+def _open(path: str | Path | Traversable):
+    """Open a file or a package resource for reading text."""
+    return path.open() if isinstance(path, Traversable) else open(path)
+
+
+def data_files() -> Traversable:
+    """The package data of the calibration (``dlncore/experiments/data``): ``published/``
+    (the digitized published curves) and ``calibration/search.csv`` (the stored search).
+
+    Read with :mod:`importlib.resources`, so it works from an editable install, a wheel, a
+    Dask worker or Colab alike.
+    """
+    return resources.files("dlncore.experiments") / "data"
+
+
+def load_published(
+    directory: str | Path | Traversable | None = None, kind: str = "linear"
+) -> dict[int, Curve]:
+    """The digitized published curves, ``{depth: Curve}``, from ``{kind}_loss.csv`` and
+    ``{kind}_norms.csv`` in ``directory`` (default: the package data ``published/``; written by
+    ``python -m dlncore.experiments.digitize``). ``kind``: ``"linear"`` or ``"tanh"``."""
+    if directory is None:
+        directory = data_files() / "published"
+    elif not isinstance(directory, Traversable):
+        directory = Path(directory)
+    loss = _read_tidy(directory / f"{kind}_loss.csv")
+    norms = _read_tidy(directory / f"{kind}_norms.csv")
+    if set(loss) != set(norms):
+        raise ValueError(f"{directory}: loss and norm files have different depths")
+    return {n: Curve(*loss[n], *norms[n]) for n in sorted(loss)}
+
+
+def stored_search() -> tuple[list[dict], dict]:
+    """Rows and parameters of the stored calibration search (package data
+    ``calibration/search.csv``; :func:`read_table`)."""
+    return read_table(data_files() / "calibration" / "search.csv")
+
+
+def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
+    """``(loss part, norm part)`` of the distance between two curves on ``grid``.
+
+    Loss part: RMS difference of ``log10 max(L, floor)`` (decades; the floor leaves out the
+    round-off floors, compared separately). Norm part: RMS difference of the norms.
+    The total used for ranking is ``loss part + NORM_WEIGHT · norm part``.
+    """
+    a = np.log10(np.maximum(ours.loss_at(grid), floor))
+    b = np.log10(np.maximum(published.loss_at(grid), floor))
+    d_loss = float(np.sqrt(np.mean((a - b) ** 2)))
+    d_norm = float(np.sqrt(np.mean((ours.norm_at(grid) - published.norm_at(grid)) ** 2)))
+    return d_loss, d_norm
+
+
+def total_distance(parts: Mapping[int, tuple[float, float]]) -> float:
+    """Mean over depths of ``loss part + NORM_WEIGHT · norm part``."""
+    return float(np.mean([a + NORM_WEIGHT * b for a, b in parts.values()]))
+
+
+def first_crossing(curve: Curve, level: float) -> float:
+    """First iteration where the loss falls below ``level``, interpolated in log–log between
+    the neighbouring points (``nan`` if never)."""
+    return first_crossing_loglog(curve.loss_k, curve.loss, level)
+
+
+def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
+    """The quantities a reader compares (``nan`` where undefined).
+
+    ``drop``: first iteration with loss below ``drop_level``; ``loss_1e3/1e4/1e5``: loss at
+    those iterations; ``plateau``: the loss where the curve is flattest (smallest
+    ``|d log L / d log k|``, on 60 log-spaced points) in the decade before the drop, and
+    ``plateau_slope`` that slope; ``norm_min``/``norm_max`` and their iterations
+    ``norm_min_k``/``norm_max_k`` (the maximum after the minimum); ``bump``: the largest rise
+    of the norm above its running minimum within a factor 3 of the drop; ``final``: the
+    last loss.
+    """
+    keys = ("drop", "loss_1e3", "loss_1e4", "loss_1e5", "plateau", "plateau_slope")
+    keys += ("norm_min", "norm_min_k", "norm_max", "norm_max_k", "bump", "final")
+    if curve.loss_k.size == 0 or curve.norm_k.size == 0:  # no record after k = 0
+        return dict.fromkeys(keys, float("nan"))
+    out: dict[str, float] = {}
+    drop = first_crossing(curve, drop_level)
+    out["drop"] = drop
+    for k in (1e3, 1e4, 1e5):
+        out[f"loss_{k:.0e}".replace("+0", "")] = float(curve.loss_at(k))
+    out["plateau"] = out["plateau_slope"] = float("nan")
+    if np.isfinite(drop) and drop > 10 * curve.loss_k[0]:
+        ks = np.geomspace(drop / 10, drop / 1.05, 60)
+        logl = np.log10(curve.loss_at(ks))
+        slope = np.abs(np.gradient(logl, np.log10(ks)))
+        i = int(np.argmin(slope))
+        out["plateau"], out["plateau_slope"] = float(10.0 ** logl[i]), float(slope[i])
+    k, norm = curve.norm_k, curve.norm
+    i_min = int(np.argmin(norm))
+    i_max = i_min + int(np.argmax(norm[i_min:]))
+    out.update(
+        norm_min=float(norm[i_min]),
+        norm_min_k=float(k[i_min]),
+        norm_max=float(norm[i_max]),
+        norm_max_k=float(k[i_max]),
+    )
+    out["bump"] = float("nan")
+    if np.isfinite(drop):
+        ks = np.geomspace(drop / 3, min(3 * drop, k[-1]), 80)
+        values = curve.norm_at(ks)
+        out["bump"] = float(np.max(values - np.minimum.accumulate(values)))
+    out["final"] = float(curve.loss[-1])
+    return out
+
+
+def scaled_run(experiment: Experiment, depth: int, factor: float = 1.0, dtype: str = "float64"):
+    """GD at step ``factor · η`` for ``steps / factor`` steps: ``(curve, loss at k = 0,
+    seconds, diverged at)``.
+
+    The :class:`Curve` is at the iterations of step ``η`` (``k = factor · k'``), and so is the
+    iteration where the run diverged (``nan`` if it did not; a larger step can diverge where
+    the published one does not). ``factor = 1`` is the run itself. Module-level and
+    picklable, for :func:`dlncore.experiments.parallel.run_many`.
+    """
+    if not factor >= 1:
+        raise ValueError(f"factor must be at least 1, got {factor!r}")
+    steps = int(round(experiment.steps / factor))
+    e = replace(experiment, step_size=experiment.step_size * factor, steps=steps)
+    run = linear_run(e, depth, dtype)
+    curve = curve_of_run(
+        np.asarray(run.iterations) * factor, run.loss, run.metrics["end_to_end_norm"]
+    )
+    diverged_at = float(run.diverged_at) * factor if bool(run.diverged) else float("nan")
+    return curve, float(run.loss[0]), float(run.info["seconds"]), diverged_at
+
+
+def evaluate(
+    experiments: Sequence[Experiment],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+    dtype: str = "float64",
+) -> list[dict]:
+    """Distance and features of each experiment against the published curves, one row per
+    experiment: ``distance`` (total), ``d_loss_N``/``d_norm_N`` and ``loss0_N``, ``drop_N``,
+    ``plateau_N``, ``norm_min_N``, ``norm_max_N``, ..., ``diverged_N`` (iteration, ``nan`` if
+    the run did not diverge) for every published depth ``N``. A candidate with a diverged run
+    has ``distance`` ``nan`` (ranked last).
+
+    ``run_many_func(jobs)`` evaluates the :func:`scaled_run` jobs (e.g. a
+    :func:`dlncore.experiments.parallel.run_many` with chosen workers).
+    """
+    depths = sorted(published)
+    jobs = [
+        (scaled_run, dict(experiment=e, depth=n, factor=factor, dtype=dtype))
+        for e in experiments
+        for n in depths
+    ]
+    results = run_many_func(jobs)
+    rows = []
+    for i, _ in enumerate(experiments):
+        row: dict = {}
+        parts = {}
+        for j, n in enumerate(depths):
+            curve, loss0, _, diverged_at = results[i * len(depths) + j]
+            parts[n] = distance(curve, published[n])
+            row[f"d_loss_{n}"], row[f"d_norm_{n}"] = parts[n]
+            row[f"loss0_{n}"] = loss0
+            row[f"diverged_{n}"] = diverged_at
+            for key, value in features(curve).items():
+                row[f"{key}_{n}"] = value
+        diverged = any(np.isfinite(row[f"diverged_{n}"]) for n in depths)
+        row["distance"] = float("nan") if diverged else total_distance(parts)
+        rows.append(row)
+    return rows
+
+
+#: The choices a candidate sets (columns of the search table, in order).
+CHOICES = (
+    "spectrum",
+    "init",
+    "init_norm",
+    "input_scale",
+    "samples",
+    "width",
+    "data_seed",
+    "init_seed",
+)
+
+
+def parse_spectrum(text: str) -> tuple[str, float]:
+    """``"power:0.5"`` -> ``("power", 0.5)``; other kinds -> ``(kind, 0.5)`` (exponent unused)."""
+    kind, _, exponent = text.partition(":")
+    return kind, float(exponent) if exponent else 0.5
+
+
+def candidate(base: Experiment, choice: Mapping) -> Experiment:
+    """``base`` with the choices of one candidate (keys of :data:`CHOICES`)."""
+    kind, exponent = parse_spectrum(str(choice["spectrum"]))
+    return replace(
+        base,
+        spectrum=kind,
+        exponent=exponent,
+        init=str(choice["init"]),
+        init_norm=float(choice["init_norm"]),
+        input_scale=float(choice["input_scale"]),
+        samples=int(choice["samples"]),
+        width=int(choice["width"]),
+        data_seed=int(choice["data_seed"]),
+        init_seed=int(choice["init_seed"]),
+    )
+
+
+def search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Screen every combination of ``grid`` (all :data:`CHOICES` keys, lists of values) with
+    :func:`evaluate` at step ``factor · η``. Rows: the choices, ``stage = "grid"``, ``factor``
+    and the :func:`evaluate` columns, sorted by distance (NaN, e.g. a diverged run, last)."""
+    keys = list(CHOICES)
+    combos = [dict(zip(keys, values, strict=True)) for values in product(*(grid[k] for k in keys))]
+    return _evaluated(base, published, combos, "grid", factor, run_many_func)
+
+
+def refine(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    values: Mapping[str, Sequence],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Add candidates that change one choice of the best row (``values``: choice -> values to
+    try; combinations already in ``rows`` are skipped), ``stage = "refine"``; all rows sorted."""
+    keys = list(CHOICES)
+    best = min(rows, key=_rank)
+    seen = {tuple(r[k] for k in keys) for r in rows}
+    extra = []
+    for key, options in values.items():
+        for value in options:
+            c = {k: best[k] for k in keys} | {key: value}
+            if tuple(c[k] for k in keys) not in seen:
+                seen.add(tuple(c[k] for k in keys))
+                extra.append(c)
+    new = _evaluated(base, published, extra, "refine", factor, run_many_func)
+    return sorted([*rows, *new], key=_rank)
+
+
+def confirm(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    rows: Sequence[Mapping],
+    count: int,
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """Rerun the ``count`` best rows at step ``factor · η`` (``stage = "confirm"``), added to
+    the rows; all rows sorted."""
+    keys = list(CHOICES)
+    best = sorted(rows, key=_rank)[:count]
+    new = _evaluated(
+        base, published, [{k: r[k] for k in keys} for r in best], "confirm", factor, run_many_func
+    )
+    return sorted([*rows, *new], key=_rank)
+
+
+def _evaluated(base, published, choices, stage, factor, run_many_func) -> list[dict]:
+    results = evaluate([candidate(base, c) for c in choices], published, factor, run_many_func)
+    rows = [
+        {**c, "stage": stage, "factor": factor, **r} for c, r in zip(choices, results, strict=True)
+    ]
+    return sorted(rows, key=_rank)
+
+
+def _rank(row: Mapping) -> float:
+    d = row["distance"]
+    return d if np.isfinite(d) else np.inf
+
+
+def write_table(path: str | Path, rows: Sequence[Mapping], parameters: Mapping) -> None:
+    """CSV of ``rows`` after a ``# parameters: {json}`` line recording how they were made."""
+    path = Path(path)
+    columns = list(rows[0])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(f"# parameters: {json.dumps(parameters, sort_keys=True)}\n")
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_table(path: str | Path | Traversable) -> tuple[list[dict], dict]:
+    """Rows (numbers as float where they parse) and parameters of :func:`write_table`."""
+    with _open(path) as f:
+        first = f.readline()
+        if not first.startswith("# parameters: "):
+            raise ValueError(f"{path}: no '# parameters:' line")
+        parameters = json.loads(first.removeprefix("# parameters: "))
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return rows, parameters
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+#: Axis ranges of the published figures (iterations, loss, norm), from the digitizer's
+#: calibration of their frames; iteration 0 is drawn at the left edge there.
+PUBLISHED_AXES = {"k": (0.5, 2e6), "loss": (1.5e-8, 3.1e2), "norm": (0.916, 1.083)}
+
+
+def factor_error(ours: float, published: float) -> float:
+    """``max(ours/published, published/ours)`` (``inf`` if either is not a positive number)."""
+    if not (np.isfinite(ours) and np.isfinite(published) and ours > 0 and published > 0):
+        return float("inf")
+    return float(max(ours / published, published / ours))
+
+
+#: Targets of the feature comparison with the published curves, set before the runs:
+#: ``(quantity, feature, kind, tolerance)``; kind ``"factor"``: within a factor ``tolerance``,
+#: ``"abs"``: within ``± tolerance``, ``None``: shown without a target.
+TARGETS = (
+    ("loss at k = 0", "loss0", None, None),
+    ("first k with loss below the drop level", "drop", "factor", 1.5),
+    ("loss at k = 1e3", "loss_1e3", "factor", 2.0),
+    ("loss at k = 1e3 relative to L(0)", "rel_1e3", None, None),
+    ("loss at k = 1e4", "loss_1e4", "factor", 2.0),
+    ("loss at k = 1e5", "loss_1e5", "factor", 2.0),
+    ("plateau before the drop (flattest loss in the decade before it)", "plateau", "factor", 2.0),
+    ("norm minimum", "norm_min", "abs", 0.015),
+    ("iteration of the norm minimum", "norm_min_k", "factor", 2.0),
+    ("norm maximum (after the minimum)", "norm_max", "abs", 0.015),
+    ("iteration of the norm maximum", "norm_max_k", "factor", 2.0),
+    ("rise of the norm near the drop", "bump", None, None),
+    ("final loss, float32 run", "final32", "factor", 10.0),
+    ("final loss, float64 run", "final", "factor", 10.0),
+)
+#: The same targets for runs without a float32 twin (the tanh runs): one final-loss row.
+SINGLE_RUN_TARGETS = tuple(t for t in TARGETS if not t[1].startswith("final")) + (
+    ("final loss", "final", "factor", 10.0),
+)
+#: A curve has a plateau before its drop where the flattest slope |d log L / d log k| there
+#: is below this.
+PLATEAU_SLOPE = 0.5
+
+
+def compare(
+    ours: Mapping[int, Mapping[str, float]],
+    published: Mapping[int, Mapping[str, float]],
+    drop_level: float,
+    targets: Sequence[tuple] = TARGETS,
+) -> tuple[list[dict], list[tuple[int, str, bool, float]]]:
+    """Feature-by-feature comparison of our curves with the published ones, per depth.
+
+    ``ours[N]``/``published[N]``: :func:`features` plus ``loss0`` (the loss at ``k = 0``; for a
+    published curve read at ``k = 1``) and, for ours, ``final32`` (the final loss of the float32
+    run; compared with the published ``final``). A target applies to the losses at fixed
+    iterations only where the published loss is above ``drop_level``, and to the plateau only
+    where the published curve has one (slope below :data:`PLATEAU_SLOPE`; ours without one
+    reads ``nan``, a miss). Returns the table rows (``N, quantity, published, ours, target,
+    held?``; ``held?`` is ``"n/a"`` where no target applies) and the applied targets
+    ``(N, quantity, held, error)``, the error a factor or an absolute difference.
+    """
+    rows, held = [], []
+    for n in sorted(set(ours) & set(published)):
+        p = dict(published[n], rel_1e3=published[n]["loss_1e3"] / published[n]["loss0"])
+        p["final32"] = p["final"]
+        o = dict(ours[n], rel_1e3=ours[n]["loss_1e3"] / ours[n]["loss0"])
+        for quantity, key, kind, tol in targets:
+            pv, ov = p[key], o.get(key, float("nan"))
+            applies = kind is not None
+            if key.startswith("loss_1e"):
+                applies = applies and pv > drop_level
+            if key == "plateau":
+                applies = applies and p["plateau_slope"] < PLATEAU_SLOPE
+                ov = ov if o["plateau_slope"] < PLATEAU_SLOPE else float("nan")
+            if applies:
+                err = factor_error(ov, pv) if kind == "factor" else abs(ov - pv)
+                ok = bool(err <= tol)  # nan (not measured) is a miss
+                held.append((n, quantity, ok, err))
+                target = f"within a factor {tol:g}" if kind == "factor" else f"within ±{tol:g}"
+                verdict = "yes" if ok else "no"
+            else:
+                target, verdict = ("—" if kind is None else "n/a here"), "n/a"
+            row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
+            rows.append(row | {"target": target, "held?": verdict})
+    return rows, held
+
+
+def _shown(value: float) -> str:
+    """A table value: 3 significant digits, ``"n/a"`` where nothing was measured (nan, inf)."""
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
+
+
+def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
+    """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
+    same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
+    screened = sorted((r for r in search_rows if r["stage"] != "confirm"), key=_rank)
+    if not same:
+        return f"These parameters are not among the {len(screened)} candidates of the search."
+    parts = "; ".join(f"{r['stage']} at step {r['factor']:g} η: {r['distance']:.3f}" for r in same)
+    sentence = f"These parameters have distance {parts} in the stored search"
+    ranks = [i + 1 for i, r in enumerate(screened) if r in same]
+    if ranks:
+        sentence += f", rank {ranks[0]} of the {len(screened)} screened candidates"
+    finalists = sorted((r for r in search_rows if r["stage"] == "confirm"), key=_rank)
+    ranks = [i + 1 for i, r in enumerate(finalists) if r in same]
+    if ranks:
+        sentence += f" and {ranks[0]} of the {len(finalists)} finalists"
+    return sentence + "."
+
+
+def missed_evidence(
+    held: Sequence[tuple[int, str, bool, float]],
+    search_rows: Sequence[Mapping],
+    published: Mapping[int, Mapping[str, float]],
+    targets: Sequence[tuple] = TARGETS,
+) -> list[dict]:
+    """For every missed target: our error and how many screened candidates of the search met
+    it (and the best error among them). ``our error`` is ``nan`` where our run does not have
+    the feature (no drop, no plateau). Final losses were not screened (their floors depend on
+    the step and the precision): ``best`` is ``nan``."""
+    spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
+    screened = [r for r in search_rows if r["stage"] != "confirm"]
+    out = []
+    for n, quantity, ok, err in held:
+        if ok:
+            continue
+        key, kind, tol = spec[quantity]
+        column = f"{key}_{n}"
+        row = {"N": n, "quantity": quantity, "our error": err if np.isfinite(err) else np.nan}
+        if key.startswith("final") or not screened or column not in screened[0]:
+            out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
+            continue
+        ref = published[n][key]
+        errs = [
+            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref)
+            for r in screened
+        ]
+        hits = sum(e <= tol for e in errs)
+        count = f"{hits} of {len(errs)}"
+        out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
+    return out
+
+
+def run_search(
+    base: Experiment,
+    published: Mapping[int, Curve],
+    grid: Mapping[str, Sequence],
+    refine_values: Mapping[str, Sequence],
+    scale_factors: Sequence[float],
+    finalists: int,
+    screen_factor: float,
+    confirm_factor: float,
+    run_many_func,
+) -> list[dict]:
+    """The whole calibration search: :func:`search` over ``grid`` at step ``screen_factor · η``,
+    :func:`refine` around its best row (``refine_values``, plus the best input scale times each
+    of ``scale_factors``, rounded to 3 decimals), then :func:`confirm` of the ``finalists``
+    best at step ``confirm_factor · η``. All rows, sorted by distance."""
+    rows = search(base, published, grid, screen_factor, run_many_func)
+    scales = [round(rows[0]["input_scale"] * f, 3) for f in scale_factors]
+    values = {"input_scale": scales, **refine_values}
+    rows = refine(base, published, rows, values, screen_factor, run_many_func)
+    return confirm(base, published, rows, finalists, confirm_factor, run_many_func)
+
+
+#: Features compared between a screening run and its confirmation, with the kind of error.
+SCREEN_FEATURES = (
+    ("drop", "factor"),
+    ("loss_1e3", "factor"),
+    ("loss_1e4", "factor"),
+    ("loss_1e5", "factor"),
+    ("plateau", "factor"),
+    ("norm_min", "abs"),
+    ("norm_min_k", "factor"),
+    ("norm_max", "abs"),
+    ("norm_max_k", "factor"),
+)
+
+
+def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
+    """How far screening (step ``c η``) is from the confirmation (step ``confirm_factor · η``)
+    for the same candidates: for every feature of :data:`SCREEN_FEATURES` and every depth, the
+    largest error over the confirmed candidates (a factor, or an absolute difference for the
+    norms; ``inf`` where one of the two runs lacks the feature), plus the largest difference
+    of the distance parts ``d_loss_N`` and ``d_norm_N``. Rows: ``{"feature", "error", N: ...}``.
+    Empty if nothing was confirmed."""
+    keys = list(CHOICES)
+    confirmed = [r for r in rows if r["stage"] == "confirm"]
+    screened = {tuple(str(r[k]) for k in keys): r for r in rows if r["stage"] != "confirm"}
+    pairs = [
+        (c, screened[tuple(str(c[k]) for k in keys)])
+        for c in confirmed
+        if tuple(str(c[k]) for k in keys) in screened
+    ]
+    if not pairs:
+        return []
+    out = []
+    for key, kind in (*SCREEN_FEATURES, ("d_loss", "abs"), ("d_norm", "abs")):
+        row: dict = {"feature": key, "error": "factor" if kind == "factor" else "difference"}
+        for n in depths:
+            errs = []
+            for c, s in pairs:
+                a, b = float(c[f"{key}_{n}"]), float(s[f"{key}_{n}"])
+                if kind == "factor":
+                    errs.append(factor_error(b, a))
+                else:
+                    errs.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
+            row[n] = float(max(errs))
+        out.append(row)
+    return out
+
+
+def probe(
+    anchor: Experiment,
+    variants: Mapping[str, Mapping],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """:func:`evaluate` variants of ``anchor`` (name -> fields of
+    :class:`~dlncore.experiments.journal.Experiment` to replace) at step ``factor · η``; rows
+    carry ``variant`` and ``distance_N`` (loss part + :data:`NORM_WEIGHT` · norm part) per
+    depth besides the :func:`evaluate` columns."""
+    experiments = [replace(anchor, **fields) for fields in variants.values()]
+    rows = evaluate(experiments, published, factor, run_many_func)
+    for name, row in zip(variants, rows, strict=True):
+        row["variant"] = name
+        for n in published:
+            row[f"distance_{n}"] = row[f"d_loss_{n}"] + NORM_WEIGHT * row[f"d_norm_{n}"]
+    return rows
+
+
+#: The continuous choices :func:`optimize` can vary: name -> how a coordinate sets the
+#: :class:`~dlncore.experiments.journal.Experiment` field (``samples`` in ``log10``).
+CONTINUOUS = {
+    "input_scale": ("input_scale", float),
+    "log10_samples": ("samples", lambda x: int(round(10.0**x))),
+    "imbalance": ("imbalance", float),
+    "spread": ("spread", float),
+}
+
+
+def optimize(
+    anchor: Experiment,
+    published: Mapping[int, Curve],
+    bounds: Mapping[str, tuple[float, float]],
+    factor: float,
+    run_many_func,
+    random_points: int = 12,
+    local_evals: int = 24,
+    seed: int = 0,
+) -> list[dict]:
+    """Seeded random search, then Nelder–Mead, over continuous choices of ``anchor``.
+
+    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"random"``: that many
+    points uniform in the box (``numpy.random.default_rng(seed)``), evaluated together with
+    ``anchor`` itself; stage ``"local"``: :func:`scipy.optimize.minimize` with
+    ``method="Nelder-Mead"`` and the box as bounds, from the best of them and of ``anchor``
+    itself (stage ``"start"``; initial simplex: a tenth of the box along each coordinate), at most
+    ``local_evals`` evaluations (each one :func:`evaluate` at step ``factor · η``; a diverged
+    candidate counts as distance ``1e3``). Rows: the coordinates, the stage and the
+    :func:`evaluate` columns, sorted by distance.
+    """
+    from scipy.optimize import minimize
+
+    names = list(bounds)
+    unknown = set(names) - set(CONTINUOUS)
+    if unknown:
+        raise ValueError(f"unknown continuous choices {sorted(unknown)}; use {list(CONTINUOUS)}")
+    if "log10_samples" in bounds and 10.0 ** bounds["log10_samples"][0] < anchor.d:
+        raise ValueError(f"samples must be at least d = {anchor.d}: X Xᵀ must be invertible")
+    low = np.array([bounds[n][0] for n in names], dtype=np.float64)
+    high = np.array([bounds[n][1] for n in names], dtype=np.float64)
+
+    def experiment(x: np.ndarray) -> Experiment:
+        fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
+        return replace(anchor, **fields)
+
+    def rows_of(points: np.ndarray, stage: str) -> list[dict]:
+        found = evaluate([experiment(x) for x in points], published, factor, run_many_func)
+        return [
+            dict(zip(names, map(float, x), strict=True)) | {"stage": stage} | r
+            for x, r in zip(points, found, strict=True)
+        ]
+
+    start = [CONTINUOUS[n][0] for n in names]
+    x0 = np.array(
+        [
+            np.log10(anchor.samples) if n == "log10_samples" else getattr(anchor, f)
+            for n, f in zip(names, start, strict=True)
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    points = low + (high - low) * rng.random((random_points, len(names)))
+    rows = rows_of(x0[None, :], "start") + rows_of(points, "random")
+    best = min(rows, key=_rank)
+    local: list[dict] = []
+
+    def objective(x: np.ndarray) -> float:
+        (row,) = rows_of(np.asarray(x)[None, :], "local")
+        local.append(row)
+        return row["distance"] if np.isfinite(row["distance"]) else 1e3
+
+    if local_evals > 0:
+        # an initial simplex of a tenth of the box per coordinate (scipy's default moves a
+        # coordinate at 0 by only 2.5e-4), stepping inwards at the upper bound
+        x_best = np.array([best[n] for n in names])
+        steps = 0.1 * (high - low)
+        vertices = [x_best]
+        for i, step in enumerate(steps):
+            v = x_best.copy()
+            v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
+            vertices.append(v)
+        minimize(
+            objective,
+            x_best,
+            method="Nelder-Mead",
+            bounds=list(zip(low, high, strict=True)),
+            options={
+                "maxfev": local_evals,
+                "xatol": 1e-3,
+                "fatol": 1e-4,
+                "initial_simplex": np.array(vertices),
+            },
+        )
+    return sorted([*rows, *local], key=_rank)

@@ -1,0 +1,219 @@
+"""Chapter 5 (three or more layers): escape-law fits, plateaus of the loss staircase, and the
+table of final ranks.
+
+The chapter calls these functions and draws their results; the functions compute exactly what
+the chapter's cells used to compute inline, in the same order of floating-point operations, so
+that its glued values and ``.npz`` files are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from dlncore.results import Run
+from dlncore.saddles import EscapeScan
+
+
+def escape_fit(
+    scan: EscapeScan, eps_grid: np.ndarray, depth: int, step_size: float, s1: float
+) -> tuple[float, float, np.ndarray]:
+    """Predicted and fitted escape law of the median escape iterations of one depth.
+
+    For ``depth == 2`` the escape iteration is ``log(1/ε) / log(1 + η s_1) + c``: the predicted
+    and fitted quantity is the slope in ``log(1/ε)``. For ``depth >= 3`` it is ``C ε^{-(N-2)}``:
+    the predicted and fitted quantity is the exponent, ``C`` is fitted (log-mean over the scales
+    whose median start escaped).
+
+    Parameters
+    ----------
+    scan : EscapeScan
+        The escape times of ``depth`` over the scales ``eps_grid``.
+    eps_grid : array, shape (S,)
+        The initial scales ε.
+    depth : int
+        The depth N (at least 2).
+    step_size : float
+        The constant step size η of the scan.
+    s1 : float
+        Largest singular value of ``Σ_yx`` (enters the prediction for ``N = 2``).
+
+    Returns
+    -------
+    tuple of (float, float, array of shape (S,))
+        ``(predicted, fitted, reference)``: the predicted and fitted slope or exponent, and the
+        reference curve (prediction with the fitted constant) at ``eps_grid`` (NaN when no
+        median escaped).
+    """
+    median = scan.median
+    ok = np.isfinite(median)
+    x, y = eps_grid[ok], median[ok]
+    if depth == 2:
+        pred = 1.0 / np.log1p(step_size * s1)
+        got = scan.log_slope()
+        c = np.mean(y - pred * np.log(1 / x)) if ok.sum() else np.nan
+        ref = pred * np.log(1 / eps_grid) + c
+    else:
+        pred = -(depth - 2.0)
+        got = scan.power()
+        c = np.exp(np.mean(np.log(y) - pred * np.log(x))) if ok.sum() else np.nan
+        ref = c * eps_grid**pred
+    return pred, got, ref
+
+
+def flat_stretches(
+    iterations: np.ndarray, excess: np.ndarray, tol: float, dwell: float
+) -> list[tuple[int, int]]:
+    """Plateaus found from the loss alone, without the optimal values.
+
+    A flat stretch is a run of records ``i..j`` (record 0, the start, is skipped) over at least
+    ``dwell`` decades of iterations, ``log10(it[j] / it[i]) >= dwell``, on which the positive
+    excess stays within a factor ``1 + 2 tol`` (a band of ``±tol`` around its middle). Stretches
+    are found greedily from the left and do not overlap.
+
+    Parameters
+    ----------
+    iterations : array of int, shape (R,)
+        Recorded iterations, increasing, ``iterations[0] == 0``.
+    excess : array, shape (R,)
+        Excess loss ``L − L*_r`` at the records.
+    tol : float
+        Half-width of the band, relative.
+    dwell : float
+        Minimum length in decades of iterations.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(first, last)`` record indices of each stretch.
+    """
+    found, i = [], 1
+    while i < iterations.size:
+        j = i
+        while j + 1 < iterations.size:
+            window = excess[i : j + 2]
+            if not (window.min() > 0 and window.max() <= (1 + 2 * tol) * window.min()):
+                break
+            j += 1
+        if excess[i] > 0 and np.log10(iterations[j] / iterations[i]) >= dwell:
+            found.append((i, j))
+            i = j + 1
+        else:
+            i += 1
+    return found
+
+
+def critical_excess(sigma_q: np.ndarray, r: int) -> dict[int, list[tuple[bool, float]]]:
+    """Critical values of ``L^1`` on the rank-k matrices, as excess over ``L*_r``.
+
+    The critical points with index set ``S`` (``|S| = k``) have
+    ``L − L*_r = ½ Σ_{i ∉ S, i ≤ r} σ_i²`` (distinct singular values of ``Q``).
+
+    Parameters
+    ----------
+    sigma_q : array, shape (p,)
+        Singular values of ``Q = Σ_yx Σ_xx^{-1/2}``, decreasing, ``p >= r``.
+    r : int
+        The rank bound of the network.
+
+    Returns
+    -------
+    dict
+        ``k -> [(S == {1..k}, excess), ...]`` over all ``2^r`` index sets; the entry with
+        ``True`` is ``L*_k − L*_r``.
+    """
+    sq = sigma_q[:r] ** 2
+    critical: dict[int, list[tuple[bool, float]]] = {k: [] for k in range(r + 1)}
+    for mask in range(2**r):
+        in_s = np.array([mask >> i & 1 for i in range(r)], dtype=bool)
+        k = int(in_s.sum())
+        critical[k].append((bool(in_s[:k].all()), 0.5 * float(sq[~in_s].sum())))
+    return critical
+
+
+def plateau_checks(
+    run: Run,
+    opt: np.ndarray,
+    critical: Mapping[int, Sequence[tuple[bool, float]]],
+    tol: float,
+    dwell: float,
+) -> np.ndarray:
+    """For each start and each line ``L*_k`` (``0 < k < r``) the loss crossed: does a plateau
+    lie on the line rather than on another rank-k critical value?
+
+    A line is crossed when the excess goes below ``(1 − tol)(L*_k − L*_r)`` within the run. The
+    flat stretch (:func:`flat_stretches`) nearest to the line in log scale is compared with the
+    line and with the nearest other critical value with ``|S| = k``.
+
+    Parameters
+    ----------
+    run : Run
+        A batched run of ``B`` starts (``run.loss`` of shape (R, B)).
+    opt : array, shape (r + 1,)
+        The optimal values ``L*_0, ..., L*_r``.
+    critical : mapping
+        :func:`critical_excess` for the same ``r``.
+    tol, dwell : float
+        As in :func:`flat_stretches`; ``tol`` also defines crossing.
+
+    Returns
+    -------
+    array, shape (C, 4)
+        One row per crossed line: start index, ``k``, ``|log|`` distance of the nearest
+        plateau to the line, and to the nearest rival (``inf`` and 0 when no plateau exists).
+    """
+    r = opt.size - 1
+    lines = opt - opt[r]
+    it = run.iterations
+    rows = []
+    for b in range(run.loss.shape[1]):
+        excess = run.loss[:, b] - opt[r]
+        stretches = flat_stretches(it, excess, tol, dwell)
+        levels = np.array([np.median(excess[i : j + 1]) for i, j in stretches])
+        for k in range(1, r):
+            if not np.nanmin(excess) < (1 - tol) * lines[k]:
+                continue  # the budget did not take the loss across this line
+            if levels.size == 0:
+                rows.append((b, k, np.inf, 0.0))
+                continue
+            near = levels[np.argmin(np.abs(np.log(levels / lines[k])))]
+            rival = min(abs(np.log(near / c)) for top, c in critical[k] if not top)
+            rows.append((b, k, abs(np.log(near / lines[k])), rival))
+    return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def final_rank_rows(
+    runs: Mapping[int, Run], budgets: Sequence[int], scales: np.ndarray
+) -> np.ndarray:
+    """The final-rank table: one row per depth, budget and start.
+
+    Parameters
+    ----------
+    runs : mapping
+        Depth N -> batched run of ``B`` starts recording the metrics ``rank``, ``excess`` and
+        ``grad_norm`` at (at least) every budget.
+    budgets : sequence of int
+        The iterations at which the runs are read.
+    scales : array, shape (B,)
+        Initial scale of each start.
+
+    Returns
+    -------
+    array, shape (len(runs) * len(budgets) * B, 6)
+        Columns: depth, budget, numerical rank, excess loss over the optimum of that rank,
+        gradient norm, initial scale. The three measured columns are NaN for a start that
+        diverged at or before the budget.
+    """
+    rows = []
+    for n, run in runs.items():
+        for b in budgets:
+            i = int(np.searchsorted(run.iterations, b))
+            for j in range(scales.size):
+                gone = run.diverged[j] and run.diverged_at[j] <= b  # nothing to read at b
+                measured = (
+                    np.nan if gone else run.metrics[key][i, j]
+                    for key in ("rank", "excess", "grad_norm")
+                )
+                rows.append((n, b, *measured, scales[j]))
+    return np.array(rows, dtype=float)

@@ -1,0 +1,156 @@
+"""Sentences that follow the run (chapters 1–6).
+
+A chapter states its measured outcomes in sentences glued from the computation, so that a rerun
+with other parameters never contradicts its own page: the verb follows the measurement ("reaches"
+or "does not reach within 30 iterations"), and a value that was not measured is written "n/a" or
+"not reached", never as a placeholder such as ``-1`` or ``nan``. The functions here build those
+strings; the chapters glue them with ``myst_nb.glue`` and reference them without a format spec.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+MISSING = "n/a"
+
+
+def is_missing(value: object) -> bool:
+    """True for ``None`` and for a float that is not finite (``nan``, ``±inf``)."""
+    if value is None:
+        return True
+    try:
+        return not math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def number(value: float | int | None, spec: str = ".3g", missing: str = MISSING) -> str:
+    """``value`` formatted with ``spec``, or ``missing`` when it was not measured.
+
+    Parameters
+    ----------
+    value : float, int or None
+        The measured value; ``None`` and non-finite floats count as not measured.
+    spec : str
+        A format specification, as in ``format(value, spec)``.
+    missing : str
+        The text written instead of a missing value.
+
+    Returns
+    -------
+    str
+        For example ``number(0.01234, ".2g") == "0.012"``, ``number(float("nan")) == "n/a"``.
+    """
+    return missing if is_missing(value) else format(value, spec)
+
+
+def listing(items: Iterable[str], conjunction: str = "and") -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``; ``"none"`` for no items."""
+    items = list(items)
+    if not items:
+        return "none"
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def per_depth(values: Sequence[str], depths: Sequence[int]) -> str:
+    """``"3 (N = 2), 5 (N = 3)"``: one already formatted value per depth, in order."""
+    if len(values) != len(depths):
+        raise ValueError(f"{len(values)} values for {len(depths)} depths")
+    return ", ".join(f"{v} (N = {n})" for v, n in zip(values, depths, strict=True)) or "none"
+
+
+def first_reached(iterations: Sequence[int], reached: Sequence[bool]) -> tuple[int | float, str]:
+    """The first recorded iteration at which a condition holds, and how to say it.
+
+    Parameters
+    ----------
+    iterations : sequence of int, shape (R,)
+        Recorded iterations, increasing.
+    reached : sequence of bool, shape (R,)
+        Whether the condition holds at each recorded iteration.
+
+    Returns
+    -------
+    tuple of (int or float, str)
+        ``(17, "17")``, or ``(nan, "not reached")`` when the condition never held (the number
+        is for sweep tables, the text for the page).
+    """
+    for k, ok in zip(iterations, reached, strict=True):
+        if ok:
+            return int(k), str(int(k))
+    return math.nan, "not reached"
+
+
+def verdict_text(verdict: str, yes: str, no: str, na: str) -> str:
+    """The sentence that matches a computed verdict ``"yes"``, ``"no"`` or ``"n/a"``.
+
+    Chapters glue ``verdict_text(held, "… reach …", "… do not reach …", "… not measured")`` so
+    that the verb of an outcome sentence is the one the run measured.
+    """
+    if verdict == "yes":
+        return yes
+    if verdict == "no":
+        return no
+    if verdict == "n/a":
+        return na
+    raise ValueError(f"verdict must be 'yes', 'no' or 'n/a', got {verdict!r}")
+
+
+COUNT_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+)
+
+
+def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, budget: int) -> str:
+    """One sentence saying which depths reached ``goal`` within ``budget`` iterations.
+
+    Parameters
+    ----------
+    depths : sequence of int, shape (D,)
+        The depths N that were run.
+    reached : sequence of bool, shape (D,)
+        Whether the run of each depth reached the goal.
+    goal : str
+        What is reached, e.g. ``"the global minimum of their network"`` (``their`` becomes
+        ``its`` where a single depth is the subject).
+    budget : int
+        The iteration budget, named in the sentence when a depth fell short.
+
+    Returns
+    -------
+    str
+        E.g. ``"All three depths reach the global minimum of their network."`` or
+        ``"N = 2 and N = 3 do not reach the global minimum of their network within 30
+        iterations; N = 1 does."``
+    """
+    if len(depths) != len(reached) or not depths:
+        raise ValueError(f"{len(reached)} outcomes for {len(depths)} depths")
+    hit = [f"N = {n}" for n, ok in zip(depths, reached, strict=True) if ok]
+    miss = [f"N = {n}" for n, ok in zip(depths, reached, strict=True) if not ok]
+    within = f"within {budget} iteration{'s' if budget != 1 else ''}"
+    if not miss:
+        if len(hit) == 1:
+            return f"The run with {hit[0]} reaches {goal.replace('their', 'its')}."
+        count = COUNT_WORDS[len(hit)] if len(hit) < len(COUNT_WORDS) else str(len(hit))
+        both = "Both" if len(hit) == 2 else f"All {count}"
+        return f"{both} depths reach {goal}."
+    if not hit:
+        who = f"The run with {miss[0]} does" if len(miss) == 1 else "No depth"
+        verb = "not reach" if len(miss) == 1 else "reaches"
+        return f"{who} {verb} {goal.replace('their', 'its')} {within}."
+    verb, own = ("does", goal.replace("their", "its")) if len(miss) == 1 else ("do", goal)
+    rest = "does" if len(hit) == 1 else "do"
+    return f"{listing(miss)} {verb} not reach {own} {within}; {listing(hit)} {rest}."
