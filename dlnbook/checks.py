@@ -69,9 +69,7 @@ def _describe(bounds: tuple[tuple[str, float], ...], prefix: str) -> list[str]:
 
 def _leaves(value: Any) -> list[Any]:
     """Every leaf of a (nested) list or tuple."""
-    if isinstance(value, list | tuple):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
+    return [x for v in value for x in _leaves(v)] if isinstance(value, list | tuple) else [value]
 
 
 @dataclass(frozen=True)
@@ -239,8 +237,7 @@ class Rule:
     reason: str
 
     @property
-    def expression(self) -> str:
-        """The condition as written."""
+    def expression(self) -> str:  # as written
         return self.condition.text
 
     def problem(self, params: Mapping[str, Any]) -> str | None:

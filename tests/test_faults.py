@@ -544,13 +544,13 @@ def test_a_run_published_first_by_another_process_is_the_one_reported(tmp_path):
     """Issue 22.8: two identical runs at once; the outcome (and a sweep's points.csv row)
     describes the folder that stays, not the run that lost the race."""
     from dlnbook.chapters import discover_chapters
-    from dlnbook.executor import TaskResult
+    from dlnbook.executor import Outcome
     from dlnbook.runner import _publish, plan_runs
 
     (tmp_path / "book").mkdir()
     book = one_chapter_book(tmp_path / "book", "01_wait", waiting_chapter())
     (plan,) = plan_runs(discover_chapters(book / "chapters"), {}, tmp_path / "runs")
-    first = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 1.5, "tcp://a:1"), None, False)
-    second = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 9.0, "tcp://b:2"), None, False)
+    first = _publish(plan, Outcome({"01_wait.ipynb": b"{}"}, 1.5, "tcp://a:1"), None, False)
+    second = _publish(plan, Outcome({"01_wait.ipynb": b"{}"}, 9.0, "tcp://b:2"), None, False)
     assert (first.seconds, first.worker) == (1.5, "tcp://a:1")
     assert (second.seconds, second.worker) == (1.5, "tcp://a:1")
