@@ -311,11 +311,14 @@ def machine_memory() -> float:
 
 
 def human(kind: str, amount: float) -> str:
-    """Bytes (``kind`` ``"memory"``) as GB or TB, seconds as s or h, three digits."""
+    """Bytes (``kind`` ``"memory"``) as GB or TB, three digits; seconds as ``42 s``,
+    ``5 min`` or hours with three digits (``1.5 h``, ``375 h``)."""
     if kind == "memory":
         value, unit = (amount / 1e12, "TB") if amount >= 1e12 else (amount / 1e9, "GB")
+    elif amount < 5400:
+        return f"{amount:.0f} s" if amount < 90 else f"{amount / 60:.0f} min"
     else:
-        value, unit = (amount / 3600, "h") if amount >= 3600 else (amount, "s")
+        value, unit = amount / 3600, "h"
     if not math.isfinite(value):
         return f"{value} {unit}"
     return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"

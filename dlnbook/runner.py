@@ -35,6 +35,7 @@ from typing import Any
 
 from dlnbook.cachekey import chapter_digest
 from dlnbook.chapters import Chapter, load_chapter, validate
+from dlnbook.checks import human
 from dlnbook.executor import Outcome, available_cores, describe_error, open_executor
 from dlnbook.rundirs import check_run, prune_stale, publish_failure, publish_run, set_aside
 
@@ -188,13 +189,6 @@ def longest_first(plans: Iterable[Plan]) -> list[Plan]:
     return [p for s, i, p in sorted(keyed, key=lambda k: (k[0] is None, -(k[0] or 0), k[1]))]
 
 
-def duration(seconds: float) -> str:
-    """``"42 s"``, ``"5 min"`` or ``"1.5 h"``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
 def dry_run(
     plans: list[Plan],
     columns: Iterable[str] | None = None,
@@ -225,7 +219,7 @@ def dry_run(
         cost = "" if problem is None else "time unknown" if seconds is None else ""
         if problem is not None and seconds is not None:
             todo.append(seconds)
-            cost = f"about {duration(seconds)}" + " (guess)" * (source == "guess")
+            cost = f"about {human('time', seconds)}" + " (guess)" * (source == "guess")
         params = ", ".join(f"{k}={plan.parameters[k]!r}" for k in shown) or "defaults"
         rows.append(
             (plan.chapter.name, params, state or f"damaged ({problem}): would execute", cost)
@@ -238,7 +232,7 @@ def dry_run(
         slots[slots.index(min(slots))] += seconds
     where = "of work on the cluster" if scheduler else f"on {workers} worker(s)"
     to_run = sum(r[2] != "cached" for r in rows)
-    total = f", about {duration(max(slots))} {where}" * bool(todo)
+    total = f", about {human('time', max(slots))} {where}" * bool(todo)
     unknown = f" ({to_run - len(todo)} without an estimate)" * (to_run > len(todo))
     out(f"{len(plans)} {noun}(s): {len(plans) - to_run} cached, {to_run} to run{total}{unknown}")
     return 0
@@ -362,12 +356,12 @@ class _Lines:
         if beat and running and time.monotonic() - self.last >= self.heartbeat:
             self.last = time.monotonic()
             names = ", ".join(self.stale[i].chapter.name for i in running)
-            self.log(f"still running ({duration(self.last - self.started)}): {names}")
+            self.log(f"still running ({human('time', self.last - self.started)}): {names}")
 
     def outcome(self, index: int, outcome: Outcome) -> None:
         self.tick([index], beat=False)
         self.finished += 1
-        took, count = duration(outcome.seconds), f"[{self.finished}/{len(self.stale)}]"
+        took, count = human("time", outcome.seconds), f"[{self.finished}/{len(self.stale)}]"
         failed = f"FAILED after {took} {count}: {outcome.error}"
         self.log(
             f"{self.stale[index].chapter.name}: "
