@@ -124,16 +124,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{chapter.name}: cannot be read: {chapter.error}\n")
             continue
         rows = [("parameter", "type", "default", "range", "meaning")]
-        rows += [
-            (
-                p.name,
-                _type_name(p.default),
-                repr(p.default),
-                str(p.range or "any"),
-                meaning_without_range(p),
-            )
-            for p in chapter.parameters
-        ]
+        for p in chapter.parameters:
+            kind, shown = _type_name(p.default), str(p.range or "any")
+            rows.append((p.name, kind, repr(p.default), shown, meaning_without_range(p)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)] + [0]
         cells = json.loads(chapter.path.read_text(encoding="utf-8")).get("cells", [])
         text = next(
@@ -174,6 +167,16 @@ def _scheduler(address: str | None) -> str | None:
     return None if address is None else check_address(address)
 
 
+def _driver(args: argparse.Namespace, scheduler: str | None) -> dict[str, Any]:
+    """What ``run`` and ``sweep`` pass to :func:`dlnbook.runner.run_plans` alike."""
+    return {
+        "timeout": args.timeout,
+        "finalize": finalize_run,
+        "scheduler": scheduler,
+        "force": args.force,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
     chapter = resolve_chapter(_chapters(args.book), args.chapter)
@@ -184,15 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     changed = [f"{k}={v!r}" for k, v in plan.parameters.items() if v != chapter.defaults[k]]
     print(f"{chapter.name} with {', '.join(changed) or 'its default parameters'}")
     try:
-        run_plans(
-            [plan],
-            jobs=1,
-            timeout=args.timeout,
-            finalize=finalize_run,
-            stream_stderr=True,
-            scheduler=scheduler,
-            force=args.force,
-        )
+        run_plans([plan], jobs=1, stream_stderr=True, **_driver(args, scheduler))
     except ChapterFailure as exc:
         return _report_failure(exc)
     folder = plan.run_dir
@@ -224,18 +219,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run([p.plan for p in points], swept, scheduler, args.workers, "point")
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
-    return run_sweep(
-        chapter,
-        points,
-        swept,
-        sweep_folder(sweeps, chapter, plans),
-        scheduler=scheduler,
-        jobs=args.workers,
-        force=args.force,
-        timeout=args.timeout,
-        finalize=finalize_run,
-        wait_for_workers=args.wait_for_workers,
-    )
+    folder, jobs, wait = sweep_folder(sweeps, chapter, plans), args.workers, args.wait_for_workers
+    driver = _driver(args, scheduler) | {"jobs": jobs, "wait_for_workers": wait}
+    return run_sweep(chapter, points, swept, folder, **driver)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

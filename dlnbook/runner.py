@@ -90,9 +90,14 @@ class Plan:
         return self.run_dir / f"{self.chapter.name}.ipynb"
 
     @property
+    def problem(self) -> str | None:
+        """None when the run is cached (its manifest holds), ``"absent"``, or what is wrong."""
+        return check_run(self.run_dir) if self.run_dir.is_dir() else "absent"
+
+    @property
     def is_cached(self) -> bool:
         """Whether a run with this key exists and its manifest holds."""
-        return self.run_dir.is_dir() and check_run(self.run_dir) is None
+        return self.problem is None
 
 
 def plan_points(
@@ -213,7 +218,7 @@ def dry_run(
             if columns is not None
             else [k for k in defaults if plan.parameters[k] != defaults[k]]
         )
-        problem = check_run(plan.run_dir) if plan.run_dir.is_dir() else "absent"
+        problem = plan.problem
         state = {None: "cached", "absent": "would execute"}.get(problem)
         seconds, source = expected_seconds(plan)
         cost = "" if problem is None else "time unknown" if seconds is None else ""
@@ -327,7 +332,7 @@ def _stale(plans: list[Plan], force: bool, log: Callable[[str], None], quiet: bo
         prune_stale(folder)  # what a killed run left behind
     stale = []
     for plan in plans:
-        problem = check_run(plan.run_dir) if plan.run_dir.is_dir() else "absent"
+        problem = plan.problem
         if problem not in (None, "absent"):
             aside = set_aside(plan.run_dir)
             log(f"{plan.chapter.name}: run folder damaged ({problem}); set aside as {aside}")
