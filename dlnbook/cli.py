@@ -155,7 +155,7 @@ def _plan(args: argparse.Namespace, chapter: Chapter, points: Any) -> tuple[list
     (``--scheduler`` or ``$DLNBOOK_SCHEDULER``), checked (:class:`UsageError` and the like)."""
     core = _config(args.book).get("dlnbook_core_dir")
     runs = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    plans = plan_points(chapter, points, runs, core and args.book / core, args.allow_large)
+    plans = plan_points(chapter, points, runs, args.book / core if core else None, args.allow_large)
     scheduler = _scheduler(getattr(args, "scheduler", None))
     _writable(runs, "--runs-dir" if args.runs_dir is not None else "runs folder")
     return plans, scheduler
@@ -238,7 +238,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         else out / "_build" / "executed"
     )
     core = config.get("dlnbook_core_dir")
-    plans = plan_runs(chapters, profile, cache, core and book / core, args.allow_large)
+    plans = plan_runs(chapters, profile, cache, book / core if core else None, args.allow_large)
     if out in ((book / "_build").resolve(), book.resolve()):
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _writable(out, "--out")
