@@ -190,7 +190,13 @@ class Executor:
 def _thread(*args: Any, index: int) -> concurrent.futures.Future:
     """:func:`execute_task` in a daemon thread (it dies with us; the kernel with it)."""
     future: concurrent.futures.Future = concurrent.futures.Future()
-    work = lambda: future.set_result(execute_task(*args))  # noqa: E731 - it never raises
+
+    def work() -> None:
+        try:
+            future.set_result(execute_task(*args))
+        except BaseException as exc:  # e.g. no scratch folder: the run fails, not the driver
+            future.set_exception(exc)
+
     threading.Thread(target=work, name="dlnbook-chapter", daemon=True).start()
     return future
 
