@@ -24,7 +24,7 @@ from dlnbook.checks import ChapterError, Range, show
 
 __all__ = ["Chapter", "ChapterError", "Parameter", "discover_chapters", "load_chapter"]
 __all__ += ["effective_parameters", "meaning_without_range", "parse_override", "validate"]
-__all__ += ["check_profile", "load_profile", "load_yaml", "validate_book"]
+__all__ += ["check_profile", "load_profile", "load_yaml", "parse_parameters_source"]
 
 INT_LIMIT = 2**63
 """Integer parameters must lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``."""
@@ -64,13 +64,9 @@ class Chapter:
         return {p.name: p.default for p in self.parameters}
 
 
-# --- reading a chapter -----------------------------------------------------------------
-
-
 def _parse_line(line: str) -> Parameter:
     """One ``name = literal  # meaning [range]`` line (errors without the location)."""
     code, comment = checks.split_at(line, "#")
-    meaning = comment.lstrip("#").strip()
     try:
         body = ast.parse(code.strip()).body
     except SyntaxError:
@@ -78,7 +74,7 @@ def _parse_line(line: str) -> Parameter:
     node = body[0] if len(body) == 1 else None
     if not (isinstance(node, ast.Assign) and [type(t) for t in node.targets] == [ast.Name]):
         raise ChapterError(f"expected 'name = literal  # meaning', got {line.strip()!r}")
-    name = node.targets[0].id
+    name, meaning = node.targets[0].id, comment.lstrip("#").strip()
     try:
         value = ast.literal_eval(node.value)
     except ValueError:
@@ -95,14 +91,9 @@ def _parse_line(line: str) -> Parameter:
 
 
 def parse_parameters_source(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
-    """The parameters of a ``parameters`` cell, in source order.
-
-    Raises
-    ------
-    ChapterError
-        Located by ``where`` and the line: a line that is not ``name = literal  # meaning``,
-        an unreadable range, or a name assigned twice.
-    """
+    """The parameters of a ``parameters`` cell, in source order; :class:`ChapterError`
+    located by ``where`` and the line on a line that is not ``name = literal  # meaning``,
+    an unreadable range or a name assigned twice."""
     params: dict[str, Parameter] = {}
     for lineno, line in enumerate(source.splitlines(), start=1):
         if not line.strip() or line.strip().startswith("#"):
@@ -118,13 +109,8 @@ def parse_parameters_source(source: str, where: str = "parameters cell") -> tupl
 
 
 def load_chapter(path: str | Path) -> Chapter:
-    """Read a chapter notebook (``.ipynb``) and parse its ``parameters`` cell.
-
-    Raises
-    ------
-    ChapterError
-        If the file is not a notebook, or its parameters cell is missing or malformed.
-    """
+    """Read a chapter notebook and parse its ``parameters`` cell; :class:`ChapterError` if
+    the file is not a notebook, or that cell is missing or malformed."""
     path = Path(path).resolve()
     try:
         cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
@@ -143,14 +129,8 @@ def load_chapter(path: str | Path) -> Chapter:
 
 
 def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
-    """Every chapter ``*.ipynb`` of a directory, sorted by name. A chapter that cannot be
-    read is kept with its ``error`` and no parameters: :func:`validate` refuses it alone.
-
-    Raises
-    ------
-    ChapterError
-        If the directory does not exist.
-    """
+    """Every chapter ``*.ipynb`` of a folder (:class:`ChapterError` if there is none), by
+    name. One that cannot be read is kept with its ``error``: :func:`validate` refuses it."""
     chapters_dir = Path(chapters_dir)
     if not chapters_dir.is_dir():
         raise ChapterError(f"chapters directory not found: {chapters_dir}")
@@ -178,8 +158,6 @@ def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
     """Check one value against the type of a scalar default: ints stay ints within
     ``±INT_LIMIT``, floats are finite (ints and numeric strings may stand for floats: YAML
     reads ``1e-3`` as a string)."""
-    if default is None:
-        return value
     if isinstance(default, bool | str):
         if isinstance(value, type(default)):
             return value
@@ -229,14 +207,9 @@ def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
 
 
 def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The chapter's defaults with ``overrides`` (name -> value) merged in, in declaration
-    order; only names and types are checked here (:func:`validate` checks everything).
-
-    Raises
-    ------
-    ChapterError
-        On a chapter that cannot be read, an unknown name or a value of the wrong type.
-    """
+    """The chapter's defaults with ``overrides`` merged in, in declaration order; only names
+    and types are checked here (:func:`validate` checks everything). :class:`ChapterError`
+    on a chapter that cannot be read, an unknown name or a value of the wrong type."""
     if chapter.error:
         raise ChapterError(chapter.error)
     params = chapter.defaults
@@ -253,70 +226,32 @@ def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) 
 def validate(
     chapter: Chapter, overrides: Mapping[str, Any] | None, allow_large: bool = False
 ) -> dict[str, Any]:
-    """The effective parameters of a run, checked as every command checks them.
-
-    In order: the chapter can be read; names, types and finiteness; ranges; rules; then,
-    unless ``allow_large``, the estimated memory (at most this machine's) and time (at most
-    :data:`~dlnbook.checks.MAX_SECONDS`).
-
-    Parameters
-    ----------
-    chapter : Chapter
-    overrides : mapping or None
-        Parameter name -> value.
-    allow_large : bool
-        Skip the cost estimates (``--allow-large``).
-
-    Returns
-    -------
-    dict
-        All parameters, in declaration order.
-
-    Raises
-    ------
-    ChapterError
-        One line naming the chapter, the parameter or rule and the offending values.
-    """
+    """The effective parameters of a run (all, in declaration order), checked as every
+    command checks them: the chapter can be read; names, types and finiteness; ranges;
+    rules; then, unless ``allow_large``, the estimated memory (at most this machine's) and
+    time (at most :data:`~dlnbook.checks.MAX_SECONDS`). :class:`ChapterError`: one line
+    naming the chapter, the parameter or rule and the offending values."""
     params = effective_parameters(chapter, overrides)
-    where = f"of chapter {chapter.name!r}"
     for param in chapter.parameters:
         value = params[param.name]
         if param.range and value is not None and (problem := param.range.problem(value, params)):
-            raise ChapterError(f"parameter {param.name!r} {where} {problem}")
+            raise ChapterError(f"parameter {param.name!r} of chapter {chapter.name!r} {problem}")
     for rule in chapter.rules:
         if problem := rule.problem(params):
             raise ChapterError(f"chapter {chapter.name!r} {problem}")
-    memory, time = (
-        (checks.machine_memory(), "this machine has"),
-        (checks.MAX_SECONDS, "the limit is"),
-    )
     for estimate in () if allow_large else chapter.estimates:
-        amount, (limit, what) = (
-            estimate.value(params),
-            memory if estimate.kind == "memory" else time,
-        )
+        amount, kind = estimate.value(params), estimate.kind
+        limit = checks.machine_memory() if kind == "memory" else checks.MAX_SECONDS
         if not amount <= limit:
-            need, human = ("take" if estimate.kind == "time" else "need"), checks.human
+            need, what = (
+                ("take", "the limit is") if kind == "time" else ("need", "this machine has")
+            )
             raise ChapterError(
                 f"chapter {chapter.name!r} would {need} an estimated "
-                f"{human(estimate.kind, amount)} ({estimate.kind}: {estimate}); "
-                f"{what} {human(estimate.kind, limit)}; pass --allow-large to run it anyway"
+                f"{checks.human(kind, amount)} ({kind}: {estimate}); "
+                f"{what} {checks.human(kind, limit)}; pass --allow-large to run it anyway"
             )
     return params
-
-
-Profile = Mapping[str, Mapping[str, Any]]
-
-
-def validate_book(
-    chapters: Iterable[Chapter], profile: Profile, source: str, allow_large: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Chapter stem -> effective parameters of every chapter with a profile (see
-    :func:`load_profile`); :class:`ChapterError` on an unknown chapter or the first chapter
-    that fails :func:`validate`."""
-    chapters = list(chapters)
-    check_profile(profile, (c.name for c in chapters), source)
-    return {c.name: validate(c, profile.get(c.name), allow_large) for c in chapters}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -388,27 +323,25 @@ def load_yaml(path: str | Path, what: str) -> Any:
 def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
     """A profile: YAML mapping chapter stems to ``{parameter: value}`` (an empty file is an
     empty profile); :class:`ChapterError` if :func:`load_yaml` fails or the shape is wrong."""
-    data = load_yaml(path, "parameter profile")
-    if data is None:
-        return {}
+    data = load_yaml(path, "parameter profile") or {}
     if not isinstance(data, dict):
         raise ChapterError(f"parameter profile {path}: expected a mapping chapter -> parameters")
-    profile = {}
     for chapter, overrides in data.items():
-        overrides = {} if overrides is None else overrides
-        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        if not isinstance(overrides or {}, dict) or not all(
+            map(str.__instancecheck__, overrides or {})
+        ):
             raise ChapterError(
                 f"parameter profile {path}: entry {chapter!r} must map parameter names to values"
             )
-        profile[str(chapter)] = dict(overrides)
-    return profile
+    return {str(chapter): dict(overrides or {}) for chapter, overrides in data.items()}
 
 
-def check_profile(profile: Profile, chapter_names: Iterable[str], source: str = "profile") -> None:
+def check_profile(
+    profile: Mapping[str, Any], chapter_names: Iterable[str], source: str = "profile"
+) -> None:
     """Fail (:class:`ChapterError`) if a profile names a chapter that does not exist."""
     names = set(chapter_names)
-    unknown = sorted(set(profile) - names)
-    if unknown:
+    if unknown := sorted(set(profile) - names):
         raise ChapterError(
             f"{source} names unknown chapter(s) {', '.join(unknown)} "
             f"(chapters: {', '.join(sorted(names))})"

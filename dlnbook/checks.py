@@ -69,9 +69,7 @@ def _describe(bounds: tuple[tuple[str, float], ...], prefix: str) -> list[str]:
 
 def _leaves(value: Any) -> list[Any]:
     """Every leaf of a (nested) list or tuple."""
-    if isinstance(value, list | tuple):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
+    return [x for v in value for x in _leaves(v)] if isinstance(value, list | tuple) else [value]
 
 
 @dataclass(frozen=True)
@@ -239,8 +237,7 @@ class Rule:
     reason: str
 
     @property
-    def expression(self) -> str:
-        """The condition as written."""
+    def expression(self) -> str:  # as written
         return self.condition.text
 
     def problem(self, params: Mapping[str, Any]) -> str | None:
@@ -314,11 +311,14 @@ def machine_memory() -> float:
 
 
 def human(kind: str, amount: float) -> str:
-    """Bytes (``kind`` ``"memory"``) as GB or TB, seconds as s or h, three digits."""
+    """Bytes (``kind`` ``"memory"``) as GB or TB, three digits; seconds as ``42 s``,
+    ``5 min`` or hours with three digits (``1.5 h``, ``375 h``)."""
     if kind == "memory":
         value, unit = (amount / 1e12, "TB") if amount >= 1e12 else (amount / 1e9, "GB")
+    elif amount < 5400:
+        return f"{amount:.0f} s" if amount < 90 else f"{amount / 60:.0f} min"
     else:
-        value, unit = (amount / 3600, "h") if amount >= 3600 else (amount, "s")
+        value, unit = amount / 3600, "h"
     if not math.isfinite(value):
         return f"{value} {unit}"
     return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"

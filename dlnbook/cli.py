@@ -1,14 +1,14 @@
-"""``dln-book``: list the chapters' parameters, rerun a chapter, build the book with overrides.
+"""``dln-book``: list the chapters' parameters, rerun a chapter, sweep one, build the book.
 
 Usage (from the book's folder, or with ``--book DIR``)::
 
-    dln-book list
+    dln-book list [CHAPTER]
     dln-book run CHAPTER -p NAME=VALUE ... [--force]
     dln-book sweep CHAPTER -p NAME=V1,V2,... [-p NAME=A:B:STEPS[:log]] [--scheduler ADDRESS]
     dln-book build --params FILE.yml [--out DIR]
 
-Exit status: 0 on success, 2 on bad input (nothing is written), 1 if a chapter fails or the
-book build fails.
+Exit status: 0 on success, 2 on bad input (nothing is written), 1 if a chapter or the book
+build fails, 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import ctypes
 import hashlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -32,13 +31,13 @@ import yaml
 from dlnbook.chapters import (
     Chapter,
     ChapterError,
+    check_profile,
     discover_chapters,
     load_profile,
     meaning_without_range,
     parse_override,
-    validate_book,
 )
-from dlnbook.executor import ExecutorError, check_address
+from dlnbook.executor import SCHEDULER_ENV, ExecutorError, check_address
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.runner import (
     PLANS_ENV,
@@ -55,84 +54,50 @@ from dlnbook.runner import (
 __all__ = ["main", "resolve_chapter"]
 
 PROG = "dln-book"
-_PR_SET_PDEATHSIG = 1
 
 
 class UsageError(Exception):
     """Bad input on the command line: reported in one line, exit status 2."""
 
 
-# --- the book: its configuration and chapters ------------------------------------------
-
-
-def _book_config(book: Path) -> dict[str, Any]:
-    """The ``sphinx.config`` section of ``_config.yml`` (empty when there is none)."""
+def _config(book: Path) -> dict[str, Any]:
+    """The ``sphinx.config`` section of the book's ``_config.yml`` (empty without one)."""
     path = book / "_config.yml"
-    if not path.is_file():
-        return {}
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
     return dict((data.get("sphinx") or {}).get("config") or {})
 
 
 def _chapters(book: Path) -> list[Chapter]:
-    folder = book / _book_config(book).get("dlnbook_chapters_dir", "chapters")
+    folder = book / _config(book).get("dlnbook_chapters_dir", "chapters")
     if not folder.is_dir():
         raise UsageError(
             f"no chapters folder {folder}: run {PROG} in the book's folder or pass --book DIR"
         )
-    chapters = discover_chapters(folder)
-    if not chapters:
+    if not (chapters := discover_chapters(folder)):
         raise UsageError(f"no chapter notebooks in {folder}")
     return chapters
 
 
-def _core_dir(book: Path) -> Path | None:
-    configured = _book_config(book).get("dlnbook_core_dir")
-    return (book / configured) if configured else None
-
-
 def resolve_chapter(chapters: Sequence[Chapter], text: str) -> Chapter:
-    """Find a chapter by file stem (``02_boundedness``), number (``2``, ``02``) or name
-    without number (``boundedness``); a trailing ``.ipynb`` and folders are ignored.
-
-    Parameters
-    ----------
-    chapters : sequence of Chapter
-        The book's chapters.
-    text : str
-        What the user typed.
-
-    Returns
-    -------
-    Chapter
-
-    Raises
-    ------
-    UsageError
-        If no chapter or more than one chapter matches.
-    """
+    """The chapter named by its stem (``02_boundedness``), number (``2``, ``02``) or name
+    without number (``boundedness``), a trailing ``.ipynb`` and folders ignored;
+    :class:`UsageError` if none or several match."""
     key = Path(text).name.removesuffix(".ipynb")
+    number = lambda c: c.name.split("_")[0]  # noqa: E731
     for test in (
         lambda c: c.name == key,
-        lambda c: (
-            key.isdigit()
-            and c.name.split("_")[0].isdigit()
-            and int(c.name.split("_")[0]) == int(key)
-        ),
+        lambda c: key.isdigit() and number(c).isdigit() and int(number(c)) == int(key),
         lambda c: c.name.partition("_")[2] == key,
     ):
-        found = [c for c in chapters if test(c)]
-        if len(found) == 1:
+        if len(found := [c for c in chapters if test(c)]) > 1:
+            raise UsageError(f"chapter {text!r} is ambiguous: {', '.join(c.name for c in found)}")
+        if found:
             return found[0]
-        if len(found) > 1:
-            names = ", ".join(c.name for c in found)
-            raise UsageError(f"chapter {text!r} is ambiguous: {names}")
-    names = ", ".join(c.name for c in chapters)
-    raise UsageError(f"unknown chapter {text!r} (chapters: {names})")
+    raise UsageError(f"unknown chapter {text!r} (chapters: {', '.join(c.name for c in chapters)})")
 
 
-def _check_output_dir(path: Path, option: str) -> None:
-    """Fail unless ``path`` is a writable folder or can be created as one."""
+def _writable(path: Path, option: str) -> Path:
+    """``path``, unless it is not a writable folder and cannot be created as one."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -140,93 +105,42 @@ def _check_output_dir(path: Path, option: str) -> None:
         raise UsageError(f"{option} {path}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: {existing} is not writable")
-
-
-# --- list ------------------------------------------------------------------------------
+    return path
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "any"
     if isinstance(value, list | tuple) and value:
         inner = {_type_name(v) for v in value}
         return f"{type(value).__name__}[{inner.pop() if len(inner) == 1 else 'any'}]"
-    return type(value).__name__
-
-
-def _title(chapter: Chapter) -> str:
-    """The first ``# heading`` of the notebook's first markdown cell, if any."""
-    nb = json.loads(chapter.path.read_text(encoding="utf-8"))
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "markdown":
-            for line in "".join(cell.get("source", "")).splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-            break
-    return ""
+    return "any" if value is None else type(value).__name__
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every chapter (or the one named by ``args.chapter``) with its parameters (name,
-    type, default, range, meaning) and the rules between them."""
+    """Print every chapter (or one) with its title, parameters (name, type, default, range,
+    meaning) and the rules between them."""
     chapters = _chapters(args.book)
-    if args.chapter is not None:
-        chapters = [resolve_chapter(chapters, args.chapter)]
-    for chapter in chapters:
+    for chapter in chapters if args.chapter is None else [resolve_chapter(chapters, args.chapter)]:
         if chapter.error:
             print(f"{chapter.name}: cannot be read: {chapter.error}\n")
             continue
         rows = [("parameter", "type", "default", "range", "meaning")]
-        for param in chapter.parameters:
-            rows.append(
-                (
-                    param.name,
-                    _type_name(param.default),
-                    repr(param.default),
-                    str(param.range) if param.range else "any",
-                    meaning_without_range(param),
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        title = _title(chapter)
-        print(f"{chapter.name}" + (f": {title}" if title else ""))
+        for p in chapter.parameters:
+            kind, shown = _type_name(p.default), str(p.range or "any")
+            rows.append((p.name, kind, repr(p.default), shown, meaning_without_range(p)))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)] + [0]
+        cells = json.loads(chapter.path.read_text(encoding="utf-8")).get("cells", [])
+        text = next(
+            ("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown"), ""
+        )
+        title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
+        print(chapter.name + (f": {title}" if title else ""))
         for row in rows:
-            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-            print("  " + "  ".join([*cells, row[4]]).rstrip())
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         for rule in chapter.rules:
             print(f"  rule: {rule.expression} ({rule.reason})")
         print()
     print(f"Rerun a chapter: {PROG} run CHAPTER -p NAME=VALUE (CHAPTER: name or number)")
     return 0
-
-
-# --- run -------------------------------------------------------------------------------
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        name, value = parse_override(item)
-        overrides[name] = value
-    return overrides
-
-
-def _describe_run(run_dir: Path, name: str) -> None:
-    """Print where the files of a finished run are."""
-    figures = sorted((run_dir / "figures").glob("*")) if (run_dir / "figures").is_dir() else []
-    results = sorted(p for p in run_dir.rglob("*.npz"))
-    lines = [
-        ("notebook", run_dir / f"{name}.ipynb"),
-        ("page", run_dir / PAGE_DIR / f"{name}.html"),
-        ("parameters", run_dir / PARAMETERS_FILE),
-    ]
-    print(f"Run folder: {run_dir}")
-    for label, path in lines:
-        print(f"  {label:<10}  {path.relative_to(run_dir)}")
-    stems = sorted({p.stem for p in figures})
-    print(f"  {'figures':<10}  " + (", ".join(f"figures/{s}.png|svg" for s in stems) or "none"))
-    listed = ", ".join(p.relative_to(run_dir).as_posix() for p in results)
-    print(f"  {'results':<10}  " + (listed or "none"))
 
 
 def _report_failure(exc: ChapterFailure) -> int:
@@ -236,191 +150,125 @@ def _report_failure(exc: ChapterFailure) -> int:
     return 1
 
 
-def _runs_dir(args: argparse.Namespace) -> Path:
-    """The runs folder (``--runs-dir`` or ``BOOK/runs``), checked writable."""
-    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    _check_output_dir(runs_dir, "--runs-dir" if args.runs_dir is not None else "runs folder")
-    return runs_dir
+def _plan(args: argparse.Namespace, chapter: Chapter, points: Any) -> tuple[list[Plan], str | None]:
+    """The plans of the chapter's ``points`` (overrides) in ``--runs-dir`` and the scheduler
+    (``--scheduler`` or ``$DLNBOOK_SCHEDULER``), checked (:class:`UsageError` and the like)."""
+    core = _config(args.book).get("dlnbook_core_dir")
+    runs = args.runs_dir if args.runs_dir is not None else args.book / "runs"
+    plans = plan_points(chapter, points, runs, args.book / core if core else None, args.allow_large)
+    scheduler = _scheduler(getattr(args, "scheduler", None))
+    _writable(runs, "--runs-dir" if args.runs_dir is not None else "runs folder")
+    return plans, scheduler
 
 
-def _scheduler(args: argparse.Namespace) -> str | None:
-    """``--scheduler`` or ``$DLNBOOK_SCHEDULER``, checked (exit 2 on a bad address)."""
-    address = getattr(args, "scheduler", None)
-    address = address if address is not None else os.environ.get("DLNBOOK_SCHEDULER") or None
+def _scheduler(address: str | None) -> str | None:
+    """``address`` (else ``$DLNBOOK_SCHEDULER``) checked, or None for this machine."""
+    address = address if address is not None else os.environ.get(SCHEDULER_ENV) or None
     return None if address is None else check_address(address)
+
+
+def _driver(args: argparse.Namespace, scheduler: str | None) -> dict[str, Any]:
+    """What ``run`` and ``sweep`` pass to :func:`dlnbook.runner.run_plans` alike."""
+    return {
+        "timeout": args.timeout,
+        "finalize": finalize_run,
+        "scheduler": scheduler,
+        "force": args.force,
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute one chapter with overrides into ``runs/<chapter>-<hash>/``."""
     chapter = resolve_chapter(_chapters(args.book), args.chapter)
-    overrides = _parse_overrides(args.params)
-    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    (plan,) = plan_points(chapter, [overrides], runs_dir, _core_dir(args.book), args.allow_large)
-    scheduler = _scheduler(args)
-    _runs_dir(args)
+    overrides = dict(parse_override(item) for item in args.params)
+    (plan,), scheduler = _plan(args, chapter, [overrides])
     if args.dry_run:
         return dry_run([plan], scheduler=scheduler, jobs=1)
-    changed = {k: v for k, v in plan.parameters.items() if v != chapter.defaults[k]}
-    print(
-        f"{chapter.name} with "
-        + (", ".join(f"{k}={v!r}" for k, v in changed.items()) or "its default parameters")
-    )
+    changed = [f"{k}={v!r}" for k, v in plan.parameters.items() if v != chapter.defaults[k]]
+    print(f"{chapter.name} with {', '.join(changed) or 'its default parameters'}")
     try:
-        run_plans(
-            [plan],
-            jobs=1,
-            timeout=args.timeout,
-            finalize=finalize_run,
-            stream_stderr=True,
-            scheduler=scheduler,
-            force=args.force,
-        )
+        run_plans([plan], jobs=1, stream_stderr=True, **_driver(args, scheduler))
     except ChapterFailure as exc:
         return _report_failure(exc)
-    _describe_run(plan.run_dir, chapter.name)
+    folder = plan.run_dir
+    figures = sorted({p.stem for p in folder.glob("figures/*")})
+    results = ", ".join(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npz")))
+    print(f"Run folder: {folder}")
+    print(f"  notebook    {chapter.name}.ipynb\n  page        {PAGE_DIR}/{chapter.name}.html")
+    print(f"  parameters  {PARAMETERS_FILE}")
+    print("  figures     " + (", ".join(f"figures/{s}.png|svg" for s in figures) or "none"))
+    print(f"  results     {results or 'none'}")
     return 0
-
-
-# --- sweep -----------------------------------------------------------------------------
-
-
-def _sweep_overrides(args: argparse.Namespace, chapter: Chapter) -> list[dict[str, Any]]:
-    """The overrides of every point of the grid (``-p`` axes and ``--params`` file)."""
-    from dlnbook.sweep import MAX_POINTS, check_names, grid, load_points_file, parse_axis
-
-    axes, explicit = load_points_file(args.points) if args.points else ({}, [])
-    for item in args.params:
-        name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
-        if name in axes or any(name in point for point in explicit):
-            raise UsageError(f"parameter {name!r} is given in {args.points} and with -p")
-        axes[name] = values
-    check_names(chapter, [*axes, *(n for p in explicit for n in p)])
-    if not axes and not explicit:
-        raise UsageError("nothing to sweep: give -p NAME=V1,V2,... or --params FILE.yml")
-    size = math.prod(len(v) for v in axes.values()) * max(1, len(explicit))
-    if size > MAX_POINTS and not args.yes:
-        raise UsageError(
-            f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
-        )
-    return grid(axes, explicit)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run one chapter over a grid of parameters; every point is a ``run``."""
-    from dlnbook.sweep import Point, run_sweep, sweep_folder
+    from dlnbook.sweep import Point, points_of, run_sweep, sweep_folder
 
     chapter = resolve_chapter(_chapters(args.book), args.chapter)
-    overrides = _sweep_overrides(args, chapter)
-    runs_dir = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    plans = plan_points(chapter, overrides, runs_dir, _core_dir(args.book), args.allow_large)
-    scheduler = _scheduler(args)
-    _runs_dir(args)
-    swept = [
-        name
-        for name in chapter.defaults
-        if len({json.dumps(p.parameters[name], default=repr) for p in plans}) > 1
-    ]
+    overrides = points_of(chapter, args.params, args.points, args.yes)
+    plans, scheduler = _plan(args, chapter, overrides)
+    values = lambda n: {json.dumps(p.parameters[n], default=repr) for p in plans}  # noqa: E731
+    swept = [n for n in chapter.defaults if len(values(n)) > 1]
     points: list[Point] = []
-    keys: set[str] = set()
     for over, plan in zip(overrides, plans, strict=True):
-        if plan.key not in keys:  # the same run once
-            keys.add(plan.key)
+        if plan.key not in {p.plan.key for p in points}:  # the same run once
             points.append(Point(len(points) + 1, over, plan))
-    sweeps_dir = args.sweeps_dir if args.sweeps_dir is not None else args.book / "sweeps"
-    _check_output_dir(sweeps_dir, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
-    folder = sweep_folder(sweeps_dir, chapter, plans)
+    sweeps = args.sweeps_dir if args.sweeps_dir is not None else args.book / "sweeps"
+    _writable(sweeps, "--sweeps-dir" if args.sweeps_dir else "sweeps folder")
     if args.dry_run:
         return dry_run([p.plan for p in points], swept, scheduler, args.workers, "point")
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
-    return run_sweep(
-        chapter,
-        points,
-        swept,
-        folder,
-        scheduler=scheduler,
-        jobs=args.workers,
-        force=args.force,
-        timeout=args.timeout,
-        finalize=finalize_run,
-        wait_for_workers=args.wait_for_workers,
-    )
-
-
-# --- build -----------------------------------------------------------------------------
-
-
-def _profile_digest(profile: dict[str, dict[str, Any]]) -> str:
-    text = json.dumps(profile, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def _die_with_parent() -> None:
-    """In a child process, before it runs: be killed when ``dln-book`` dies (Linux)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+    folder, jobs, wait = sweep_folder(sweeps, chapter, plans), args.workers, args.wait_for_workers
+    driver = _driver(args, scheduler) | {"jobs": jobs, "wait_for_workers": wait}
+    return run_sweep(chapter, points, swept, folder, **driver)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """Build the whole book with a profile into its own output folder."""
-    book: Path = args.book
-    chapters = _chapters(book)
-    profile = load_profile(args.params)
-    validate_book(chapters, profile, str(args.params), args.allow_large)
-    stem = args.params.stem
-    out = args.out or book / "_build" / f"params-{stem}-{_profile_digest(profile)}"
-    out = out.resolve()
-    configured_cache = _book_config(book).get("dlnbook_cache_dir")
-    cache = book / configured_cache if configured_cache else out / "_build" / "executed"
-    plans = plan_runs(chapters, profile, cache, _core_dir(book), args.allow_large)
-    if out == (book / "_build").resolve() or out == book.resolve():
+    """Build the whole book with a profile into its own output folder: execute the stale
+    chapters once, then ``jupyter-book build`` them (handed over, not planned again)."""
+    book, chapters, profile = args.book, _chapters(args.book), load_profile(args.params)
+    check_profile(profile, (c.name for c in chapters), str(args.params))
+    digest = hashlib.sha256(json.dumps(profile, sort_keys=True, default=repr).encode()).hexdigest()
+    out = (args.out or book / "_build" / f"params-{args.params.stem}-{digest[:8]}").resolve()
+    config = _config(book)
+    cache = (
+        book / config["dlnbook_cache_dir"]
+        if config.get("dlnbook_cache_dir")
+        else out / "_build" / "executed"
+    )
+    core = config.get("dlnbook_core_dir")
+    plans = plan_runs(chapters, profile, cache, book / core if core else None, args.allow_large)
+    if out in ((book / "_build").resolve(), book.resolve()):
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
-    _check_output_dir(out, "--out")
-    scheduler = _scheduler(args)
+    _writable(out, "--out")
+    scheduler = _scheduler(None)
     if args.dry_run:
         return dry_run(plans, scheduler=scheduler, jobs=args.jobs)
+    # progress bars only when chapters run one at a time; in parallel they would garble
+    alone = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
     try:
-        # progress bars only when chapters run one at a time; in parallel they would garble
-        one_at_a_time = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
         run_plans(
-            plans,
-            jobs=args.jobs,
-            timeout=args.timeout,
-            stream_stderr=one_at_a_time,
-            scheduler=scheduler,
+            plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=alone, scheduler=scheduler
         )
     except ChapterFailure as exc:
         return _report_failure(exc)
-    return _render_book(book, out, args.params, plans, cache)
-
-
-def _render_book(book: Path, out: Path, params: Path, plans: Sequence[Plan], cache: Path) -> int:
-    """``jupyter-book build`` of the executed chapters (handed over, not planned again)."""
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
-    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(params.resolve()))
+    env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
     env[PLANS_ENV] = encode_plans(plans)
     print(f"building the book into {out}")
-    try:
-        proc = subprocess.run(
-            [*cmd, "--path-output", str(out)],
-            cwd=book,
-            env=env,
-            check=False,
-            preexec_fn=_die_with_parent,
-        )
+    try:  # the child is killed when we die (Linux prctl PR_SET_PDEATHSIG)
+        die = lambda: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # noqa: E731
+        code = subprocess.run([*cmd, "--path-output", str(out)], cwd=book, env=env, preexec_fn=die)
     except KeyboardInterrupt:
         print(f"interrupted: the executed chapters are kept in {cache}; the book was not built")
         raise
-    if proc.returncode != 0:
-        print(f"{PROG}: jupyter-book build failed (exit {proc.returncode})", file=sys.stderr)
+    if code.returncode != 0:
+        print(f"{PROG}: jupyter-book build failed (exit {code.returncode})", file=sys.stderr)
         return 1
-    print(f"Book built with {params}: file://{out / '_build' / 'html' / 'index.html'}")
+    print(f"Book built with {args.params}: file://{out / '_build' / 'html' / 'index.html'}")
     return 0
-
-
-# --- entry point -----------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
@@ -430,8 +278,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
-def _count(minimum: int, unit: str) -> Callable[[str], int]:
-    """An argparse type: a whole number ``>= minimum``."""
+def _count(unit: str) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= 1``."""
 
     def parse(text: str) -> int:
         try:
@@ -440,17 +288,11 @@ def _count(minimum: int, unit: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(
                 f"expected a whole number of {unit}, got {text!r}"
             ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected at least {minimum} {unit}, got {value}")
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected at least 1 {unit}, got {value}")
         return value
 
     return parse
-
-
-_ALLOW_LARGE = (
-    "run even if the estimated memory exceeds this machine's or the estimated time exceeds "
-    "24 h (the estimates are written in each chapter's parameters cell)"
-)
 
 
 class _Overrides(argparse.Action):
@@ -459,138 +301,78 @@ class _Overrides(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
         items = [*getattr(namespace, self.dest), *values]
         names = [item.partition("=")[0].strip() for item in items]
-        for name in names:
-            if names.count(name) > 1:
-                parser.error(f"parameter {name!r} is given twice (-p {name}=...); give it once")
+        if twice := next((n for n in names if names.count(n) > 1), None):
+            parser.error(f"parameter {twice!r} is given twice (-p {twice}=...); give it once")
         setattr(namespace, self.dest, items)
 
 
-def _add_chapter(parser: argparse.ArgumentParser, values: str, help: str) -> None:
-    """``CHAPTER`` and ``-p/--param NAME=VALUE(S)``, as ``run`` and ``sweep`` take them."""
-    parser.add_argument("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
-    parser.add_argument(
-        "-p",
-        "--param",
-        dest="params",
-        action=_Overrides,
-        nargs="+",
-        default=[],
-        metavar=f"NAME={values}",
-        help=help,
-    )
-
-
-def _add_limits(parser: argparse.ArgumentParser) -> None:
-    """``--timeout``, ``--allow-large`` and ``--dry-run`` (``run``, ``sweep`` and ``build``)."""
-    parser.add_argument(
-        "--timeout", type=_count(1, "seconds"), help="per-cell timeout in whole seconds"
-    )
-    parser.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate, then show what would run (cached or not, estimated time); "
-        "execute and write nothing",
-    )
-
-
-def _add_execution(parser: argparse.ArgumentParser, force_help: str) -> None:
-    """``--force``, ``--runs-dir`` and the limits, as ``run`` and ``sweep`` take them."""
-    parser.add_argument("--force", action="store_true", help=force_help)
-    parser.add_argument("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
-    _add_limits(parser)
+_PARAM_HELP = {
+    "run": "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])",
+    "sweep": "values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "
+    "or A:B:STEPS:log (geometric); the sweep runs every combination",
+}
+_LARGE = "run even if the estimated memory exceeds this machine's or the estimated time exceeds "
+_LARGE += "24 h (the estimates are written in each chapter's parameters cell)"
+_DRY = "validate, then show what would run (cached or not, estimated time); execute and write "
 
 
 def _command(sub: Any, func: Callable, help: str, example: str) -> argparse.ArgumentParser:
-    """A subcommand running ``func``; its ``--help`` ends with one working example (tested
-    by ``tests/test_commands.py``)."""
+    """A subcommand running ``func``; its ``--help`` ends with one working example (tested by
+    ``tests/test_commands.py``). ``run`` and ``sweep`` take ``CHAPTER``, ``-p``, ``--force``
+    and ``--runs-dir``; all but ``list`` ``--timeout``, ``--allow-large`` and ``--dry-run``."""
     name = func.__name__.removeprefix("cmd_")
-    parser = sub.add_parser(name, help=help, epilog=f"example: {PROG} {name} {example}".strip())
+    parser = sub.add_parser(name, help=help, epilog=f"example: {PROG} {name} {example}")
     parser.set_defaults(func=func)
+    add = parser.add_argument
+    if name == "list":
+        add("chapter", nargs="?", help="only this chapter (number or name)")
+        return parser
+    if name in _PARAM_HELP:
+        add("chapter", metavar="CHAPTER", help="name (02_boundedness) or number (2)")
+        metavar = "NAME=VALUES" if name == "sweep" else "NAME=VALUE"
+        opts = {"dest": "params", "action": _Overrides, "nargs": "+", "default": []}
+        add("-p", "--param", metavar=metavar, help=_PARAM_HELP[name], **opts)
+        force = "execute points that exist" if name == "sweep" else "execute even if the run exists"
+        add("--force", action="store_true", help=force)
+        add("--runs-dir", type=Path, help="where run folders go (default: BOOK/runs)")
+    add("--timeout", type=_count("seconds"), help="per-cell timeout in whole seconds")
+    add("--allow-large", action="store_true", help=_LARGE)
+    add("--dry-run", action="store_true", help=_DRY + "nothing")
     return parser
-
-
-def _add_sweep(sub: Any) -> None:
-    """The ``sweep`` subcommand and its options."""
-    help = "run one chapter over a grid of parameters (here, or on a Dask cluster)"
-    sweeper = _command(sub, cmd_sweep, help, "2 -p depth=2,3,4 -p eta_max=0.1:0.5:5")
-    _add_chapter(
-        sweeper,
-        "VALUES",
-        "values of a parameter: V1,V2,... (Python literals), A:B:STEPS (evenly spaced) "
-        "or A:B:STEPS:log (geometric); the sweep runs every combination",
-    )
-    sweeper.add_argument(
-        "--params",
-        dest="points",
-        type=Path,
-        metavar="FILE.yml",
-        help="YAML: NAME: [values] entries (combined with -p), or 'points:' a list of points",
-    )
-    sweeper.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="Dask scheduler of an existing cluster (tcp://host:8786); default "
-        "$DLNBOOK_SCHEDULER or this machine",
-    )
-    sweeper.add_argument(
-        "--wait-for-workers",
-        action="store_true",
-        help="keep waiting when the cluster has no workers (default: exit 2 after 10 s)",
-    )
-    sweeper.add_argument(
-        "--workers",
-        type=_count(1, "workers"),
-        metavar="N",
-        help="points executed at once on this machine (default: cores)",
-    )
-    sweeper.add_argument("--yes", action="store_true", help="allow more than 10000 points")
-    sweeper.add_argument(
-        "--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)"
-    )
-    _add_execution(sweeper, "execute points that exist")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Rerun the chapters of the book with other parameters.")
-    parser.add_argument(
-        "--book",
-        type=Path,
-        default=Path(os.environ.get("DLNBOOK_ROOT", ".")),
-        help="folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'",
-    )
+    book = Path(os.environ.get("DLNBOOK_ROOT", "."))
+    help = "folder of the book (_config.yml, chapters/); default: $DLNBOOK_ROOT or '.'"
+    parser.add_argument("--book", type=Path, default=book, help=help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    lister = _command(sub, cmd_list, "every chapter (or one) with its parameters", "2")
-    lister.add_argument("chapter", nargs="?", help="only this chapter (number or name)")
-    runner = _command(
-        sub, cmd_run, "execute one chapter with other parameters", "2 -p depth=4 -p eta_max=0.3"
-    )
-    _add_chapter(
-        runner, "VALUE", "override a parameter; VALUE is a Python literal (3, 1e-3, True, [2, 3])"
-    )
-    _add_execution(runner, "execute even if the run exists")
-    _add_sweep(sub)
-    builder = _command(
-        sub,
-        cmd_build,
-        "build the whole book with a parameter profile",
-        "--params profiles/smoke.yml",
-    )
-    builder.add_argument(
-        "--params", type=Path, required=True, metavar="FILE.yml", help="chapter -> {NAME: VALUE}"
-    )
-    builder.add_argument(
-        "--out", type=Path, help="output folder (default: BOOK/_build/params-<name>-<hash>)"
-    )
-    builder.add_argument(
-        "--jobs", type=_count(1, "jobs"), help="chapters executed at once (default: cores)"
-    )
-    _add_limits(builder)
+    _command(sub, cmd_list, "every chapter (or one) with its parameters", "2")
+    help = "execute one chapter with other parameters"
+    _command(sub, cmd_run, help, "2 -p depth=4 -p eta_max=0.3")
+    help = "run one chapter over a grid of parameters (here, or on a Dask cluster)"
+    add = _command(sub, cmd_sweep, help, "2 -p depth=2,3,4 -p eta_max=0.1:0.5:5").add_argument
+    help = "YAML: NAME: [values] entries (combined with -p), or 'points:' a list of points"
+    add("--params", dest="points", type=Path, metavar="FILE.yml", help=help)
+    help = "Dask scheduler of an existing cluster (tcp://host:8786); default "
+    add("--scheduler", metavar="ADDRESS", help=help + "$DLNBOOK_SCHEDULER or this machine")
+    help = "keep waiting when the cluster has no workers (default: exit 2 after 10 s)"
+    add("--wait-for-workers", action="store_true", help=help)
+    help = "points executed at once on this machine (default: cores)"
+    add("--workers", type=_count("workers"), metavar="N", help=help)
+    add("--yes", action="store_true", help="allow more than 10000 points")
+    add("--sweeps-dir", type=Path, help="where sweep folders go (default: BOOK/sweeps)")
+    help = "build the whole book with a parameter profile"
+    add = _command(sub, cmd_build, help, "--params profiles/smoke.yml").add_argument
+    help = "chapter -> {NAME: VALUE}"
+    add("--params", type=Path, required=True, metavar="FILE.yml", help=help)
+    add("--out", type=Path, help="output folder (default: BOOK/_build/params-<name>-<hash>)")
+    add("--jobs", type=_count("jobs"), help="chapters executed at once (default: cores)")
     return parser
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM: stop like on Ctrl-C (workers stopped, finished runs kept)."""
+    """SIGTERM: stop like on Ctrl-C (kernels stopped, finished runs kept)."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -598,19 +380,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``dln-book`` command line.
-
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        Arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 success, 1 a chapter or the build failed, 2 bad input, 130 after
-        Ctrl-C, 143 after SIGTERM.
-    """
+    """Run the ``dln-book`` command line on ``argv`` (default ``sys.argv[1:]``); return the
+    exit status: 0 success, 1 a chapter or the build failed, 2 bad input, 130 after Ctrl-C,
+    143 after SIGTERM."""
     args = _parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
@@ -627,8 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `dln-book list | head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
         if previous is not None:

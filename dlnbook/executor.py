@@ -1,28 +1,25 @@
-"""Where chapters execute: papermill kernels driven by threads here, or Dask workers elsewhere.
+"""Where chapters execute: papermill kernels driven by threads here, or an existing Dask cluster.
 
-A :class:`Task` carries everything a worker needs (the notebook's bytes, the parameters, the
-per-cell timeout) and :func:`execute_task` brings back what the run produced (the executed
-notebook, its figures and result files) as bytes. A worker opens no path of the client; the
-client alone writes run folders and renders pages (:mod:`dlnbook.runner`).
+:func:`execute_task` gets everything a worker needs (the notebook's bytes, the parameters, the
+per-cell timeout) and brings back the run's files as bytes in an :class:`Outcome`: a worker
+opens no path of the client, which alone writes run folders and renders pages
+(:mod:`dlnbook.runner`). :func:`open_executor` gives this machine (one daemon thread per
+chapter executed at once, each driving its own kernel: the work runs in the kernel's process)
+or the cluster at ``--scheduler`` / ``$DLNBOOK_SCHEDULER``. Both feed one loop,
+:meth:`Executor.run`, with futures.
 
-:class:`LocalExecutor` runs tasks on this machine: one thread per chapter executed at once,
-each driving its own Jupyter kernel (the work runs in the kernel, a process of its own, so no
-worker process is needed). :class:`DaskExecutor` runs them on an existing Dask cluster, given
-by the address of its scheduler (``--scheduler`` or the environment variable
-``DLNBOOK_SCHEDULER``); the workers need the package installed and nothing else.
-
-Stopping. Every kernel imports :mod:`dlnbook.kernel_guard`: it kills its process group (the
-kernel and the processes it started) as soon as the process that started it is gone. On an
-exception in the client (Ctrl-C included) :meth:`LocalExecutor.close` kills the kernels' groups
-at once; a second Ctrl-C during that cleanup exits immediately.
+Stopping. Every kernel imports :mod:`dlnbook.kernel_guard`, which kills its process group once
+the process that started it is gone. On an exception in the client (Ctrl-C included) the local
+kernels' groups are killed at once; a second Ctrl-C during that cleanup exits immediately.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import math
 import os
-import queue
 import re
 import shutil
 import signal
@@ -30,32 +27,22 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "SCHEDULER_ENV",
-    "DaskExecutor",
-    "ExecutorError",
-    "LocalExecutor",
-    "Task",
-    "TaskResult",
-    "check_address",
-    "describe_error",
-    "execute_task",
-    "open_executor",
-]
+__all__ = ["SCHEDULER_ENV", "ExecutorError", "Outcome", "check_address", "describe_error"]
+__all__ += ["available_cores", "execute_task", "open_executor"]
 
 #: Environment variable naming the scheduler of an existing Dask cluster.
 SCHEDULER_ENV = "DLNBOOK_SCHEDULER"
-_CONNECT_TIMEOUT = 4.0
 #: Seconds to wait for the first worker of a cluster before saying it has none.
 NO_WORKERS_TIMEOUT = 10.0
+_CONNECT_TIMEOUT = 4.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss|ucx|inproc)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d+)/?")
 
 
@@ -63,51 +50,14 @@ class ExecutorError(RuntimeError):
     """The executor cannot start (bad or unreachable scheduler, a cluster without workers)."""
 
 
-@dataclass(frozen=True)
-class Task:
-    """One chapter execution, as sent to a worker.
-
-    Attributes
-    ----------
-    name : str
-        Chapter name (file stem); the executed notebook is ``<name>.ipynb``.
-    notebook : bytes
-        Contents of the chapter notebook.
-    parameters : dict
-        Effective (validated) parameters, injected by papermill.
-    key : str
-        Run key (hex SHA-256): names the task.
-    timeout : float or None
-        Per-cell timeout in seconds.
-    stream_stderr : bool
-        Copy the kernel's stderr (progress bars) to this process's stderr as it arrives.
-    """
-
-    name: str
-    notebook: bytes
-    parameters: dict[str, Any]
-    key: str
-    timeout: float | None = None
-    stream_stderr: bool = False
-
-
 @dataclass
-class TaskResult:
-    """What a worker brings back.
+class Outcome:
+    """What became of one run.
 
-    Attributes
-    ----------
-    files : dict of str to bytes
-        Relative path -> contents: everything the run wrote, the executed notebook
-        ``<name>.ipynb`` included; on failure only the partial notebook (if any).
-    seconds : float
-        Duration of the execution on the worker.
-    worker : str
-        Where it ran (``local`` or the Dask worker's address).
-    error : str or None
-        One-line summary of the failure (cell and exception), None on success.
-    traceback : str or None
-        Full error text with the cell's traceback, None on success.
+    The worker fills ``files`` (relative path -> bytes: everything the run wrote; on failure
+    the partial notebook, if any), ``seconds``, ``worker`` (``local`` or a Dask worker's
+    address), ``error`` (one line: cell and exception; None on success) and ``traceback``.
+    The client adds ``plan`` and, for a failure, the ``partial`` notebook and ``log`` it wrote.
     """
 
     files: dict[str, bytes]
@@ -115,326 +65,236 @@ class TaskResult:
     worker: str
     error: str | None = None
     traceback: str | None = None
+    plan: Any = field(default=None, repr=False)
+    partial: Path | None = None
+    log: Path | None = None
 
-
-def _strip(text: str) -> str:
-    return _ANSI.sub("", text).strip()
+    def summary(self) -> str:
+        """One line: chapter, cell, exception, and where the partial notebook and log are."""
+        where = [f"partial notebook {self.partial}"] * bool(self.partial)
+        where += [f"traceback in {self.log}"] * bool(self.log)
+        tail = f" ({'; '.join(where)})" if where else ""
+        return f"chapter {self.plan.chapter.name} failed {self.error}{tail}"
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
-    """One-line summary and full text of an exception, papermill's cell error included.
-
-    Returns
-    -------
-    tuple of str
-        ``("in cell [3]: ValueError: ...", full text with the cell's traceback)``.
-    """
-    ename = getattr(exc, "ename", None)
-    if ename is not None:
-        evalue = _strip(str(getattr(exc, "evalue", "")))
+    """``("in cell [3]: ValueError: ...", full text)`` of an exception, papermill's included."""
+    if (ename := getattr(exc, "ename", None)) is not None:
+        evalue = _ANSI.sub("", str(getattr(exc, "evalue", ""))).strip()
         count = getattr(exc, "exec_count", None)
         where = f"in cell [{count}]: " if count is not None else ""
-        lines = "\n".join(getattr(exc, "traceback", []) or [])
+        full = f"{ename}: {evalue}\n" + "\n".join(getattr(exc, "traceback", []) or [])
         first = evalue.splitlines()[0] if evalue else ""
-        return f"{where}{ename}: {first}".rstrip(": "), _strip(f"{ename}: {evalue}\n{lines}")
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}".rstrip(": "), _strip(text)
+    else:
+        ename, where, full = type(exc).__name__, "", "".join(traceback.format_exception(exc))
+        first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{where}{ename}: {first}".rstrip(": "), _ANSI.sub("", full).strip()
 
 
-def _read_tree(root: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return "local"
-
-
-def execute_task(task: Task) -> TaskResult:
+def execute_task(
+    name: str,
+    notebook: bytes,
+    parameters: dict[str, Any],
+    timeout: float | None = None,
+    stream_stderr: bool = False,
+) -> Outcome:
     """Execute a chapter with papermill in a scratch folder and return its files.
 
-    Runs on a Dask worker or in a thread of this process; it reads and writes only its
-    scratch folder (``<tmp>/dlnbook-run-*``, deleted before returning), which is the working
-    directory of the kernel. Exceptions of the chapter come back as a failed result.
+    Runs on a Dask worker or in a thread of this process and touches only its scratch folder
+    (the kernel's working directory, deleted before returning); the executed notebook is
+    ``<name>.ipynb``. ``stream_stderr`` copies the kernel's stderr (progress bars) here.
+    Exceptions of the chapter come back as a failed outcome.
     """
     import papermill
 
-    worker = _worker_name()
-    # papermill's parser trips over comments that ours accepts and would warn about
-    # "unknown" parameters; the parameters were validated by the client.
+    worker = "local"
+    if "distributed" in sys.modules:  # on a Dask worker
+        with contextlib.suppress(ValueError):
+            worker = sys.modules["distributed"].get_worker().address
+    # papermill would warn about parameters its parser does not see; the client validated them
     logging.getLogger("papermill").setLevel(logging.ERROR)
-    # one BLAS thread: results do not depend on the machine or on how many chapters run at
-    # once (a threaded reduction may sum in another order); kernels inherit the environment
-    os.environ.update({var: "1" for var in _THREAD_VARS})
+    # one BLAS thread: results do not depend on the machine or on how many chapters run
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     scratch = Path(tempfile.mkdtemp(prefix="dlnbook-run-"))
-    run = scratch / "run"
+    run, output = scratch / "run", scratch / "run" / f"{name}.ipynb"
     run.mkdir()
-    (scratch / "source.ipynb").write_bytes(task.notebook)
-    output = run / f"{task.name}.ipynb"
+    (scratch / "source.ipynb").write_bytes(notebook)
     start = time.monotonic()
     try:
         papermill.execute_notebook(
             str(scratch / "source.ipynb"),
             str(output),
-            parameters=task.parameters,
-            # the kernel's working directory, without papermill's process-wide chdir
-            resources={"metadata": {"path": str(run)}},
+            parameters=parameters,
+            resources={"metadata": {"path": str(run)}},  # the kernel's cwd, without a chdir here
             progress_bar=False,
             log_output=False,
-            execution_timeout=None if task.timeout is None else math.ceil(task.timeout),
-            # CRITICAL: no TCP-transport warning, no "KeyboardInterrupt caught in kernel"
-            extra_arguments=[
+            execution_timeout=None if timeout is None else math.ceil(timeout),
+            extra_arguments=[  # CRITICAL: no TCP-transport or "KeyboardInterrupt caught" lines
                 "--IPKernelApp.log_level=CRITICAL",
                 "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
             ],
-            stderr_file=sys.stderr if task.stream_stderr else None,
+            stderr_file=sys.stderr if stream_stderr else None,
         )
-        return TaskResult(_read_tree(run), time.monotonic() - start, worker)
+        files = {
+            p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()
+        }
+        return Outcome(dict(sorted(files.items())), time.monotonic() - start, worker)
     except Exception as exc:  # noqa: BLE001 - reported to the client, never cached
-        summary, full = describe_error(exc)
         partial = {output.name: output.read_bytes()} if output.is_file() else {}
-        return TaskResult(partial, time.monotonic() - start, worker, summary, full)
+        return Outcome(partial, time.monotonic() - start, worker, *describe_error(exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# --- on this machine: threads ----------------------------------------------------------
+@dataclass
+class Executor:
+    """Runs :func:`execute_task` calls: ``submit(*args) -> future``, ``wait`` as
+    :func:`concurrent.futures.wait`, ``capacity()`` futures at once; ``where`` for the log."""
 
-
-def _kernel_groups() -> list[int]:
-    """Process groups led by direct children of this process: the kernels (Linux)."""
-    groups = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(stat.parent.name)
-        if int(fields[1]) == os.getpid() and int(fields[2]) == pid:
-            groups.append(pid)
-    return groups
-
-
-class LocalExecutor:
-    """Chapters executed by threads of this process, each driving a papermill kernel.
-
-    Parameters
-    ----------
-    workers : int, optional
-        Chapters executed at once (default: the available cores).
-    """
-
-    is_local = True
-    where = "on this machine"
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers or available_cores())
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            self.close_on_error()
-
-    @staticmethod
-    def close_on_error() -> None:
-        """Kill the kernels (and what they started) at once; a second Ctrl-C exits."""
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, _exit_now) if main else None
-        try:
-            for group in _kernel_groups():
-                try:
-                    os.killpg(group, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+    where: str
+    submit: Callable[..., Any]
+    wait: Callable[..., Any]
+    capacity: Callable[[], int]
 
     def run(
         self,
-        tasks: Iterable[Task],
+        tasks: Sequence[tuple[Any, ...]],
         poll: float = 1.0,
         on_tick: Callable[[list[int]], None] | None = None,
-    ) -> Iterator[tuple[int, TaskResult]]:
-        """Execute tasks in order of priority; yield ``(index, result)`` as each finishes.
-
-        ``on_tick`` receives the indices of the running tasks every ``poll`` seconds and
-        whenever a task starts or ends.
-        """
-        tasks = list(tasks)
-        todo = deque(range(len(tasks)))
-        running: set[int] = set()
-        results: queue.Queue[tuple[int, TaskResult]] = queue.Queue()
-
-        def work() -> None:
-            while True:
+    ) -> Iterator[tuple[int, Outcome]]:
+        """Execute the tasks (arguments of :func:`execute_task`) in order, no more at once
+        than the capacity (so that a long one holds no other queued behind it on a busy
+        worker); yield ``(index, outcome)`` as each finishes. ``on_tick`` gets the indices
+        running, every ``poll`` seconds. A task whose worker died comes back failed."""
+        todo, pending = deque(range(len(tasks))), {}
+        while todo or pending:
+            while todo and len(pending) < self.capacity():
+                i = todo.popleft()
+                pending[self.submit(*tasks[i], index=i)] = i
+            try:
+                done = self.wait(list(pending), timeout=poll, return_when="FIRST_COMPLETED")[0]
+            except TimeoutError:  # distributed's wait
+                done = set()
+            for future in done:
                 try:
-                    index = todo.popleft()
-                except IndexError:
-                    return
-                running.add(index)
-                results.put((index, execute_task(tasks[index])))
-
-        for _ in range(min(self.workers, len(tasks))):  # daemons: they die with us
-            threading.Thread(target=work, name="dlnbook-chapter", daemon=True).start()
-        for _ in tasks:
-            while True:
-                try:
-                    index, result = results.get(timeout=poll)
-                    break
-                except queue.Empty:
-                    if on_tick is not None:
-                        on_tick(sorted(running))
-            running.discard(index)
-            yield index, result
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
+                    summary, full = describe_error(exc)
+                    outcome = Outcome({}, 0.0, "", f"not executed: {summary}", full)
+                yield pending.pop(future), outcome
+            if on_tick is not None:
+                on_tick(sorted(pending.values()))
 
 
-# --- elsewhere: an existing Dask cluster -----------------------------------------------
+def _thread(*args: Any, index: int) -> concurrent.futures.Future:
+    """:func:`execute_task` in a daemon thread (it dies with us; the kernel with it)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            future.set_result(execute_task(*args))
+        except BaseException as exc:  # e.g. no scratch folder: the run fails, not the driver
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="dlnbook-chapter", daemon=True).start()
+    return future
+
+
+def _kill_kernels() -> None:
+    """Kill the process groups led by our children, the kernels (Linux); a second Ctrl-C
+    meanwhile exits at once."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130)) if main else None
+    try:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[1:3]
+                if int(ppid) == os.getpid() and int(pgrp) == int(stat.parent.name):
+                    os.killpg(int(pgrp), signal.SIGKILL)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def check_address(address: str) -> str:
-    """A Dask scheduler address as ``scheme://host:port``, or :class:`ExecutorError`.
-
-    Accepts ``tcp://host:port`` (and the other Dask schemes) or ``host:port``.
-    """
+    """A Dask scheduler address (``tcp://host:port`` or ``host:port``) as
+    ``scheme://host:port``, or :class:`ExecutorError`."""
     match = _ADDRESS.fullmatch(address.strip())
-    if not address.strip() or match is None or not 0 < int(match[3]) < 65536:
+    if match is None or not 0 < int(match[3]) < 65536:
         raise ExecutorError(
-            f"bad scheduler address {address!r}: expected tcp://HOST:PORT (e.g. "
-            "tcp://127.0.0.1:8786)"
+            f"bad scheduler address {address!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)"
         )
     return f"{match[1] or 'tcp'}://{match[2]}:{match[3]}"
 
 
-class DaskExecutor:
-    """Chapter executions on an existing Dask cluster.
+def _connect(address: str, wait_for_workers: bool, log: Callable[[str], None]) -> Any:
+    """A client of the cluster at ``address`` with a worker, or :class:`ExecutorError`."""
+    from distributed import Client
 
-    Parameters
-    ----------
-    address : str
-        Address of its scheduler (``tcp://host:8786``).
-    wait_for_workers : bool
-        Keep waiting when the cluster has no workers (else an error after
-        :data:`NO_WORKERS_TIMEOUT` seconds).
-    log : callable
-        Receives one line when the cluster has no workers yet.
-    """
-
-    is_local = False
-
-    def __init__(
-        self, address: str, wait_for_workers: bool = False, log: Callable[[str], None] = print
-    ) -> None:
-        self.address = check_address(address)
-        self.where = f"on {self.address}"
-        self.wait, self.log = wait_for_workers, log
-        self.client: Any = None
-
-    def __enter__(self) -> DaskExecutor:
-        from distributed import Client
-
-        logging.getLogger("distributed").setLevel(logging.ERROR)
-        try:
-            self.client = Client(self.address, timeout=_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    try:
+        client = Client(address, timeout=_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(
+            f"cannot reach the Dask scheduler at {address} within {_CONNECT_TIMEOUT:g} s"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. tls:// without certificates
+        raise ExecutorError(
+            f"cannot connect to the Dask scheduler at {address}: {describe_error(exc)[0]}"
+        ) from exc
+    try:
+        client.wait_for_workers(1, timeout=NO_WORKERS_TIMEOUT)
+    except TimeoutError:
+        if not wait_for_workers:
+            client.close()
             raise ExecutorError(
-                f"cannot reach the Dask scheduler at {self.address} within {_CONNECT_TIMEOUT:g} s"
-            ) from exc
-        except Exception as exc:  # noqa: BLE001 - e.g. tls:// without certificates
-            raise ExecutorError(
-                f"cannot connect to the Dask scheduler at {self.address}: {describe_error(exc)[0]}"
-            ) from exc
-        self._wait_for_workers()
-        return self
-
-    def _wait_for_workers(self) -> None:
-        try:
-            self.client.wait_for_workers(1, timeout=NO_WORKERS_TIMEOUT)
-            return
-        except TimeoutError:
-            if not self.wait:
-                self.client.close()
-                raise ExecutorError(
-                    f"the cluster at {self.address} has no workers (waited "
-                    f"{NO_WORKERS_TIMEOUT:g} s); start workers, or pass --wait-for-workers"
-                ) from None
-        self.log(f"the cluster at {self.address} has no workers yet; waiting for one")
-        self.client.wait_for_workers(1)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            self.client.close(timeout=2 if exc_type else 10)
-        except (OSError, TimeoutError, RuntimeError):  # pragma: no cover - best effort
-            pass
-
-    def run(
-        self,
-        tasks: Iterable[Task],
-        poll: float = 1.0,
-        on_tick: Callable[[list[int]], None] | None = None,
-    ) -> Iterator[tuple[int, TaskResult]]:
-        """Submit tasks (no more at once than the cluster has threads, so that a long one
-        does not hold others queued behind it on a busy worker); yield ``(index, result)``
-        as each finishes. A task whose workers died comes back as a failed result."""
-        from distributed import wait
-
-        tasks = list(tasks)
-        futures: dict[Any, int] = {}
-        todo, pending = deque(range(len(tasks))), set()
-        while todo or pending:
-            capacity = max(1, sum(self.client.nthreads().values()))
-            while todo and len(pending) < capacity:
-                i = todo.popleft()
-                key = f"{tasks[i].name}-{tasks[i].key[:12]}-{i}"
-                future = self.client.submit(execute_task, tasks[i], key=key, pure=False)
-                futures[future] = i
-                pending.add(future)
-            try:
-                done, not_done = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
-                pending = set(not_done)
-            except TimeoutError:
-                done = set()
-            for future in done:
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
-                    summary, full = describe_error(exc)
-                    result = TaskResult({}, 0.0, "", f"not executed: {summary}", full)
-                yield futures[future], result
-            if on_tick is not None:
-                on_tick(sorted(futures[f] for f in pending))
+                f"the cluster at {address} has no workers (waited {NO_WORKERS_TIMEOUT:g} s); "
+                "start workers, or pass --wait-for-workers"
+            ) from None
+        log(f"the cluster at {address} has no workers yet; waiting for one")
+        client.wait_for_workers(1)
+    return client
 
 
+@contextlib.contextmanager
 def open_executor(
     scheduler: str | None = None,
     workers: int | None = None,
     wait_for_workers: bool = False,
     log: Callable[[str], None] = print,
-) -> LocalExecutor | DaskExecutor:
-    """The cluster at ``scheduler`` (or ``$DLNBOOK_SCHEDULER``), else this machine."""
+) -> Iterator[Executor]:
+    """The cluster at ``scheduler`` (or ``$DLNBOOK_SCHEDULER``; ``wait_for_workers``: wait
+    for its first worker, saying so in ``log``), else this machine with ``workers`` threads
+    (default: the cores). :class:`ExecutorError` on a bad, unreachable or empty cluster."""
     address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     if address is None:
-        return LocalExecutor(workers)
-    return DaskExecutor(address, wait_for_workers, log)
+        slots = max(1, workers or available_cores())
+        try:
+            yield Executor("on this machine", _thread, concurrent.futures.wait, lambda: slots)
+        except BaseException:
+            _kill_kernels()
+            raise
+        return
+    from distributed import wait
 
+    address = check_address(address)
+    client, failed = _connect(address, wait_for_workers, log), False
 
-def _exit_now(signum: int, frame: Any) -> None:
-    """Second Ctrl-C while stopping: exit at once (the kernels die with this process)."""
-    os._exit(130)
+    def submit(*args: Any, index: int) -> Any:
+        key = f"{args[0]}-{index}-{os.urandom(4).hex()}"
+        return client.submit(execute_task, *args, key=key, pure=False)
+
+    try:
+        yield Executor(
+            f"on {address}", submit, wait, lambda: max(1, sum(client.nthreads().values()))
+        )
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+            client.close(timeout=2 if failed else 10)
 
 
 def available_cores() -> int:

@@ -1,24 +1,19 @@
 """Imported at the start of every chapter's kernel: the kernel ends with the process that
 started it, and takes the processes it started along.
 
-jupyter_client starts each kernel as the leader of a new session and process group, so a
-Ctrl-C or a kill aimed at ``dln-book`` (or ``jupyter-book``) does not reach it. ipykernel
-exits when its parent dies, but leaves its own children (chapter 7's worker processes, a
-multiprocessing resource tracker) running. Here a daemon thread polls the parent and, once
-it is gone, kills the kernel's whole process group: the kernel and everything it started.
+jupyter_client starts each kernel as the leader of a new process group, so a Ctrl-C or a
+kill aimed at ``dln-book`` (or ``jupyter-book``) does not reach it; ipykernel exits when its
+parent dies but leaves its own children (chapter 7's worker processes) running. A daemon
+thread polls the parent and, once it is gone, kills the kernel's whole process group.
 """
-
-from __future__ import annotations
 
 import os
 import signal
 import threading
 import time
 
-__all__ = ["guard"]
 
-
-def _watch(parent: int, interval: float) -> None:
+def _watch(parent: int, interval: float = 0.25) -> None:
     while os.getppid() == parent:
         time.sleep(interval)
     if os.getpgid(0) == os.getpid():  # we lead our group: it holds only what we started
@@ -26,13 +21,4 @@ def _watch(parent: int, interval: float) -> None:
     os._exit(1)
 
 
-def guard(interval: float = 0.25) -> threading.Thread:
-    """Start the watch over this process's parent (done once, on import)."""
-    thread = threading.Thread(
-        target=_watch, args=(os.getppid(), interval), name="dlnbook-guard", daemon=True
-    )
-    thread.start()
-    return thread
-
-
-guard()
+threading.Thread(target=_watch, args=(os.getppid(),), name="dlnbook-guard", daemon=True).start()

@@ -1,18 +1,14 @@
 """Write what a worker brought back: run folders appear complete or not at all.
 
 A run folder ``<runs>/<chapter>-<hash>/`` is written as a hidden sibling
-``.<chapter>-<hash>.tmp-<pid>-<random>`` and renamed into place in one step. Replacing an
-existing run (``--force``) swaps the two folders atomically (``renameat2`` with
-``RENAME_EXCHANGE`` on Linux), so the previous run stays in place until the new one is
-complete. Hidden folders left behind by a killed process are removed (or, for a previous
-run set aside by the fallback swap, put back) by :func:`prune_stale` at the next start.
-
-Every published folder ends with ``manifest.json`` (the size and SHA-256 of every other file),
-written last; :func:`check_run` verifies it before a folder is reused, and
-:func:`set_aside` renames a folder that fails the check to ``<name>.damaged-<time>``.
-
-A failed run leaves ``<runs>/failed/<chapter>-<hash>.ipynb`` (the partial notebook, when the
-kernel got that far) and ``<runs>/failed/<chapter>-<hash>.log`` (the full traceback).
+``.<chapter>-<hash>.tmp-<pid>-<random>`` and renamed into place in one step; ``--force``
+swaps the two folders atomically (``renameat2`` with ``RENAME_EXCHANGE`` on Linux), so the
+previous run stays until the new one is complete. Hidden folders of a killed process are
+removed (or, for a previous run set aside by the fallback swap, put back) by
+:func:`prune_stale` at the next start. Every folder ends with ``manifest.json`` (size and
+SHA-256 of every other file), written last and checked by :func:`check_run` before reuse;
+:func:`set_aside` renames a folder that fails to ``<name>.damaged-<time>``. A failed run
+leaves ``<runs>/failed/<chapter>-<hash>.ipynb`` (partial notebook) and ``.log`` (traceback).
 """
 
 from __future__ import annotations
@@ -29,59 +25,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = [
-    "MANIFEST",
-    "check_run",
-    "failed_paths",
-    "pid_alive",
-    "prune_stale",
-    "publish_failure",
-    "publish_run",
-    "set_aside",
-    "write_manifest",
-]
+__all__ = ["MANIFEST", "check_run", "prune_stale", "publish_failure", "publish_run", "set_aside"]
 
 #: The file written last into a run folder: ``{"files": {path: {"size", "sha256"}}}``.
 MANIFEST = "manifest.json"
-
 _STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (on this machine)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _hidden(run_dir: Path, kind: str) -> Path:
-    return run_dir.with_name(f".{run_dir.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _write_tree(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        path = root / rel
-        if root.resolve() not in path.resolve().parents:
-            raise ValueError(f"refusing to write {rel!r} outside the run folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths; False when the system cannot."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return result == 0
+def _hidden(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _digest(path: Path) -> str:
@@ -89,26 +41,9 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def write_manifest(folder: Path) -> None:
-    """Write ``manifest.json``: size and SHA-256 of every other file below ``folder``."""
-    entries = {
-        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _digest(path)}
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.relative_to(folder).as_posix() != MANIFEST
-    }
-    text = json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n"
-    (folder / MANIFEST).write_text(text, encoding="utf-8")
-
-
 def check_run(folder: Path) -> str | None:
-    """What is wrong with a published run folder, or None when its manifest holds.
-
-    Returns
-    -------
-    str or None
-        ``"no manifest.json"``, ``"results.npz: 10 bytes, expected 830"``, ... (the first
-        problem found); None when every listed file has its size and hash.
-    """
+    """The first problem of a published run folder (``"no manifest.json"``, ``"results.npz:
+    10 bytes, expected 830"``, ...), or None when every listed file has its size and hash."""
     try:
         files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
         items = [(rel, int(e["size"]), str(e["sha256"])) for rel, e in files.items()]
@@ -130,13 +65,20 @@ def check_run(folder: Path) -> str | None:
 def set_aside(folder: Path) -> Path:
     """Rename a damaged run folder to ``<name>.damaged-<UTC time>`` beside it."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = folder.with_name(f"{folder.name}.damaged-{stamp}")
-    n = 1
+    aside, n = folder.with_name(f"{folder.name}.damaged-{stamp}"), 1
     while aside.exists():
         n += 1
         aside = folder.with_name(f"{folder.name}.damaged-{stamp}-{n}")
-    folder.rename(aside)
-    return aside
+    return folder.rename(aside)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False when the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    return renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0  # AT_FDCWD, EXCHANGE
 
 
 def publish_run(
@@ -145,43 +87,33 @@ def publish_run(
     replace: bool = False,
     finalize: Callable[[Path], None] | None = None,
 ) -> bool:
-    """Make ``run_dir`` hold exactly ``files`` (plus what ``finalize`` adds and the
-    manifest), in one atomic step.
-
-    Parameters
-    ----------
-    run_dir : Path
-        The run folder to create.
-    files : dict of str to bytes
-        Relative path -> contents.
-    replace : bool
-        Replace an existing ``run_dir`` (its old contents stay until the swap).
-    finalize : callable, optional
-        ``finalize(folder)`` adds files to the hidden folder before the manifest is
-        written (e.g. the standalone page); if it raises, nothing is published.
-
-    Returns
-    -------
-    bool
-        True if ``files`` were published, False if ``run_dir`` already existed and
-        ``replace`` was not asked (a concurrent run produced the same folder).
-    """
+    """Make ``run_dir`` hold exactly ``files`` (relative path -> bytes), what
+    ``finalize(folder)`` adds (e.g. the page; if it raises, nothing is published) and the
+    manifest, in one atomic step. ``replace``: swap out an existing ``run_dir``. Returns
+    False if ``run_dir`` existed and ``replace`` was not asked (another process won)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _hidden(run_dir, "tmp")
     try:
         tmp.mkdir()
-        _write_tree(tmp, files)
+        for rel, data in files.items():
+            if tmp.resolve() not in (tmp / rel).resolve().parents:
+                raise ValueError(f"refusing to write {rel!r} outside the run folder")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
         if finalize is not None:
             finalize(tmp)
-        write_manifest(tmp)
+        entries = {
+            p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _digest(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        text = json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n"
+        (tmp / MANIFEST).write_text(text, encoding="utf-8")
         if not run_dir.exists():
-            try:
+            with contextlib.suppress(OSError):  # else it appeared meanwhile: keep that one
                 tmp.rename(run_dir)
                 return True
-            except OSError:  # appeared meanwhile (or a non-empty folder): keep that one
-                if not replace:
-                    return False
-        elif not replace:
+        if not replace:
             return False
         if not _exchange(tmp, run_dir):
             aside = _hidden(run_dir, "old")
@@ -193,68 +125,38 @@ def publish_run(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def failed_paths(run_dir: Path) -> tuple[Path, Path]:
-    """Partial notebook and traceback log of a failed run of ``run_dir``."""
-    failed = run_dir.parent / "failed"
-    return failed / f"{run_dir.name}.ipynb", failed / f"{run_dir.name}.log"
-
-
 def publish_failure(
     run_dir: Path, notebook: bytes | None, traceback: str
 ) -> tuple[Path | None, Path]:
-    """Write the partial notebook (if any) and the traceback of a failed run.
-
-    Files of an earlier failure of the same run are replaced; without a partial notebook
-    an earlier one is removed, so that no stale notebook is taken for this failure.
-
-    Returns
-    -------
-    tuple of (Path or None, Path)
-        The partial notebook (None when the kernel did not get that far) and the log.
-    """
-    partial, log = failed_paths(run_dir)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(log, traceback.rstrip() + "\n")
-    if notebook is None:
-        partial.unlink(missing_ok=True)
-        return None, log
-    _atomic_write(partial, notebook)
-    return partial, log
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write the partial notebook (if any; else an earlier one is removed, so that no stale
+    notebook is taken for this failure) and the traceback of a failed run; return both
+    paths (the notebook None when the kernel did not get that far)."""
+    failed = run_dir.parent / "failed"
+    partial, log = failed / f"{run_dir.name}.ipynb", failed / f"{run_dir.name}.log"
+    failed.mkdir(parents=True, exist_ok=True)
+    for path, data in ((log, (traceback.rstrip() + "\n").encode()), (partial, notebook)):
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = _hidden(path, "tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    return (partial if notebook is not None else None), log
 
 
 def prune_stale(folder: Path) -> list[Path]:
-    """Clean up hidden folders left in ``folder`` by processes that were killed.
-
-    A temporary folder (``.<run>.tmp-<pid>-*``) of a process that no longer runs is deleted;
-    a previous run set aside during a replacement (``.<run>.old-<pid>-*``) is put back if
-    its run folder is missing, deleted otherwise. Folders of running processes are kept.
-
-    Returns
-    -------
-    list of Path
-        The folders deleted or restored.
-    """
+    """Clean up the hidden folders (and ``failed/`` files) in ``folder`` of processes that no
+    longer run: a temporary one is deleted; a previous run set aside during a replacement is
+    put back if its run folder is missing, else deleted. Returns what was cleaned."""
     cleaned = []
-    if not folder.is_dir():
-        return cleaned
-    for path in [*folder.iterdir(), *(folder / "failed").glob(".*")]:
+    for path in [*folder.iterdir(), *(folder / "failed").glob(".*")] if folder.is_dir() else []:
         match = _STALE.fullmatch(path.name)
-        if not match or (match["pid"] and pid_alive(int(match["pid"]))):
+        if not match or (match["pid"] and _alive(int(match["pid"]))):
             continue
         final = path.parent / match["name"]
         if match["kind"] == "old" and path.is_dir() and not final.exists():
             with contextlib.suppress(OSError):
-                path.rename(final)
-                cleaned.append(path)
+                cleaned.append(path.rename(final) and path)
                 continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -262,3 +164,13 @@ def prune_stale(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         cleaned.append(path)
     return cleaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True

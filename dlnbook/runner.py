@@ -1,26 +1,23 @@
 """The one driver: plan chapter runs, skip what is cached, execute the rest, publish each run.
 
-``dln-book run``, ``dln-book sweep``, ``dln-book build`` and the Sphinx extension all go
-through :func:`plan_runs` (validated parameters, keys, run folders) and :func:`run_plans`
-(cache check, execution by :mod:`dlnbook.executor`, publishing, progress and Ctrl-C report).
+``dln-book run``, ``sweep``, ``build`` and the Sphinx extension all go through
+:func:`plan_points` (validated parameters, key, run folder) and :func:`run_plans` (cache check,
+execution by :mod:`dlnbook.executor`, publishing, progress and Ctrl-C report).
 
-Every run of a chapter is identified by a *key*: the SHA-256 of what changes its results, the
-notebook's code cells and kernel, its effective parameters and the code of ``dlncore`` that it
-runs (the core and the modules it imports, :mod:`dlnbook.cachekey`; syntax trees: comments and
-docstrings do not count). The executed copy lives in
-``<cache_dir>/<chapter>-<key[:12]>/``, which is also the working directory of the run, so the
-chapter's raw results (``*.npz``) and figure files (``figures/``) land next to it, together
-with ``run.json`` (what ran, with which parameters, how long it took, on which worker). The
-chapter runs in a kernel driven by :mod:`dlnbook.executor` (a thread here, or a Dask worker),
-which brings the files back; the client writes ``run.json``, adds the standalone page
-(``finalize``) and publishes the folder in one atomic rename with its manifest written last
-(:mod:`dlnbook.rundirs`). A folder is reused only if its manifest holds; a damaged one is set
-aside and executed again; a killed run leaves no half-written folder.
+A run's *key* is the SHA-256 of what changes its results: the notebook's code cells and kernel,
+its effective parameters and the ``dlncore`` code it runs (:mod:`dlnbook.cachekey`; syntax
+trees, so comments and docstrings do not count). Its folder ``<cache_dir>/<chapter>-<key[:12]>/``
+holds the executed notebook, the chapter's results (``*.npz``) and ``figures/``, and
+``run.json`` (parameters, seconds, worker). The client writes ``run.json``, adds the standalone
+page (``finalize``) and publishes the folder in one atomic rename with its manifest written
+last (:mod:`dlnbook.rundirs`): a folder is reused only if its manifest holds, a damaged one is
+set aside and executed again, a killed run leaves no half-written folder.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import importlib.util
@@ -38,115 +35,49 @@ from typing import Any
 
 from dlnbook.cachekey import chapter_digest
 from dlnbook.chapters import Chapter, load_chapter, validate
-from dlnbook.executor import Task, TaskResult, available_cores, describe_error, open_executor
+from dlnbook.checks import human
+from dlnbook.executor import Outcome, available_cores, describe_error, open_executor
 from dlnbook.rundirs import check_run, prune_stale, publish_failure, publish_run, set_aside
 
-__all__ = [
-    "PLANS_ENV",
-    "RUN_RECORD",
-    "ChapterFailure",
-    "Outcome",
-    "Plan",
-    "PublishError",
-    "available_cores",
-    "code_digest",
-    "decode_plans",
-    "dry_run",
-    "encode_plans",
-    "expected_seconds",
-    "find_core_dir",
-    "longest_first",
-    "notebook_digest",
-    "plan_points",
-    "plan_runs",
-    "prune_cache",
-    "run_plans",
-]
+__all__ = ["PLANS_ENV", "RUN_RECORD", "ChapterFailure", "Outcome", "Plan", "PublishError"]
+__all__ += ["decode_plans", "dry_run", "encode_plans", "expected_seconds", "longest_first"]
+__all__ += ["notebook_digest", "plan_points", "plan_runs", "prune_cache", "run_plans"]
 
 #: Bump when the way chapters are executed changes, to invalidate every cached run.
 CACHE_FORMAT = "dlnbook-run-2"
 #: What ran, with which parameters, how long it took, where: written by the client.
 RUN_RECORD = "run.json"
-#: Seconds of a chapter at its default parameters that has never run here (the order of a
-#: cold build), measured from a fresh clone (README): chapter 7 18 min 7 s, the appendix
-#: 1 min 54 s (it reads its stored search; its ``# time:`` estimate is that of a new search).
-#: Other chapters and parameters use the ``# time:`` estimates.
+#: Through it ``dln-book build`` hands its plans to the Sphinx extension (planned once).
+PLANS_ENV = "DLNBOOK_PLANS"
+#: Seconds of a chapter at its defaults that never ran here, measured from a fresh clone
+#: (README): chapter 7 18 min 7 s, the appendix 1 min 54 s; others use ``# time:`` estimates.
 DEFAULT_SECONDS = {"07_experiments": 1087.0, "08_calibration": 114.0}
-
-
-def find_core_dir() -> Path:
-    """Locate the source directory of the installed ``dlncore`` package (without importing it).
-
-    Raises
-    ------
-    RuntimeError
-        If ``dlncore`` is not installed.
-    """
-    spec = importlib.util.find_spec("dlncore")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package 'dlncore' is not importable; run `pip install -e .`")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
-
-
-#: Cell tags that change how a notebook executes (papermill's injection point, cells allowed
-#: to raise or skipped); other tags only change how the page shows the cell.
+#: Cell tags that change how a notebook executes; other tags only change the page.
 EXECUTION_TAGS = frozenset({"parameters", "raises-exception", "skip-execution"})
 
 
 def notebook_digest(path: str | Path) -> str:
-    """SHA-256 of what a notebook computes: its code cells and its kernel.
-
-    Only the source of each code cell (in order), its execution-relevant tags
-    (:data:`EXECUTION_TAGS`) and the kernel's name count. Markdown cells, figure captions and
-    other cell metadata, outputs and execution counts are ignored: the page takes its text
-    from the current notebook (see :func:`dlnbook.sphinx_ext.render_executed`), so editing
-    prose or saving a notebook with outputs does not invalidate its cached run.
-    """
+    """SHA-256 of what a notebook computes: its code cells (source and
+    :data:`EXECUTION_TAGS`, in order) and its kernel's name. Prose, captions, other metadata
+    and outputs do not count: the page takes its text from the current notebook."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     cells = [
         [
-            "".join(cell.get("source", "")),
-            sorted(EXECUTION_TAGS.intersection(cell.get("metadata", {}).get("tags", []))),
+            "".join(c.get("source", "")),
+            sorted(EXECUTION_TAGS & set(c.get("metadata", {}).get("tags", []))),
         ]
-        for cell in nb.get("cells", [])
-        if cell.get("cell_type") == "code"
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
     ]
     kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
-    payload = {"code_cells": cells, "kernel": kernel}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def code_digest(chapter: Chapter, core_dir: str | Path | None = None) -> str:
-    """What a chapter's runs depend on besides their parameters: its code cells and kernel
-    (:func:`notebook_digest`) and the ``dlncore`` code it runs: the core and the modules it
-    imports, transitively (:func:`dlnbook.cachekey.chapter_digest`).
-    """
-    core = chapter_digest(chapter.path, core_dir if core_dir is not None else find_core_dir())
-    return f"{notebook_digest(chapter.path)}:{core}"
-
-
-def _run_key(code: str, parameters: Mapping[str, Any]) -> str:
-    payload = {"format": CACHE_FORMAT, "code": code, "parameters": parameters}
-    text = json.dumps(payload, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    payload = json.dumps({"code_cells": cells, "kernel": kernel}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run for one chapter and where its executed copy is (or will be) cached.
-
-    Attributes
-    ----------
-    chapter : Chapter
-        The chapter.
-    parameters : dict
-        Validated effective parameters (defaults with overrides applied).
-    key : str
-        Hex SHA-256 of notebook, effective parameters and the ``dlncore`` code the chapter
-        runs (:func:`dlnbook.cachekey.chapter_digest`).
-    run_dir : Path
-        ``<cache_dir>/<chapter>-<key[:12]>``: working directory and cache entry of the run.
-    """
+    """One run of a chapter: its validated effective ``parameters``, its ``key`` (hex SHA-256)
+    and ``run_dir`` (``<cache_dir>/<chapter>-<key[:12]>``), where it is or will be cached."""
 
     chapter: Chapter
     parameters: dict[str, Any]
@@ -159,9 +90,14 @@ class Plan:
         return self.run_dir / f"{self.chapter.name}.ipynb"
 
     @property
+    def problem(self) -> str | None:
+        """None when the run is cached (its manifest holds), ``"absent"``, or what is wrong."""
+        return check_run(self.run_dir) if self.run_dir.is_dir() else "absent"
+
+    @property
     def is_cached(self) -> bool:
         """Whether a run with this key exists and its manifest holds."""
-        return self.run_dir.is_dir() and check_run(self.run_dir) is None
+        return self.problem is None
 
 
 def plan_points(
@@ -171,35 +107,23 @@ def plan_points(
     core_dir: str | Path | None = None,
     allow_large: bool = True,
 ) -> list[Plan]:
-    """Plans of one chapter for several sets of overrides (a sweep; a run is one point).
-
-    Every set is validated (:func:`dlnbook.chapters.validate`) before anything is planned;
-    the notebook and ``dlncore`` are hashed once.
-
-    Parameters
-    ----------
-    chapter : Chapter
-        The chapter.
-    points : iterable of mapping
-        Overrides of each point ({parameter: value}).
-    cache_dir : str or Path
-        Directory holding the run directories.
-    core_dir : str or Path, optional
-        Source directory of ``dlncore``; found automatically when omitted.
-    allow_large : bool
-        Skip the memory and time limits.
-
-    Returns
-    -------
-    list of Plan
-    """
+    """The plans of one chapter for each set of overrides in ``points`` (a run is one point),
+    every set validated (:func:`dlnbook.chapters.validate`) before anything is planned.
+    ``core_dir``: source folder of ``dlncore`` (default: where it is installed);
+    ``allow_large`` skips the memory and time limits."""
     params = [validate(chapter, p, allow_large) for p in points]
-    code = code_digest(chapter, core_dir)
-    cache_dir = Path(cache_dir).resolve()
+    if core_dir is None:
+        spec = importlib.util.find_spec("dlncore")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("package 'dlncore' is not importable; run `pip install -e .`")
+        core_dir = Path(next(iter(spec.submodule_search_locations))).resolve()
+    code = f"{notebook_digest(chapter.path)}:{chapter_digest(chapter.path, core_dir)}"
     plans = []
     for p in params:
-        key = _run_key(code, p)
-        plans.append(Plan(chapter, p, key, cache_dir / f"{chapter.name}-{key[:12]}"))
+        payload = {"format": CACHE_FORMAT, "code": code, "parameters": p}
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode())
+        run_dir = Path(cache_dir).resolve() / f"{chapter.name}-{key.hexdigest()[:12]}"
+        plans.append(Plan(chapter, p, key.hexdigest(), run_dir))
     return plans
 
 
@@ -210,39 +134,17 @@ def plan_runs(
     core_dir: str | Path | None = None,
     allow_large: bool = True,
 ) -> list[Plan]:
-    """Validated parameters, keys and run directories of chapters (one point each).
-
-    Parameters
-    ----------
-    chapters : iterable of Chapter
-        Chapters to plan.
-    overrides : mapping or None
-        Chapter stem -> {parameter: value} (e.g. a loaded profile).
-    cache_dir, core_dir, allow_large
-        As for :func:`plan_points`.
-
-    Returns
-    -------
-    list of Plan
-        One plan per chapter, in the given order.
-    """
+    """One plan per chapter, in order; ``overrides``: chapter stem -> {parameter: value}
+    (a profile). Other arguments as for :func:`plan_points`."""
     overrides = overrides or {}
     return [
-        plan
-        for chapter in chapters
-        for plan in plan_points(
-            chapter, [overrides.get(chapter.name) or {}], cache_dir, core_dir, allow_large
-        )
+        plan_points(c, [overrides.get(c.name) or {}], cache_dir, core_dir, allow_large)[0]
+        for c in chapters
     ]
 
 
-#: Environment variable through which ``dln-book build`` hands its plans to the Sphinx
-#: extension in ``jupyter-book build`` (so that the book is planned once).
-PLANS_ENV = "DLNBOOK_PLANS"
-
-
 def encode_plans(plans: Sequence[Plan]) -> str:
-    """The plans as one environment variable's text (read by :func:`decode_plans`)."""
+    """The plans as the text of one environment variable (read by :func:`decode_plans`)."""
     rows = [(str(p.chapter.path), p.parameters, p.key, str(p.run_dir)) for p in plans]
     return base64.b64encode(pickle.dumps(rows)).decode()
 
@@ -256,8 +158,16 @@ def decode_plans(text: str) -> list[Plan]:
 # --- how long a run takes --------------------------------------------------------------
 
 
-def _last_record(plan: Plan) -> dict[str, Any] | None:
-    """``run.json`` of the newest run of the chapter beside ``plan.run_dir``, if any."""
+def _time_estimate(chapter: Chapter, params: Mapping[str, Any]) -> float | None:
+    total = [e.value(params) for e in chapter.estimates if e.kind == "time"]
+    return sum(total) if total else None
+
+
+def expected_seconds(plan: Plan) -> tuple[float | None, str]:
+    """``(seconds, "recorded")`` from the newest earlier run of the chapter beside
+    ``plan.run_dir``, scaled by the ratio of its ``# time:`` estimates at the two sets of
+    parameters; else ``(seconds, "guess")`` from :data:`DEFAULT_SECONDS` (at the defaults) or
+    the estimate; ``(None, "unknown")`` without either."""
     records = []
     for path in plan.run_dir.parent.glob(f"{plan.chapter.name}-*/{RUN_RECORD}"):
         try:
@@ -265,63 +175,23 @@ def _last_record(plan: Plan) -> dict[str, Any] | None:
             records.append((str(record["finished"]), float(record["seconds"]), record))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return max(records, key=lambda r: r[0])[2] if records else None
-
-
-def _time_estimate(chapter: Chapter, params: Mapping[str, Any]) -> float | None:
-    total = [e.value(params) for e in chapter.estimates if e.kind == "time"]
-    return sum(total) if total else None
-
-
-def expected_seconds(plan: Plan) -> tuple[float | None, str]:
-    """How long a run of ``plan`` should take, and where the figure comes from.
-
-    Returns
-    -------
-    tuple of (float or None, str)
-        ``(seconds, "recorded")`` from the newest earlier run of the chapter, scaled by
-        the ratio of the chapter's ``# time:`` estimates at the two sets of parameters;
-        ``(seconds, "guess")`` from :data:`DEFAULT_SECONDS` (default parameters) or the
-        estimate alone when nothing is recorded; ``(None, "unknown")`` without either.
-    """
-    record = _last_record(plan)
     now = _time_estimate(plan.chapter, plan.parameters)
-    if record is not None:
-        seconds = float(record["seconds"])
+    if records:
+        _, seconds, record = max(records, key=lambda r: r[0])
         try:
             then = _time_estimate(plan.chapter, {**plan.parameters, **record["parameters"]})
         except Exception:  # noqa: BLE001 - parameters of an older notebook
             then = None
-        if now and then:
-            seconds *= now / then
-        return seconds, "recorded"
+        return (seconds * now / then if now and then else seconds), "recorded"
     if plan.chapter.name in DEFAULT_SECONDS and plan.parameters == plan.chapter.defaults:
         return DEFAULT_SECONDS[plan.chapter.name], "guess"
-    return (now, "guess") if now is not None else (None, "unknown")
+    return now, "guess" if now is not None else "unknown"
 
 
 def longest_first(plans: Iterable[Plan]) -> list[Plan]:
     """Plans ordered by :func:`expected_seconds`, longest first (unknown last, in order)."""
-    plans = list(plans)
-    seconds = [expected_seconds(p)[0] for p in plans]
-    order = sorted(range(len(plans)), key=lambda i: (seconds[i] is None, -(seconds[i] or 0), i))
-    return [plans[i] for i in order]
-
-
-def _human_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _makespan(durations: list[float], workers: int) -> float:
-    """Wall time of ``durations`` on ``workers`` slots, longest first (as scheduled)."""
-    slots = [0.0] * max(1, workers)
-    for seconds in sorted(durations, reverse=True):
-        slots[slots.index(min(slots))] += seconds
-    return max(slots)
+    keyed = [(expected_seconds(p)[0], i, p) for i, p in enumerate(plans)]
+    return [p for s, i, p in sorted(keyed, key=lambda k: (k[0] is None, -(k[0] or 0), k[1]))]
 
 
 def dry_run(
@@ -332,98 +202,52 @@ def dry_run(
     noun: str = "chapter",
     out: Callable[[str], None] = print,
 ) -> int:
-    """Print what :func:`run_plans` would do, execute and write nothing; return 0.
+    """Print what :func:`run_plans` would do; execute and write nothing; return 0.
 
-    One row per plan: the parameters (``columns``, else those that differ from the
-    defaults), ``cached`` or ``would execute`` (``damaged`` when its manifest fails), and the
-    time :func:`expected_seconds` expects; then a line like "12 points: 4 cached, 8 to run,
-    about 6 min on 2 workers".
+    One row per plan: its parameters (``columns``, else those that differ from the
+    defaults), ``cached``, ``would execute`` or ``damaged (...)``, and the time
+    :func:`expected_seconds` expects; then "12 point(s): 4 cached, 8 to run, about 6 min on
+    2 worker(s)" (the runs placed longest first on the workers).
     """
-    columns = list(columns) if columns is not None else None
-    rows, todo = [], []
+    columns = None if columns is None else list(columns)
+    rows, todo, workers = [], [], 1 if scheduler else jobs or available_cores()
     for plan in plans:
+        defaults = plan.chapter.defaults
         shown = (
             columns
             if columns is not None
-            else [k for k, v in plan.parameters.items() if v != plan.chapter.defaults.get(k)]
+            else [k for k in defaults if plan.parameters[k] != defaults[k]]
         )
-        problem = check_run(plan.run_dir) if plan.run_dir.is_dir() else "absent"
-        state = "cached" if problem is None else "would execute"
+        problem = plan.problem
+        state = {None: "cached", "absent": "would execute"}.get(problem)
         seconds, source = expected_seconds(plan)
-        if problem is None:
-            cost = ""
-        elif seconds is None:
-            cost = "time unknown"
-        else:
+        cost = "" if problem is None else "time unknown" if seconds is None else ""
+        if problem is not None and seconds is not None:
             todo.append(seconds)
-            cost = f"about {_human_seconds(seconds)}" + (" (guess)" if source == "guess" else "")
-        if problem not in (None, "absent"):
-            state = f"damaged ({problem}): would execute"
+            cost = f"about {human('time', seconds)}" + " (guess)" * (source == "guess")
         params = ", ".join(f"{k}={plan.parameters[k]!r}" for k in shown) or "defaults"
-        rows.append((plan.chapter.name, params, state, cost))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append(
+            (plan.chapter.name, params, state or f"damaged ({problem}): would execute", cost)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(3)] + [0]
     for row in rows:
-        out("  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0], strict=True)).rstrip())
+        out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    slots = [0.0] * workers
+    for seconds in sorted(todo, reverse=True):
+        slots[slots.index(min(slots))] += seconds
+    where = "of work on the cluster" if scheduler else f"on {workers} worker(s)"
     to_run = sum(r[2] != "cached" for r in rows)
-    workers = jobs or available_cores()
-    where = "on the cluster" if scheduler else f"on {workers} worker(s)"
-    span = _makespan(todo, 1 if scheduler else workers)
-    total = f", about {_human_seconds(span)} {where}" if todo else ""
-    if scheduler and todo:
-        total = f", about {_human_seconds(span)} of work {where}"
-    unknown = to_run - len(todo)
-    tail = f" ({unknown} without an estimate)" if unknown else ""
-    out(f"{len(plans)} {noun}(s): {len(plans) - to_run} cached, {to_run} to run{total}{tail}")
+    total = f", about {human('time', max(slots))} {where}" * bool(todo)
+    unknown = f" ({to_run - len(todo)} without an estimate)" * (to_run > len(todo))
+    out(f"{len(plans)} {noun}(s): {len(plans) - to_run} cached, {to_run} to run{total}{unknown}")
     return 0
 
 
-# --- outcomes --------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """Result of executing one chapter.
-
-    Attributes
-    ----------
-    plan : Plan
-        What was run.
-    seconds : float
-        Wall-clock duration on the worker.
-    error : str or None
-        One-line summary of the failure (cell and exception), None on success.
-    worker : str
-        Where the chapter ran (``local`` or a Dask worker's address).
-    partial : Path or None
-        The partially executed notebook of this failure, if the kernel got that far.
-    log : Path or None
-        File holding the full traceback of this failure.
-    """
-
-    plan: Plan
-    seconds: float
-    error: str | None = None
-    worker: str = ""
-    partial: Path | None = None
-    log: Path | None = None
-
-    def summary(self) -> str:
-        """One line: chapter, cell, exception, and where the partial notebook and log are."""
-        where = [f"partial notebook {self.partial}"] if self.partial else []
-        if self.log:
-            where.append(f"traceback in {self.log}")
-        tail = f" ({'; '.join(where)})" if where else ""
-        return f"chapter {self.plan.chapter.name} failed {self.error}{tail}"
+# --- publishing (on the client) --------------------------------------------------------
 
 
 class ChapterFailure(RuntimeError):
-    """One or more chapters raised while executing.
-
-    Attributes
-    ----------
-    failures : list of Outcome
-        The failed runs, each with its error message.
-    """
+    """One or more chapters raised while executing; ``failures``: their outcomes."""
 
     def __init__(self, failures: Iterable[Outcome]) -> None:
         self.failures = list(failures)
@@ -432,27 +256,6 @@ class ChapterFailure(RuntimeError):
 
 class PublishError(RuntimeError):
     """A finished run could not be written (full disk, the runs folder replaced): one line."""
-
-
-def _fmt_seconds(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}m{secs:04.1f}s" if minutes else f"{secs:.1f}s"
-
-
-# --- publishing (on the client) --------------------------------------------------------
-
-
-def _record(plan: Plan, result: TaskResult) -> bytes:
-    record = {
-        "chapter": plan.chapter.name,
-        "notebook": str(plan.chapter.path),
-        "key": plan.key,
-        "parameters": plan.parameters,
-        "seconds": round(result.seconds, 3),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "worker": result.worker,
-    }
-    return (json.dumps(record, indent=2, default=repr) + "\n").encode()
 
 
 def _publish_error(plan: Plan, files: dict[str, bytes], exc: OSError) -> PublishError:
@@ -466,82 +269,76 @@ def _publish_error(plan: Plan, files: dict[str, bytes], exc: OSError) -> Publish
         where = f"its files are kept in {kept}"
     except OSError:
         where = "its files could not be kept anywhere"
+    why = f"cannot write {plan.run_dir}: {exc.strerror or exc}"
     if exc.errno == errno.ENOSPC:
-        need = sum(map(len, files.values())) / 1e6
         try:
             free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free"
         except OSError:
             free = "free space unknown"
+        need = sum(map(len, files.values())) / 1e6
         why = f"no space left in {folder}: {plan.run_dir.name} needs {need:.1f} MB ({free})"
-    else:
-        why = f"cannot write {plan.run_dir}: {exc.strerror or exc}"
     return PublishError(f"{why}; {where}; finished runs before it are kept")
-
-
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def _disk_error(exc: BaseException | None) -> OSError | None:
     """The full-disk (or read-only) error behind ``exc``, if any (e.g. inside the page's)."""
     while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+        if isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EDQUOT, errno.EROFS}:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
 
 
 def _publish(
-    plan: Plan,
-    result: TaskResult,
-    finalize: Callable[[Path, Path], None] | None,
-    replace: bool,
+    plan: Plan, result: Outcome, finalize: Callable[[Path, Path], None] | None, replace: bool
 ) -> Outcome:
     """Publish a worker's result here: the run folder (with ``run.json``, what ``finalize``
-    adds and the manifest) on success, partial notebook and log on failure."""
-    notebook = f"{plan.chapter.name}.ipynb"
-    files = dict(result.files)
+    adds and the manifest) on success, the partial notebook and log on failure. A run that
+    another process published first is reported as the one on disk."""
+    notebook, files = f"{plan.chapter.name}.ipynb", dict(result.files)
     error, full = result.error, result.traceback
+    outcome = dataclasses.replace(result, files={}, plan=plan)
     try:
         if error is None:
-            files[RUN_RECORD] = _record(plan, result)
+            record = {"chapter": plan.chapter.name, "notebook": str(plan.chapter.path)}
+            record |= {"key": plan.key, "parameters": plan.parameters}
+            record |= {"seconds": round(result.seconds, 3), "worker": result.worker}
+            record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+            files[RUN_RECORD] = (json.dumps(record, indent=2, default=repr) + "\n").encode()
             try:
                 add = None if finalize is None else (lambda d: finalize(d, d / notebook))
                 if publish_run(plan.run_dir, files, replace=replace, finalize=add):
-                    return Outcome(plan, result.seconds, None, result.worker)
-                # the same run published by another process first: report the one on disk
+                    return outcome
                 kept = json.loads((plan.run_dir / RUN_RECORD).read_text(encoding="utf-8"))
-                return Outcome(plan, kept["seconds"], None, kept["worker"])
+                return dataclasses.replace(outcome, seconds=kept["seconds"], worker=kept["worker"])
             except OSError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the page failed: the run fails
-                disk = _disk_error(exc)
-                if disk is not None:
+                if (disk := _disk_error(exc)) is not None:
                     raise disk from None
                 error, full = describe_error(exc)
         partial, log = publish_failure(plan.run_dir, files.get(notebook), full or error)
     except OSError as exc:
         raise _publish_error(plan, files, exc) from None
-    return Outcome(plan, result.seconds, error, result.worker, partial, log)
+    return dataclasses.replace(outcome, error=error, traceback=full, partial=partial, log=log)
 
 
 # --- the driver ------------------------------------------------------------------------
 
 
-def _stale(
-    plans: list[Plan], force: bool, log: Callable[[str], None], cached_lines: bool = True
-) -> list[Plan]:
+def _stale(plans: list[Plan], force: bool, log: Callable[[str], None], quiet: bool) -> list[Plan]:
     """The plans to execute: not cached, damaged (set aside, one line each) or forced."""
     for folder in {p.run_dir.parent for p in plans}:
         prune_stale(folder)  # what a killed run left behind
     stale = []
     for plan in plans:
-        problem = check_run(plan.run_dir) if plan.run_dir.is_dir() else "absent"
+        problem = plan.problem
         if problem not in (None, "absent"):
             aside = set_aside(plan.run_dir)
             log(f"{plan.chapter.name}: run folder damaged ({problem}); set aside as {aside}")
         if force or problem is not None:
             stale.append(plan)
-        elif cached_lines:
+        elif not quiet:
             log(f"{plan.chapter.name}: up to date ({plan.run_dir.name})")
     return stale
 
@@ -549,44 +346,32 @@ def _stale(
 class _Lines:
     """The default progress report: a line per start and end, a heartbeat."""
 
-    def __init__(self, stale: list[Plan], log: Callable[[str], None], heartbeat: float) -> None:
-        self.stale, self.log, self.heartbeat = stale, log, heartbeat
+    def __init__(self, log: Callable[[str], None], heartbeat: float) -> None:
+        self.log, self.heartbeat, self.finished = log, heartbeat, 0
         self.started = self.last = time.monotonic()
         self.announced: set[int] = set()
-        self.finished = 0
 
-    def announce(self, index: int) -> None:
-        if index not in self.announced:
+    def start(self, stale: Sequence[Plan]) -> None:
+        self.stale = stale
+
+    def tick(self, running: list[int], beat: bool = True) -> None:
+        for index in sorted(set(running) - self.announced):
             self.announced.add(index)
             self.log(f"{self.stale[index].chapter.name}: started")
-
-    def tick(self, running: list[int]) -> None:
-        for index in running:
-            self.announce(index)
-        now = time.monotonic()
-        if running and now - self.last >= self.heartbeat:
-            self.last = now
+        if beat and running and time.monotonic() - self.last >= self.heartbeat:
+            self.last = time.monotonic()
             names = ", ".join(self.stale[i].chapter.name for i in running)
-            self.log(f"still running ({_fmt_seconds(now - self.started)}): {names}")
+            self.log(f"still running ({human('time', self.last - self.started)}): {names}")
 
     def outcome(self, index: int, outcome: Outcome) -> None:
-        self.announce(index)
+        self.tick([index], beat=False)
         self.finished += 1
-        count = f"[{self.finished}/{len(self.stale)}]"
-        took, name = _fmt_seconds(outcome.seconds), outcome.plan.chapter.name
-        if outcome.error:
-            self.log(f"{name}: FAILED after {took} {count}: {outcome.error}")
-        else:
-            self.log(f"{name}: done in {took} {count}")
-
-
-def _interrupted(stale: list[Plan], outcomes: list[Outcome], noun: str) -> str:
-    kept = sum(o.error is None for o in outcomes)
-    return (
-        f"interrupted: kept {kept} finished {noun}(s), stopped {len(stale) - len(outcomes)} "
-        "unfinished (nothing of them written); the same command reuses what was kept in "
-        f"{stale[0].run_dir.parent}"
-    )
+        took, count = human("time", outcome.seconds), f"[{self.finished}/{len(self.stale)}]"
+        failed = f"FAILED after {took} {count}: {outcome.error}"
+        self.log(
+            f"{self.stale[index].chapter.name}: "
+            + (failed if outcome.error else f"done in {took} {count}")
+        )
 
 
 def run_plans(
@@ -605,69 +390,53 @@ def run_plans(
 ) -> list[Outcome]:
     """Execute the plans whose run is not cached (longest first) and publish each run.
 
-    Cached plans are skipped unless ``force`` (the previous folder is then replaced once the
-    new run is complete); damaged ones are set aside. Chapters run on this machine (``jobs``
-    at once, default the cores) or on the Dask cluster at ``scheduler`` (default
-    ``$DLNBOOK_SCHEDULER``; ``wait_for_workers`` keeps waiting for its first worker).
-    ``timeout`` is per cell. ``finalize(directory, executed_notebook)`` runs here and adds
-    files (the standalone page) before a folder appears; if it raises, the run fails.
-    ``stream_stderr`` copies the chapters' progress bars to the terminal. ``log`` receives
-    a line per chapter (up to date, started, done or FAILED), "still running" every
-    ``heartbeat`` seconds and, on Ctrl-C, what was kept (counting ``noun``);
-    ``progress`` replaces the per-chapter lines: ``start(stale plans)``,
-    ``tick(running indices)`` and ``outcome(index, outcome)``.
+    Cached plans are skipped unless ``force`` (the previous folder is replaced once the new
+    run is complete); damaged ones are set aside. Chapters run here (``jobs`` at once,
+    default the cores) or on the Dask cluster at ``scheduler`` (default
+    ``$DLNBOOK_SCHEDULER``; ``wait_for_workers``: wait for its first worker). ``timeout`` is
+    per cell; ``finalize(folder, executed_notebook)`` adds files (the page) before a folder
+    appears, and if it raises the run fails; ``stream_stderr`` copies the chapters' progress
+    bars here. ``log`` gets a line per chapter (up to date, started, done or FAILED), "still
+    running" every ``heartbeat`` seconds and, on Ctrl-C, what was kept (counting ``noun``);
+    ``progress`` (``start(stale plans)``, ``tick(running indices)``, ``outcome(index,
+    outcome)``) replaces the per-chapter lines.
 
-    Returns the outcomes of the executed chapters in completion order. Raises
-    :class:`ChapterFailure` after all ran if any failed (successful runs stay cached),
-    :class:`ExecutorError` for a bad, unreachable or empty cluster, :class:`PublishError` if a
-    finished run cannot be written, ``KeyboardInterrupt`` on Ctrl-C (kernels stopped,
-    finished runs kept).
+    Returns the outcomes in completion order. Raises :class:`ChapterFailure` after all ran if
+    any failed (the others stay cached), :class:`~dlnbook.executor.ExecutorError` for a bad,
+    unreachable or empty cluster, :class:`PublishError` if a finished run cannot be written,
+    ``KeyboardInterrupt`` on Ctrl-C (kernels stopped, finished runs kept).
     """
-    stale = longest_first(_stale(list(plans), force, log, cached_lines=progress is None))
+    stale = longest_first(_stale(list(plans), force, log, quiet=progress is not None))
     if not stale:
         return []
-    report = progress or _Lines(stale, log, heartbeat)
-    tasks = [
-        Task(
-            p.chapter.name, p.chapter.path.read_bytes(), p.parameters, p.key, timeout, stream_stderr
-        )
-        for p in stale
-    ]
+    report = progress or _Lines(log, heartbeat)
+    tasks = [(p.chapter.name, p.chapter.path.read_bytes(), p.parameters) for p in stale]
+    outcomes: list[Outcome] = []
     with open_executor(scheduler, jobs, wait_for_workers, log) as executor:
         log(f"executing {len(stale)} chapter run(s) with papermill {executor.where}")
-        if progress is not None:
-            progress.start(stale)
-        outcomes = []
+        report.start(stale)
         try:
-            for index, result in executor.run(tasks, on_tick=report.tick):
+            for index, result in executor.run(
+                [(*t, timeout, stream_stderr) for t in tasks], on_tick=report.tick
+            ):
                 outcomes.append(_publish(stale[index], result, finalize, force))
                 report.outcome(index, outcomes[-1])
         except KeyboardInterrupt:
-            log(_interrupted(stale, outcomes, noun))
+            kept = sum(o.error is None for o in outcomes)
+            log(
+                f"interrupted: kept {kept} finished {noun}(s), stopped "
+                f"{len(stale) - len(outcomes)} unfinished (nothing of them written); the same "
+                f"command reuses what was kept in {stale[0].run_dir.parent}"
+            )
             raise
-    failures = [o for o in outcomes if o.error]
-    if failures:
+    if failures := [o for o in outcomes if o.error]:
         raise ChapterFailure(failures)
     return outcomes
 
 
 def prune_cache(plans: Iterable[Plan], keep: int = 3) -> list[Path]:
-    """Delete old run directories of the planned chapters, keeping the newest ``keep``.
-
-    The run directory of each plan is never deleted.
-
-    Parameters
-    ----------
-    plans : iterable of Plan
-        Current plans; their cache directories are scanned for ``<chapter>-<hash>`` runs.
-    keep : int
-        Number of runs per chapter to keep (including the current one).
-
-    Returns
-    -------
-    list of Path
-        The deleted directories.
-    """
+    """Delete the older ``<chapter>-<hash>`` run folders beside each plan's, keeping the
+    newest ``keep`` (the plan's own folder included, and never deleted); return them."""
     deleted = []
     for plan in plans:
         pattern = re.compile(re.escape(plan.chapter.name) + r"-[0-9a-f]{12}")

@@ -1,17 +1,12 @@
 """Sweeps: one chapter over a grid of parameters, each point exactly a ``dln-book run``.
 
 Every point is planned like ``dln-book run`` (same key, same ``runs/<chapter>-<hash>/``
-folder, so sweeps and runs reuse each other's results) and executed by the one
-driver (:func:`dlnbook.runner.run_plans`). The sweep's own folder ``sweeps/<chapter>-<hash>/``
-(the hash covers the set of points) holds
-
-- ``points.csv``: one row per point: the swept parameters, status (``done``, ``reused``,
-  ``failed``), seconds, worker, run folder, error, and every scalar the chapter glued;
-- ``index.html``: a standalone offline page showing how the results depend on the swept
-  parameters, with links to each point's own page.
-
-Both are written by :func:`dlnbook.sweeppage.write_sweep` in one atomic step once every
-point has finished or failed.
+folder: sweeps and runs reuse each other's results) and executed by the one driver
+(:func:`dlnbook.runner.run_plans`). Once every point has finished or failed,
+:func:`dlnbook.sweeppage.write_sweep` writes the sweep's folder ``sweeps/<chapter>-<hash>/``
+(the hash covers the set of points) in one atomic step: ``points.csv`` (swept parameters,
+status ``done``/``reused``/``failed``, seconds, worker, run folder, error, every glued scalar)
+and ``index.html``, the offline page of the sweep.
 """
 
 from __future__ import annotations
@@ -23,132 +18,80 @@ import json
 import math
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from dlnbook.chapters import Chapter, ChapterError, effective_parameters, load_yaml, parse_override
 from dlnbook.glued import glued_values
 from dlnbook.rundirs import prune_stale
-from dlnbook.runner import RUN_RECORD, ChapterFailure, Outcome, Plan, run_plans
+from dlnbook.runner import ChapterFailure, Outcome, Plan, run_plans
 from dlnbook.sweeppage import write_sweep
 
-__all__ = [
-    "MAX_POINTS",
-    "Point",
-    "glued_values",
-    "grid",
-    "parse_axis",
-    "run_sweep",
-    "sweep_folder",
-    "write_sweep",
-]
+__all__ = ["MAX_POINTS", "Point", "glued_values", "grid", "parse_axis", "points_of", "run_sweep"]
+__all__ += ["sweep_folder", "write_sweep"]
 
 #: Largest grid accepted without an explicit confirmation (``--yes``).
 MAX_POINTS = 10_000
 _RANGE = re.compile(r"\s*([^:\[\]'\"]+):([^:\[\]'\"]+):(\d+)(:log)?\s*")
 
 
-# --- the grid --------------------------------------------------------------------------
-
-
-def _as_int_if_integral(values: list[float], default: Any) -> list[Any]:
-    """Grid values for an int parameter: integers when every value is (nearly) integral."""
-    if not isinstance(default, int) or isinstance(default, bool):
-        return values
-    rounded = [round(v) for v in values]
-    if all(abs(v - r) <= 1e-9 * max(1.0, abs(v)) for v, r in zip(values, rounded, strict=True)):
-        return list(dict.fromkeys(rounded))
-    return values
-
-
 def parse_axis(text: str, default: Any) -> tuple[str, list[Any]]:
-    """Read ``NAME=V1,V2,...``, ``NAME=A:B:STEPS`` or ``NAME=A:B:STEPS:log``.
-
-    Values are Python literals as for ``dln-book run`` (``[3, 2, 3]`` is one value of a
-    list parameter). ``A:B:STEPS`` is ``STEPS`` evenly spaced values from ``A`` to ``B``,
-    ``:log`` makes them geometric; for an int parameter they must be integers.
-
-    Parameters
-    ----------
-    text : str
-        The ``-p`` argument.
-    default : Any
-        Default of the parameter (decides whether a range gives integers).
-
-    Returns
-    -------
-    tuple of (str, list)
-        Name and values (not yet validated).
-
-    Raises
-    ------
-    ChapterError
-        On a malformed argument or an empty list of values.
-    """
+    """Name and values (not yet validated) of ``NAME=V1,V2,...`` (Python literals, as for
+    ``run``: ``[3, 2, 3]`` is one value of a list parameter), ``NAME=A:B:STEPS`` (evenly
+    spaced) or ``NAME=A:B:STEPS:log`` (geometric); integers when ``default`` is an int and
+    every value is integral. :class:`ChapterError` on a malformed or empty axis."""
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
         raise ChapterError(f"expected NAME=V1,V2,... or NAME=A:B:STEPS, got {text!r}")
-    match = _RANGE.fullmatch(raw)
-    if match:
+    if not (match := _RANGE.fullmatch(raw)):
         try:
-            low, high = float(match[1]), float(match[2])
-        except ValueError:
-            raise ChapterError(f"cannot read the range {raw!r} of {name!r}") from None
-        steps = int(match[3])
-        if steps < 1:
-            raise ChapterError(f"the range {raw!r} of {name!r} is empty (STEPS must be >= 1)")
-        if match[4] and (low <= 0 or high <= 0):
-            raise ChapterError(f"the log range {raw!r} of {name!r} needs positive ends")
-        if steps == 1:
-            values = [low]
-        elif match[4]:
-            ratio = math.log(high / low) / (steps - 1)
-            values = [low * math.exp(ratio * i) for i in range(steps)]
-            values[-1] = high
-        else:
-            values = [low + (high - low) * i / (steps - 1) for i in range(steps)]
-        return name, _as_int_if_integral(values, default)
+            tree = ast.parse(f"[{raw}]", mode="eval")
+            items = [ast.get_source_segment(f"[{raw}]", elt) for elt in tree.body.elts]
+        except SyntaxError:
+            items = raw.split(",")
+        values = [parse_override(f"{name}={item}")[1] for item in items if item.strip()]
+        if not values:
+            raise ChapterError(f"no values for {name!r} in {text!r}")
+        return name, values
     try:
-        tree = ast.parse(f"[{raw}]", mode="eval")
-        items = [ast.get_source_segment(f"[{raw}]", elt) for elt in tree.body.elts]
-    except SyntaxError:
-        items = [part for part in raw.split(",")]
-    values = [parse_override(f"{name}={item}")[1] for item in items if item.strip()]
-    if not values:
-        raise ChapterError(f"no values for {name!r} in {text!r}")
+        low, high, steps = float(match[1]), float(match[2]), int(match[3])
+    except ValueError:
+        raise ChapterError(f"cannot read the range {raw!r} of {name!r}") from None
+    if steps < 1:
+        raise ChapterError(f"the range {raw!r} of {name!r} is empty (STEPS must be >= 1)")
+    if match[4] and (low <= 0 or high <= 0):
+        raise ChapterError(f"the log range {raw!r} of {name!r} needs positive ends")
+    if match[4] and steps > 1:
+        ratio = math.log(high / low) / (steps - 1)
+        values = [low * math.exp(ratio * i) for i in range(steps - 1)] + [high]
+    else:
+        values = [low + (high - low) * i / max(1, steps - 1) for i in range(steps)]
+    rounded = [round(v) for v in values]
+    if isinstance(default, int) and not isinstance(default, bool):
+        if all(abs(v - r) <= 1e-9 * max(1.0, abs(v)) for v, r in zip(values, rounded, strict=True)):
+            return name, list(dict.fromkeys(rounded))
     return name, values
 
 
 def grid(axes: Mapping[str, Sequence[Any]], points: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
-    """Every combination of the axes, for every explicit point (or once without points).
-
-    Duplicate points are kept once, in first-seen order.
-    """
-    names = list(axes)
-    bases = list(points) or [{}]
+    """Every combination of the axes, for every explicit point (or once without points);
+    duplicates kept once, in first-seen order."""
     seen: dict[str, dict[str, Any]] = {}
-    for base in bases:
-        for combo in itertools.product(*(axes[n] for n in names)):
-            point = {**base, **dict(zip(names, combo, strict=True))}
+    for base in list(points) or [{}]:
+        for combo in itertools.product(*axes.values()):
+            point = {**base, **dict(zip(axes, combo, strict=True))}
             seen.setdefault(json.dumps(point, sort_keys=True, default=repr), point)
     return list(seen.values())
 
 
-def load_points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """Axes and explicit points of a sweep file.
-
-    The YAML file is either a mapping ``NAME: [V1, V2, ...]`` (a scalar is one value) or
-    ``points: [{NAME: V, ...}, ...]`` listing the points themselves.
-
-    Raises
-    ------
-    ChapterError
-        If the file cannot be read or has another shape.
-    """
+def _points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+    """Axes and explicit points of a YAML sweep file: ``NAME: [V1, V2, ...]`` entries (a
+    scalar is one value) or ``points: [{NAME: V, ...}, ...]``."""
     data = load_yaml(path, "sweep file")
     if isinstance(data, dict) and set(data) == {"points"}:
         points = data["points"]
@@ -161,28 +104,45 @@ def load_points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, A
         raise ChapterError(
             f"sweep file {path}: expected NAME: [values] entries or a 'points:' list"
         )
-    axes = {}
-    for name, values in data.items():
-        values = values if isinstance(values, list) else [values]
-        if not values:
-            raise ChapterError(f"sweep file {path}: no values for {name!r}")
-        axes[str(name)] = values
+    axes = {
+        str(name): values if isinstance(values, list) else [values] for name, values in data.items()
+    }
+    if empty := [name for name, values in axes.items() if not values]:
+        raise ChapterError(f"sweep file {path}: no values for {empty[0]!r}")
     return axes, []
 
 
-def check_names(chapter: Chapter, names: Iterable[str]) -> None:
-    """Raise the usual 'has no parameter' error for an unknown name."""
-    for name in names:
+def points_of(
+    chapter: Chapter, items: Sequence[str], path: Path | None = None, yes: bool = False
+) -> list[dict[str, Any]]:
+    """The overrides of every point: the ``-p`` axes ``items`` and the sweep file ``path``.
+
+    :class:`ChapterError` (exit 2) on a name given in both, an unknown name, nothing to
+    sweep, or more than :data:`MAX_POINTS` points unless ``yes``.
+    """
+    axes, explicit = _points_file(path) if path else ({}, [])
+    for item in items:
+        name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
+        if name in axes or any(name in point for point in explicit):
+            raise ChapterError(f"parameter {name!r} is given in {path} and with -p")
+        axes[name] = values
+    for name in [*axes, *(n for p in explicit for n in p)]:
         if name not in chapter.defaults:
-            effective_parameters(chapter, {name: None})
-
-
-# --- results of a point ----------------------------------------------------------------
+            effective_parameters(chapter, {name: None})  # the usual "has no parameter" line
+    if not axes and not explicit:
+        raise ChapterError("nothing to sweep: give -p NAME=V1,V2,... or --params FILE.yml")
+    size = math.prod(len(v) for v in axes.values()) * max(1, len(explicit))
+    if size > MAX_POINTS and not yes:
+        raise ChapterError(
+            f"the grid has {size} points (more than {MAX_POINTS}); pass --yes to run it"
+        )
+    return grid(axes, explicit)
 
 
 @dataclass
 class Point:
-    """One point of a sweep and what became of it."""
+    """One point of a sweep (numbered from 1, its ``overrides`` and ``plan``) and what
+    became of it: ``status`` ``pending``, ``done``, ``reused`` or ``failed``."""
 
     index: int
     overrides: dict[str, Any]
@@ -193,27 +153,6 @@ class Point:
     error: str = ""
     partial: Path | None = None
     log: Path | None = None
-    glued: dict[str, Any] = field(default_factory=dict)
-
-
-def _from_outcome(point: Point, outcome: Outcome) -> None:
-    point.seconds, point.worker = outcome.seconds, outcome.worker
-    if outcome.error:
-        point.status, point.error = "failed", outcome.error
-        point.partial, point.log = outcome.partial, outcome.log
-    else:
-        point.status = "done"
-        point.glued = glued_values(point.plan.executed_notebook)
-
-
-def _from_cache(point: Point) -> None:
-    record = json.loads((point.plan.run_dir / RUN_RECORD).read_text(encoding="utf-8"))
-    point.status, point.seconds = "reused", record.get("seconds")
-    point.worker = record.get("worker", "")
-    point.glued = glued_values(point.plan.executed_notebook)
-
-
-# --- the sweep folder ------------------------------------------------------------------
 
 
 def sweep_folder(sweeps_dir: Path, chapter: Chapter, plans: Iterable[Plan]) -> Path:
@@ -222,72 +161,46 @@ def sweep_folder(sweeps_dir: Path, chapter: Chapter, plans: Iterable[Plan]) -> P
     return sweeps_dir.resolve() / f"{chapter.name}-{digest[:12]}"
 
 
-# --- running ---------------------------------------------------------------------------
+class _Progress:
+    """The ``progress`` of :func:`dlnbook.runner.run_plans`: one line on stderr (tqdm,
+    rewritten in place), the points done, running and failed and the time left."""
 
-
-def _fmt(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-class Progress:
-    """One line: points done / running / failed and the estimated time left.
-
-    On a terminal the line is rewritten in place; otherwise a line is printed whenever
-    the counts change. It is the ``progress`` of :func:`dlnbook.runner.run_plans`.
-    """
-
-    def __init__(self, points: Sequence[Point], stream: Any = None) -> None:
+    def __init__(self, points: Sequence[Point]) -> None:
         self.points = {p.plan.key: p for p in points}
-        self.total, self.reused = len(points), len(points)
-        self.done = self.failed = self.running = 0
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start_time = time.monotonic()
-        self.last = ""
+        self.running = self.failed = 0
+        self.bar: Any = None
 
     def start(self, stale: Sequence[Plan]) -> None:
-        """The points to execute (the others are reused)."""
-        self.reused = self.total - len(stale)
-        self.start_time = time.monotonic()
+        reused, form = len(self.points) - len(stale), "{desc}, ETA {remaining}"
+        self.bar = tqdm(total=len(self.points), initial=reused, file=sys.stderr, bar_format=form)
+        self.reused = reused
         self.show()
 
     def tick(self, running: Sequence[int]) -> None:
-        """Indices of the running points."""
         self.running = len(running)
         self.show()
 
     def outcome(self, index: int, outcome: Outcome) -> None:
-        """A point finished (or failed)."""
-        _from_outcome(self.points[outcome.plan.key], outcome)
-        if outcome.error:
-            self.failed += 1
-        else:
-            self.done += 1
+        point = self.points[outcome.plan.key]
+        point.status = "failed" if outcome.error else "done"
+        point.seconds, point.worker = outcome.seconds, outcome.worker
+        point.error, point.partial, point.log = outcome.error or "", outcome.partial, outcome.log
+        self.failed += bool(outcome.error)
         self.running = max(0, self.running - 1)
+        self.bar.update(1)
         self.show()
 
-    def line(self) -> str:
-        finished = self.done + self.failed
-        left = self.total - self.reused - finished
-        if finished and left:
-            eta = _fmt((time.monotonic() - self.start_time) / finished * left)
-        else:
-            eta = "0m00s" if not left else "?"
-        reused = f" ({self.reused} reused)" if self.reused else ""
-        return (
-            f"sweep: {self.done + self.reused}/{self.total} done{reused}, "
-            f"{self.running} running, {self.failed} failed, ETA {eta}"
-        )
+    def close(self) -> None:
+        self.running = 0
+        self.show()
+        self.bar.close()
 
-    def show(self, final: bool = False) -> None:
-        text = self.line()
-        if self.tty:
-            print(f"\r{text}\x1b[K", end="\n" if final else "", file=self.stream, flush=True)
-        elif text.split(", ETA")[0] != self.last.split(", ETA")[0]:
-            print(text, file=self.stream, flush=True)
-        self.last = text
+    def show(self) -> None:
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        self.bar.set_description_str(
+            f"sweep: {self.bar.n - self.failed}/{self.bar.total} done{reused}, "
+            f"{self.running} running, {self.failed} failed"
+        )
 
 
 def run_sweep(
@@ -298,45 +211,29 @@ def run_sweep(
     log: Callable[[str], None] = print,
     **driver: Any,
 ) -> int:
-    """Execute the points that are not cached through the one driver, then write the sweep
-    folder.
+    """Execute the points that are not cached through :func:`dlnbook.runner.run_plans`
+    (``**driver``: its ``scheduler``, ``jobs``, ``force``, ``timeout``, ``finalize``,
+    ``wait_for_workers``), then write the sweep ``folder``. ``log`` gets the sweep's lines.
 
-    Parameters
-    ----------
-    chapter, points, swept, folder
-        The sweep.
-    log : callable
-        Receives the lines of the sweep.
-    **driver
-        Passed to :func:`dlnbook.runner.run_plans` (``scheduler``, ``jobs``, ``force``,
-        ``timeout``, ``finalize``, ``wait_for_workers``).
-
-    Returns
-    -------
-    int
-        0 when every point succeeded, 1 when any failed.
-
-    Raises
-    ------
-    KeyboardInterrupt
-        On Ctrl-C, after one line saying what was kept (finished points stay in ``runs/``;
-        the sweep folder is not written).
+    Returns 0 when every point succeeded, 1 when any failed; on Ctrl-C, raises
+    ``KeyboardInterrupt`` after one line saying what was kept (finished points stay in
+    ``runs/``; the sweep folder is not written).
     """
-    progress = Progress(points)
+    progress = _Progress(points)
     prune_stale(folder.parent)  # what a killed sweep left behind
     try:
         run_plans([p.plan for p in points], log=log, progress=progress, noun="point", **driver)
     except ChapterFailure:
         pass  # recorded in the points
-    except KeyboardInterrupt:
-        if progress.tty:
-            print(file=progress.stream)
+    except BaseException:
+        if progress.bar is not None:
+            progress.close()
         raise
+    if progress.bar is None:  # nothing was executed
+        progress.start([])
+    progress.close()
     for p in points:
-        if p.status == "pending":
-            _from_cache(p)
-    progress.running = 0
-    progress.show(final=True)
+        p.status = "reused" if p.status == "pending" else p.status
     write_sweep(folder, chapter, points, swept)
     failed = [p for p in points if p.status == "failed"]
     for p in failed:

@@ -17,6 +17,7 @@ from dlnbook.chapters import (
     parse_override,
     parse_parameters_source,
 )
+from dlnbook.checks import human
 from dlnbook.runner import plan_runs, prune_cache
 from dlnbook.sphinx_ext import figure_problems, render_executed
 
@@ -145,6 +146,27 @@ def test_load_profile_errors(tmp_path):
         load_profile(tmp_path / "missing.yml")
     with pytest.raises(ChapterError, match="unknown chapter.*zz"):
         check_profile({"zz": {}}, ["a", "b"], "p.yml")
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "text"),
+    [
+        ("time", 0.4, "0 s"),
+        ("time", 89.4, "89 s"),
+        ("time", 90, "2 min"),
+        ("time", 5399, "90 min"),
+        ("time", 5400, "1.5 h"),
+        ("time", 375 * 3600.0, "375 h"),
+        ("time", 1e8, "27,778 h"),
+        ("time", float("inf"), "inf h"),
+        ("memory", 2.5e9, "2.5 GB"),
+        ("memory", 1.2e12, "1.2 TB"),
+    ],
+)
+def test_human_amounts_for_estimates_dry_runs_and_progress_lines(kind, amount, text):
+    """One formatter (``checks.human``) for the estimates' messages, the dry run's times and
+    the driver's "done in" lines: seconds below 90, minutes below 1.5 h, then hours."""
+    assert human(kind, amount) == text
 
 
 def test_prune_cache_keeps_current_and_recent(tmp_path):

@@ -544,13 +544,47 @@ def test_a_run_published_first_by_another_process_is_the_one_reported(tmp_path):
     """Issue 22.8: two identical runs at once; the outcome (and a sweep's points.csv row)
     describes the folder that stays, not the run that lost the race."""
     from dlnbook.chapters import discover_chapters
-    from dlnbook.executor import TaskResult
+    from dlnbook.executor import Outcome
     from dlnbook.runner import _publish, plan_runs
 
     (tmp_path / "book").mkdir()
     book = one_chapter_book(tmp_path / "book", "01_wait", waiting_chapter())
     (plan,) = plan_runs(discover_chapters(book / "chapters"), {}, tmp_path / "runs")
-    first = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 1.5, "tcp://a:1"), None, False)
-    second = _publish(plan, TaskResult({"01_wait.ipynb": b"{}"}, 9.0, "tcp://b:2"), None, False)
+    first = _publish(plan, Outcome({"01_wait.ipynb": b"{}"}, 1.5, "tcp://a:1"), None, False)
+    second = _publish(plan, Outcome({"01_wait.ipynb": b"{}"}, 9.0, "tcp://b:2"), None, False)
     assert (first.seconds, first.worker) == (1.5, "tcp://a:1")
     assert (second.seconds, second.worker) == (1.5, "tcp://a:1")
+
+
+def test_a_chapter_that_cannot_start_fails_instead_of_hanging(tmp_path, monkeypatch):
+    """No scratch folder for the kernel (e.g. a full /tmp): the run fails in one line and the
+    driver goes on; the thread that raised used to leave the driver waiting for ever."""
+    import errno
+    import threading
+
+    from dlnbook.chapters import discover_chapters
+    from dlnbook.runner import ChapterFailure, plan_runs, run_plans
+
+    (tmp_path / "book").mkdir()
+    book = one_chapter_book(tmp_path / "book", "01_wait", waiting_chapter())
+    plans = plan_runs(discover_chapters(book / "chapters"), {}, tmp_path / "runs")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dlnbook.executor.tempfile.mkdtemp", full)
+    failures = []
+
+    def drive() -> None:
+        try:
+            run_plans(plans, log=lambda line: None)
+        except ChapterFailure as exc:
+            failures.extend(exc.failures)
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the driver is still waiting"
+    (failure,) = failures
+    assert failure.error.startswith("not executed: OSError: [Errno 28] No space left"), failure
+    assert failure.log.read_text().startswith("Traceback") and not plans[0].is_cached

@@ -211,7 +211,7 @@ def test_local_sweep_writes_runs_points_csv_and_page_and_reuses_runs(book, tmp_p
     assert main([*args, *dirs]) == 0
     out = capfd.readouterr()
     folder = sweep_dir(out.out)
-    assert re.search(r"sweep: 4/4 done, 0 running, 0 failed, ETA 0m00s", out.err)
+    assert re.search(r"sweep: 4/4 done, 0 running, 0 failed, ETA 00:00", out.err)
     assert folder.parent == sweeps.resolve() and re.fullmatch(r"01_point-[0-9a-f]{12}", folder.name)
     rows = read_csv(folder / "points.csv")
     assert [(r["seed"], r["scale"]) for r in rows] == [

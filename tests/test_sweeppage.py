@@ -79,7 +79,7 @@ def make_sweep(root: Path, points: list[dict], values, page: bool = True) -> tup
             (plan.run_dir / "html").mkdir()
             (plan.run_dir / "html" / "01_swept.html").write_text("<html></html>")
         # what this process saw: another worker and time (a concurrent identical sweep)
-        seen = {"seconds": 1.0, "worker": "tcp://mine:2", "glued": values(plan.parameters)}
+        seen = {"seconds": 1.0, "worker": "tcp://mine:2"}
         result.append(Point(index, over, plan, status="done", **seen))
     return chapter, result, sweep_folder(root / "sweeps", chapter, plans)
 
