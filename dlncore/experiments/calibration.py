@@ -628,6 +628,32 @@ CONTINUOUS = {
 }
 
 
+def _at(anchor: Experiment, names: Sequence[str], x: np.ndarray) -> Experiment:
+    """``anchor`` with the continuous choices ``names`` set to the coordinates ``x``."""
+    fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
+    return replace(anchor, **fields)
+
+
+def _coordinates(anchor: Experiment, names: Sequence[str]) -> np.ndarray:
+    """The coordinates of ``anchor`` itself (the inverse of :func:`_at`, up to rounding)."""
+    values = [getattr(anchor, CONTINUOUS[n][0]) for n in names]
+    return np.array(
+        [np.log10(v) if n == "log10_samples" else v for n, v in zip(names, values, strict=True)]
+    )
+
+
+def initial_simplex(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Nelder–Mead's first simplex around ``x``, shape ``(n + 1, n)``: ``x`` and ``x`` moved
+    by a tenth of the box along each coordinate, inwards at the upper bound (scipy's default
+    moves a coordinate that is 0 by only 2.5e-4)."""
+    vertices = [np.asarray(x, dtype=np.float64)]
+    for i, step in enumerate(0.1 * (high - low)):
+        v = vertices[0].copy()
+        v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
+        vertices.append(v)
+    return np.array(vertices)
+
+
 def optimize(
     anchor: Experiment,
     published: Mapping[int, Curve],
@@ -640,75 +666,47 @@ def optimize(
 ) -> list[dict]:
     """Seeded random search, then Nelder–Mead, over continuous choices of ``anchor``.
 
-    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"random"``: that many
-    points uniform in the box (``numpy.random.default_rng(seed)``), evaluated together with
-    ``anchor`` itself; stage ``"local"``: :func:`scipy.optimize.minimize` with
-    ``method="Nelder-Mead"`` and the box as bounds, from the best of them and of ``anchor``
-    itself (stage ``"start"``; initial simplex: a tenth of the box along each coordinate), at most
-    ``local_evals`` evaluations (each one :func:`evaluate` at step ``factor · η``; a diverged
-    candidate counts as distance ``1e3``). Rows: the coordinates, the stage and the
-    :func:`evaluate` columns, sorted by distance.
+    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"start"``: ``anchor``
+    itself; ``"random"``: that many points uniform in the box (``default_rng(seed)``);
+    ``"local"``: :func:`scipy.optimize.minimize` (``"Nelder-Mead"``, the box as bounds,
+    :func:`initial_simplex`) from the best of them, at most ``local_evals`` evaluations. Each
+    evaluation is :func:`evaluate` at step ``factor · η`` (a diverged candidate counts as
+    ``1e3``). Rows: the coordinates, the stage and the :func:`evaluate` columns, by distance.
     """
     from scipy.optimize import minimize
 
     names = list(bounds)
-    unknown = set(names) - set(CONTINUOUS)
-    if unknown:
-        raise ValueError(f"unknown continuous choices {sorted(unknown)}; use {list(CONTINUOUS)}")
+    if set(names) - set(CONTINUOUS):
+        unknown = sorted(set(names) - set(CONTINUOUS))
+        raise ValueError(f"unknown continuous choices {unknown}; use {list(CONTINUOUS)}")
     if "log10_samples" in bounds and 10.0 ** bounds["log10_samples"][0] < anchor.d:
         raise ValueError(f"samples must be at least d = {anchor.d}: X Xᵀ must be invertible")
-    low = np.array([bounds[n][0] for n in names], dtype=np.float64)
-    high = np.array([bounds[n][1] for n in names], dtype=np.float64)
-
-    def experiment(x: np.ndarray) -> Experiment:
-        fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
-        return replace(anchor, **fields)
+    low, high = (np.array([bounds[n][i] for n in names], dtype=np.float64) for i in (0, 1))
 
     def rows_of(points: np.ndarray, stage: str) -> list[dict]:
-        found = evaluate([experiment(x) for x in points], published, factor, run_many_func)
+        found = evaluate([_at(anchor, names, x) for x in points], published, factor, run_many_func)
         return [
             dict(zip(names, map(float, x), strict=True)) | {"stage": stage} | r
             for x, r in zip(points, found, strict=True)
         ]
 
-    start = [CONTINUOUS[n][0] for n in names]
-    x0 = np.array(
-        [
-            np.log10(anchor.samples) if n == "log10_samples" else getattr(anchor, f)
-            for n, f in zip(names, start, strict=True)
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    points = low + (high - low) * rng.random((random_points, len(names)))
-    rows = rows_of(x0[None, :], "start") + rows_of(points, "random")
-    best = min(rows, key=_rank)
+    points = low + (high - low) * np.random.default_rng(seed).random((random_points, len(names)))
+    rows = rows_of(_coordinates(anchor, names)[None, :], "start") + rows_of(points, "random")
     local: list[dict] = []
 
     def objective(x: np.ndarray) -> float:
-        (row,) = rows_of(np.asarray(x)[None, :], "local")
-        local.append(row)
-        return row["distance"] if np.isfinite(row["distance"]) else 1e3
+        local.extend(rows_of(np.asarray(x)[None, :], "local"))
+        return local[-1]["distance"] if np.isfinite(local[-1]["distance"]) else 1e3
 
     if local_evals > 0:
-        # an initial simplex of a tenth of the box per coordinate (scipy's default moves a
-        # coordinate at 0 by only 2.5e-4), stepping inwards at the upper bound
-        x_best = np.array([best[n] for n in names])
-        steps = 0.1 * (high - low)
-        vertices = [x_best]
-        for i, step in enumerate(steps):
-            v = x_best.copy()
-            v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
-            vertices.append(v)
+        x_best = np.array([min(rows, key=_rank)[n] for n in names])
+        options = dict(maxfev=local_evals, xatol=1e-3, fatol=1e-4)
+        options["initial_simplex"] = initial_simplex(x_best, low, high)
         minimize(
             objective,
             x_best,
             method="Nelder-Mead",
             bounds=list(zip(low, high, strict=True)),
-            options={
-                "maxfev": local_evals,
-                "xatol": 1e-3,
-                "fatol": 1e-4,
-                "initial_simplex": np.array(vertices),
-            },
+            options=options,
         )
     return sorted([*rows, *local], key=_rank)
