@@ -337,3 +337,50 @@ def test_optimize_finds_the_input_scale_that_made_the_published_curves():
     assert sorted(r["input_scale"] for r in again) == first  # seeded: the same random points
     with pytest.raises(ValueError, match="at least d"):
         cal.optimize(anchor, published, {"log10_samples": (0.0, 2.0)}, 1.0, _serial)
+
+
+def _psd_power(m: np.ndarray, power: float) -> np.ndarray:
+    """``m^power`` of a symmetric PSD matrix (``m⁰ = I``, also on the null space)."""
+    if power == 0:
+        return np.eye(len(m))
+    w, v = np.linalg.eigh(m)
+    w = np.where(w > 1e-12 * w.max(), w, 0.0)  # round-off around the null space is 0
+    return (v * w**power) @ v.T
+
+
+@pytest.mark.parametrize("depth", [2, 3, 5])
+def test_balanced_final_rate_is_the_smallest_rate_of_the_linearized_flow(depth):
+    # independent: the operator E -> P_A(E Sxx) built as a d² x d² matrix from matrix powers
+    rng = np.random.default_rng(depth)
+    d, rank, eta = 5, 3, 1e-3
+    q1, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    q2, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    teacher = q1[:, :rank] @ np.diag([1.0, 0.5, 0.2]) @ q2[:, :rank].T
+    x = rng.standard_normal((d, 40))
+    sxx = x @ x.T
+    op = sum(
+        np.kron(
+            (sxx @ _psd_power(teacher.T @ teacher, (depth - 1 - a) / depth)).T,
+            _psd_power(teacher @ teacher.T, a / depth),
+        )
+        for a in range(depth)
+    )
+    eig = np.sort(np.linalg.eigvals(op).real)
+    positive = eig[eig > 1e-9 * eig.max()]
+    assert len(positive) == d * d - (d - rank) ** 2  # the null-null block does not move
+    want = 2 * eta * positive.min()
+    assert cal.balanced_final_rate(teacher, sxx, depth, eta) == pytest.approx(want, rel=1e-8)
+
+
+def test_balanced_final_rate_of_a_flat_teacher_with_isotropic_inputs():
+    # sigma = 1 on the range: P's smallest eigenvalue is 1 (range x null), so mu = s²
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    teacher = q[:, :3] @ q[:, 3:].T
+    for depth in (2, 5):
+        assert cal.balanced_final_rate(teacher, 4.0 * np.eye(6), depth, 1e-2) == pytest.approx(
+            2 * 1e-2 * 4.0
+        )
+    # depth 1 is plain least squares: every direction moves, at rates 2 η λ(Sxx)
+    sxx = np.diag([3.0, 1.0, 2.0, 5.0, 4.0, 6.0])
+    assert cal.balanced_final_rate(teacher, sxx, 1, 1e-2) == pytest.approx(2 * 1e-2 * 1.0)

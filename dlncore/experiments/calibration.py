@@ -710,3 +710,56 @@ def optimize(
             options=options,
         )
     return sorted([*rows, *local], key=_rank)
+
+
+def balanced_final_rate(
+    teacher: np.ndarray, sxx: np.ndarray, depth: int, step_size: float, tol: float = 1e-9
+) -> float:
+    """Final-phase loss rate per iteration of GD near ``W = teacher`` for balanced factors.
+
+    Near the minimum the end-to-end error ``E = W − A`` of a balanced network moves (gradient
+    flow, the book's derivation, not the paper's) as ``Ė = −P_A(E Σxx)`` with
+    ``P_A(F) = Σ_{a=0}^{N−1} (AAᵀ)^{a/N} F (AᵀA)^{(N−1−a)/N}``, so the loss decays like
+    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)``. With
+    ``A = U diag(σ) Vᵀ`` (full ``U``, ``V``) the operator acts on each row ``c = u_iᵀ E V``
+    separately as ``c ↦ c S D_i`` (``S = Vᵀ Σxx V``, ``D_i = diag_j Σ_a σ_i^{2a/N}
+    σ_j^{2(N−1−a)/N}``, ``0⁰ = 1``): ``d`` symmetric eigenproblems ``D_i^{1/2} S D_i^{1/2}``.
+    Unlike :func:`dlncore.experiments.journal.local_rate` (``p_min λ_min(Σxx)``, a bound) this
+    is the rate of the linearized flow itself.
+
+    Parameters
+    ----------
+    teacher : numpy.ndarray, shape (d, d)
+        The minimizer ``A`` (e.g. ``Σyx Σxx⁻¹`` for noiseless targets ``Y = AX``).
+    sxx : numpy.ndarray, shape (d, d)
+        ``X Xᵀ`` (symmetric positive definite).
+    depth : int
+        ``N``.
+    step_size : float
+        ``η``.
+    tol : float
+        Singular values below ``tol · σ_1`` count as 0; eigenvalues below ``tol`` times the
+        largest of their row as 0.
+
+    Returns
+    -------
+    float
+        ``2 η μ``, per iteration.
+    """
+    _, sigma, vt = np.linalg.svd(np.asarray(teacher, dtype=np.float64))
+    sigma = np.where(sigma < tol * sigma.max(), 0.0, sigma)
+    a = np.arange(depth)[:, None, None]
+    with np.errstate(divide="ignore"):
+        left = np.where(a == 0, 1.0, sigma[None, :, None] ** (2.0 * a / depth))
+        right = np.where(
+            a == depth - 1, 1.0, sigma[None, None, :] ** (2.0 * (depth - 1 - a) / depth)
+        )
+    p = np.sqrt(np.sum(left * right, axis=0))  # p[i, j]: square roots of the D_i entries
+    s = vt @ np.asarray(sxx, dtype=np.float64) @ vt.T
+    smallest = []
+    for row in p:
+        eig = np.linalg.eigvalsh(row[:, None] * s * row[None, :])
+        positive = eig[eig > tol * max(eig.max(), 0.0)]
+        if positive.size:
+            smallest.append(positive.min())
+    return 2.0 * step_size * float(min(smallest))
