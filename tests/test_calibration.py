@@ -384,3 +384,48 @@ def test_balanced_final_rate_of_a_flat_teacher_with_isotropic_inputs():
     # depth 1 is plain least squares: every direction moves, at rates 2 η λ(Sxx)
     sxx = np.diag([3.0, 1.0, 2.0, 5.0, 4.0, 6.0])
     assert cal.balanced_final_rate(teacher, sxx, 1, 1e-2) == pytest.approx(2 * 1e-2 * 1.0)
+
+
+def test_variant_geometric_teacher_and_per_depth_raw_start():
+    from dlncore.experiments.journal import journal_init
+
+    variant = cal.Variant(**{f: getattr(BASE, f) for f in BASE.__dataclass_fields__})
+    variant = replace(variant, rank=3, ratio=0.5, top=2.0, raw_depths=(2,), init_seed=4)
+    X, Y = variant.data()
+    teacher = Y @ np.linalg.pinv(X)  # independent of Σxx⁻¹: least squares through pinv
+    values = np.linalg.svd(teacher, compute_uv=False)
+    assert values[:3] == pytest.approx([2.0, 1.0, 0.5], rel=1e-8)
+    assert values[3:] == pytest.approx([0, 0], abs=1e-10)
+    raw = journal_init("pytorch-raw", [5, 2, 5], 4)
+    assert all(np.array_equal(a, b) for a, b in zip(variant.start(2), raw, strict=True))
+    base = replace(BASE, rank=3, top=2.0, init_seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(variant.start(3), base.start(3), strict=True))
+    assert np.array_equal(replace(variant, ratio=0.0).data()[1], base.data()[1])
+
+
+def test_closed_form_values_and_their_scale_invariant():
+    e = replace(BASE, rank=3, spectrum="linear")
+    out = cal.closed_form(e, [2, 3])
+    X, Y = e.data()
+    w0 = e.start(3)
+    direct = 0.5 * np.linalg.norm(Y - w0[2] @ w0[1] @ w0[0] @ X) ** 2
+    assert out["loss0_3"] == pytest.approx(direct, rel=1e-12)
+    assert out["lstar"] == pytest.approx(e.problem().optimal_loss(2))
+    assert out["loss0_per_rate"] == pytest.approx(out["loss0_2"] / out["rate_2"])
+    # loss and curvature both grow like s²: their ratio does not depend on the input scale
+    doubled = cal.closed_form(replace(e, input_scale=2 * e.input_scale), [2, 3])
+    assert doubled["loss0_per_rate"] == pytest.approx(out["loss0_per_rate"], rel=1e-9)
+    assert doubled["rate_3"] == pytest.approx(4 * out["rate_3"], rel=1e-9)
+
+
+def test_held_per_depth_counts_the_targets_a_row_meets():
+    published = cal.load_published()
+    feats = {n: cal.features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
+    row = {f"{k}_{n}": v for n, f in feats.items() for k, v in f.items()}
+    counts = cal.held_per_depth(row, feats)
+    assert all(held == applied > 0 for held, applied in counts.values())  # itself: all held
+    late = row | {"drop_2": 3 * row["drop_2"], "norm_max_5": row["norm_max_5"] + 0.02}
+    moved = cal.held_per_depth(late, feats)
+    assert moved[2] == (counts[2][0] - 1, counts[2][1])
+    assert moved[5] == (counts[5][0] - 1, counts[5][1])
+    assert moved[3] == counts[3]

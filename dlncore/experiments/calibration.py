@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlncore.experiments.journal import Experiment, linear_run
+from dlncore.data import synthetic_data
+from dlncore.experiments.journal import Experiment, journal_init, linear_run
 from dlncore.fitting import first_crossing_loglog
 
 #: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
@@ -763,3 +764,70 @@ def balanced_final_rate(
         if positive.size:
             smallest.append(positive.min())
     return 2.0 * step_size * float(min(smallest))
+
+
+@dataclass(frozen=True)
+class Variant(Experiment):
+    """An :class:`~dlncore.experiments.journal.Experiment` with two choices the book's recipe
+    does not have, for probes only.
+
+    ``ratio > 0``: the teacher's singular values are ``top · ratio^i``, ``i = 0..rank−1``
+    (geometric with that ratio; ``spectrum`` and ``exponent`` are then unused).
+    ``raw_depths``: depths whose start is PyTorch's ``nn.Linear`` default *not* rescaled
+    (``journal_init("pytorch-raw")``), the other depths as ``init`` says: a convention that
+    changes with depth (a hypothesis, never the book's default).
+    """
+
+    ratio: float = 0.0
+    raw_depths: tuple[int, ...] = ()
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` and ``Y`` as the base recipe, with the geometric teacher if ``ratio > 0``."""
+        if self.ratio <= 0:
+            return super().data()
+        values = self.top * self.ratio ** np.arange(self.rank, dtype=np.float64)
+        X, Y, _ = synthetic_data(
+            self.d, self.d, self.samples, values, self.data_seed, input_scale=self.input_scale
+        )
+        return X, Y
+
+    def start(self, depth: int) -> list[np.ndarray]:
+        """The base start, or the unscaled PyTorch default for a depth in ``raw_depths``."""
+        if depth not in self.raw_depths:
+            return super().start(depth)
+        dims = [self.d] + [self.width] * (depth - 1) + [self.d]
+        return journal_init("pytorch-raw", dims, self.init_seed)
+
+
+def closed_form(experiment: Experiment, depths: Sequence[int]) -> dict[str, float]:
+    """What the data and the start fix before any GD step: ``loss0_N`` (the loss at ``k = 0``
+    for each depth), ``lstar`` (``L*_{r−1}``, the last critical value above the minimum, where a
+    plateau before the final drop sits), ``rate_N`` (:func:`balanced_final_rate` at the
+    teacher ``A = Σyx Σxx⁻¹`` and the published step) and ``loss0_per_rate`` (``loss0`` of the
+    first depth over its rate: independent of the input scale, since both grow like ``s²``)."""
+    problem = experiment.problem()
+    sxx = problem.sxx.astype(np.float64)
+    teacher = np.linalg.solve(sxx, problem.syx.astype(np.float64).T).T
+    out = {"lstar": float(problem.optimal_loss(experiment.rank - 1))}
+    for n in depths:
+        out[f"loss0_{n}"] = float(problem.loss(experiment.start(n)))
+        out[f"rate_{n}"] = balanced_final_rate(teacher, sxx, n, experiment.step_size)
+    first = depths[0]
+    out["loss0_per_rate"] = out[f"loss0_{first}"] / out[f"rate_{first}"]
+    return out
+
+
+def held_per_depth(
+    row: Mapping, published: Mapping[int, Mapping[str, float]], drop_level: float = 1e-3
+) -> dict[int, tuple[int, int]]:
+    """``{N: (held, applied)}``: the targets of :data:`TARGETS` without the final losses (not
+    screened) that an :func:`evaluate` row meets, per depth (``published[N]``: :func:`features`
+    plus ``loss0``)."""
+    depths = [n for n in published if f"drop_{n}" in row]
+    ours = {
+        n: {k.removesuffix(f"_{n}"): v for k, v in row.items() if k.endswith(f"_{n}")}
+        for n in depths
+    }
+    screened = [t for t in TARGETS if not t[1].startswith("final")]
+    _, held = compare(ours, {n: published[n] for n in depths}, drop_level, screened)
+    return {n: (sum(h[2] for h in held if h[0] == n), sum(h[0] == n for h in held)) for n in depths}
