@@ -429,3 +429,22 @@ def test_held_per_depth_counts_the_targets_a_row_meets():
     assert moved[2] == (counts[2][0] - 1, counts[2][1])
     assert moved[5] == (counts[5][0] - 1, counts[5][1])
     assert moved[3] == counts[3]
+
+
+def test_screen_families_rows_per_family_with_targets_and_time_scale():
+    published = _published_by_truth()  # depths 2 and 3, made by TRUTH at step 1e-3
+    anchor = cal.Variant(**{f: getattr(BASE, f) for f in BASE.__dataclass_fields__})
+    families = [
+        ("scales", "s = 1", {"input_scale": 1.0}, 1),
+        ("time", "c = 2", {}, 2),
+    ]
+    rows = cal.screen_families(anchor, families, published, 2.0, _serial)
+    assert [r["family"] for r in rows] == ["final choice", "scales", "time"]
+    final, scaled, timed = rows
+    assert final["distance"] < 0.1 and 0 < final["held_2"] <= final["applied_2"] == 8
+    assert scaled["distance"] > final["distance"] + 0.01 and scaled["c"] == 1.0
+    assert timed["factor"] == 1.0 and timed["c"] == 2.0  # the same step 2 η as the others
+    # the same run as the final choice's screen, counted in steps of 2 η: half the iterations
+    assert timed["drop_2"] == pytest.approx(final["drop_2"] / 2, rel=1e-9)
+    with pytest.raises(ValueError, match="repeat"):
+        cal.screen_families(anchor, [families[0], families[0]], published, 2.0, _serial)

@@ -831,3 +831,85 @@ def held_per_depth(
     screened = [t for t in TARGETS if not t[1].startswith("final")]
     _, held = compare(ours, {n: published[n] for n in depths}, drop_level, screened)
     return {n: (sum(h[2] for h in held if h[0] == n), sum(h[0] == n for h in held)) for n in depths}
+
+
+#: The families screened against the final choice in the appendix, ``(family, variant name,
+#: fields of a :class:`Variant` to replace, time scale c)``: ``c ≠ 1`` runs at step ``c η``
+#: (the hypothesis that the published curves move faster than their labelled step says), and
+#: is screened at ``1/c`` of the screening factor, so that the step actually run is the same.
+FAMILIES = (
+    *(
+        ("lead: geometric teacher", f"ratio {q:g}, s = {s:g}", {"ratio": q, "input_scale": s}, 1)
+        for q in (0.95, 0.9, 0.86)
+        for s in (1.7, 3.4, 6.0)
+    ),
+    *(
+        (
+            "PyTorch default, rescaled",
+            f"s = {s:g}, m = {m}",
+            {"init": "pytorch", "input_scale": s, "samples": m},
+            1,
+        )
+        for s in (1.7, 2.2, 2.8, 3.4)
+        for m in (200, 1000)
+    ),
+    *(
+        (
+            "PyTorch raw at N = 2 only (hypothesis)",
+            f"s = {s:g}",
+            {"init": "pytorch", "input_scale": s, "raw_depths": (2,)},
+            1,
+        )
+        for s in (1.7, 2.2, 2.8, 3.4)
+    ),
+    *(
+        ("spread start", f"u = {u:g}, s = {s:g}", {"spread": u, "input_scale": s}, 1)
+        for u in (1.5, 3.0, 4.5)
+        for s in (1.7, 2.4, 3.4)
+    ),
+    *(
+        ("imbalanced factors", f"t = {t:g}, s = {s:g}", {"imbalance": t, "input_scale": s}, 1)
+        for t in (0.3, 0.5, 1.0)
+        for s in (1.7, 3.4)
+    ),
+    *(
+        ("more samples", f"m = {m}, s = {s:g}", {"samples": m, "input_scale": s}, 1)
+        for m in (1000, 5000)
+        for s in (1.7, 2.4, 3.4, 4.5)
+    ),
+    *(
+        ("time scale c (hypothesis)", f"c = {c:g}, s = 1.7", {"input_scale": 1.7}, c)
+        for c in (2, 4, 8)
+    ),
+)
+
+
+def screen_families(
+    anchor: Variant,
+    families: Sequence[tuple[str, str, Mapping, float]],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """:func:`probe` every variant of ``families`` (see :data:`FAMILIES`) around ``anchor``
+    at step ``factor · η`` (a time scale ``c`` at step ``c η``, screened at ``factor / c``),
+    plus ``anchor`` itself (family ``"final choice"``). Rows add ``family``, ``c``,
+    ``factor`` and ``held_N``/``applied_N`` (:func:`held_per_depth`), in the order given."""
+    features_of = {n: features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
+    todo = [("final choice", "as chapter 7", {}, 1.0), *families]
+    rows = []
+    for c in sorted({float(t[3]) for t in todo}):
+        group = [t for t in todo if float(t[3]) == c]
+        variants = {
+            name: {**fields, "step_size": anchor.step_size * c} for _, name, fields, _ in group
+        }
+        if len(variants) < len(group):
+            raise ValueError(f"variant names repeat among the variants at time scale {c:g}")
+        found = probe(anchor, variants, published, factor / c, run_many_func)
+        for (family, *_), row in zip(group, found, strict=True):
+            row.update(family=family, c=c, factor=factor / c)
+            for n, (held, applied) in held_per_depth(row, features_of).items():
+                row[f"held_{n}"], row[f"applied_{n}"] = held, applied
+            rows.append(row)
+    order = {(t[0], t[1]): i for i, t in enumerate(todo)}
+    return sorted(rows, key=lambda r: order[(r["family"], r["variant"])])
