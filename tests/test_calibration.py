@@ -444,7 +444,7 @@ def test_screen_families_rows_per_family_with_targets_and_time_scale():
     assert final["distance"] < 0.1 and 0 < final["held_2"] <= final["applied_2"] == 8
     assert scaled["distance"] > final["distance"] + 0.01 and scaled["c"] == 1.0
     assert timed["factor"] == 1.0 and timed["c"] == 2.0  # the same step 2 η as the others
-    # the same run as the final choice's screen, counted in steps of 2 η: half the iterations
-    assert timed["drop_2"] == pytest.approx(final["drop_2"] / 2, rel=1e-9)
+    # steps of 2 η follow the flow twice as fast: the drop comes at about half the iterations
+    assert timed["drop_2"] == pytest.approx(cal.features(published[2])["drop"] / 2, rel=0.1)
     with pytest.raises(ValueError, match="repeat"):
         cal.screen_families(anchor, [families[0], families[0]], published, 2.0, _serial)
