@@ -118,6 +118,12 @@ def stored_search() -> tuple[list[dict], dict]:
     return read_table(data_files() / "calibration" / "search.csv")
 
 
+def stored_families() -> tuple[list[dict], dict]:
+    """Rows and parameters of the stored family screen (package data
+    ``calibration/families.csv``, written from :func:`screen_families`; :func:`read_table`)."""
+    return read_table(data_files() / "calibration" / "families.csv")
+
+
 def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
     """``(loss part, norm part)`` of the distance between two curves on ``grid``.
 
