@@ -447,5 +447,8 @@ def test_screen_families_rows_per_family_with_targets_and_time_scale():
     # steps of 2 η follow the flow twice as fast: at k = 1e3 it is where the truth is at 2e3
     assert timed["loss_1e3_2"] == pytest.approx(float(published[2].loss_at(2e3)), rel=0.05)
     assert abs(final["loss_1e3_2"] / timed["loss_1e3_2"] - 1) > 0.1
+    # below the time scale the screening factor stays 1 (GD at step c η itself)
+    (_, slow) = cal.screen_families(anchor, families[1:], published, 1.0, _serial)
+    assert slow["factor"] == 1.0 and slow["loss_1e3_2"] == pytest.approx(timed["loss_1e3_2"])
     with pytest.raises(ValueError, match="repeat"):
         cal.screen_families(anchor, [families[0], families[0]], published, 2.0, _serial)

@@ -898,7 +898,8 @@ def screen_families(
     run_many_func,
 ) -> list[dict]:
     """:func:`probe` every variant of ``families`` (see :data:`FAMILIES`) around ``anchor``
-    at step ``factor · η`` (a time scale ``c`` at step ``c η``, screened at ``factor / c``),
+    at step ``factor · η`` (a time scale ``c`` at step ``c η``, screened at
+    ``max(factor / c, 1)``: the same step as the others unless ``factor < c``),
     plus ``anchor`` itself (family ``"final choice"``). Rows add ``family``, ``c``,
     ``factor`` and ``held_N``/``applied_N`` (:func:`held_per_depth`), in the order given."""
     features_of = {n: features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
@@ -911,9 +912,10 @@ def screen_families(
         }
         if len(variants) < len(group):
             raise ValueError(f"variant names repeat among the variants at time scale {c:g}")
-        found = probe(anchor, variants, published, factor / c, run_many_func)
+        scaled = max(factor / c, 1.0)
+        found = probe(anchor, variants, published, scaled, run_many_func)
         for (family, *_), row in zip(group, found, strict=True):
-            row.update(family=family, c=c, factor=factor / c)
+            row.update(family=family, c=c, factor=scaled)
             for n, (held, applied) in held_per_depth(row, features_of).items():
                 row[f"held_{n}"], row[f"applied_{n}"] = held, applied
             rows.append(row)
