@@ -452,3 +452,14 @@ def test_screen_families_rows_per_family_with_targets_and_time_scale():
     assert slow["factor"] == 1.0 and slow["loss_1e3_2"] == pytest.approx(timed["loss_1e3_2"])
     with pytest.raises(ValueError, match="repeat"):
         cal.screen_families(anchor, [families[0], families[0]], published, 2.0, _serial)
+
+
+def test_the_stored_family_screen_is_the_screen_of_families():
+    rows, made_with = cal.stored_families()
+    assert made_with["families"] == len(cal.FAMILIES)
+    assert [(r["family"], r["variant"]) for r in rows] == [
+        ("final choice", "as chapter 7"),
+        *((family, name) for family, name, _, _ in cal.FAMILIES),
+    ]
+    assert all(0 <= r[f"held_{n}"] <= r[f"applied_{n}"] for r in rows for n in (2, 3, 5))
+    assert all(r["factor"] == made_with["screen_factor"] / r["c"] for r in rows)
