@@ -463,3 +463,14 @@ def test_the_stored_family_screen_is_the_screen_of_families():
     ]
     assert all(0 <= r[f"held_{n}"] <= r[f"applied_{n}"] for r in rows for n in (2, 3, 5))
     assert all(r["factor"] == made_with["screen_factor"] / r["c"] for r in rows)
+
+
+def test_compare_accepts_a_run_that_starts_at_zero_loss():
+    # d = 1 at the chapter's extremes: the start can be the teacher itself, L(0) = 0
+    published = cal.load_published()
+    feats = {2: cal.features(published[2]) | {"loss0": float(published[2].loss_at(1.0))}}
+    ours = {2: dict(feats[2], loss0=0.0, loss_1e3=0.0)}
+    rows, held = cal.compare(ours, feats, 1e-3)
+    (rel,) = [r for r in rows if r["quantity"] == "loss at k = 1e3 relative to L(0)"]
+    assert rel["ours"] == "n/a" and rel["held?"] == "n/a"
+    assert len(held) > 0

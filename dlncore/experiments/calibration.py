@@ -456,9 +456,9 @@ def compare(
     """
     rows, held = [], []
     for n in sorted(set(ours) & set(published)):
-        p = dict(published[n], rel_1e3=published[n]["loss_1e3"] / published[n]["loss0"])
+        p = dict(published[n], rel_1e3=_relative(published[n]["loss_1e3"], published[n]["loss0"]))
         p["final32"] = p["final"]
-        o = dict(ours[n], rel_1e3=ours[n]["loss_1e3"] / ours[n]["loss0"])
+        o = dict(ours[n], rel_1e3=_relative(ours[n]["loss_1e3"], ours[n]["loss0"]))
         for quantity, key, kind, tol in targets:
             pv, ov = p[key], o.get(key, float("nan"))
             applies = kind is not None
@@ -478,6 +478,11 @@ def compare(
             row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
             rows.append(row | {"target": target, "held?": verdict})
     return rows, held
+
+
+def _relative(value: float, reference: float) -> float:
+    """``value / reference``, ``nan`` where ``reference`` is 0 (a run that starts at zero loss)."""
+    return value / reference if reference != 0 else float("nan")
 
 
 def _shown(value: float) -> str:
