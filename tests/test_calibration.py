@@ -337,3 +337,140 @@ def test_optimize_finds_the_input_scale_that_made_the_published_curves():
     assert sorted(r["input_scale"] for r in again) == first  # seeded: the same random points
     with pytest.raises(ValueError, match="at least d"):
         cal.optimize(anchor, published, {"log10_samples": (0.0, 2.0)}, 1.0, _serial)
+
+
+def _psd_power(m: np.ndarray, power: float) -> np.ndarray:
+    """``m^power`` of a symmetric PSD matrix (``m⁰ = I``, also on the null space)."""
+    if power == 0:
+        return np.eye(len(m))
+    w, v = np.linalg.eigh(m)
+    w = np.where(w > 1e-12 * w.max(), w, 0.0)  # round-off around the null space is 0
+    return (v * w**power) @ v.T
+
+
+@pytest.mark.parametrize("depth", [2, 3, 5])
+def test_balanced_final_rate_is_the_smallest_rate_of_the_linearized_flow(depth):
+    # independent: the operator E -> P_A(E Sxx) built as a d² x d² matrix from matrix powers
+    rng = np.random.default_rng(depth)
+    d, rank, eta = 5, 3, 1e-3
+    q1, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    q2, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    teacher = q1[:, :rank] @ np.diag([1.0, 0.5, 0.2]) @ q2[:, :rank].T
+    x = rng.standard_normal((d, 40))
+    sxx = x @ x.T
+    op = sum(
+        np.kron(
+            (sxx @ _psd_power(teacher.T @ teacher, (depth - 1 - a) / depth)).T,
+            _psd_power(teacher @ teacher.T, a / depth),
+        )
+        for a in range(depth)
+    )
+    eig = np.sort(np.linalg.eigvals(op).real)
+    positive = eig[eig > 1e-9 * eig.max()]
+    assert len(positive) == d * d - (d - rank) ** 2  # the null-null block does not move
+    want = 2 * eta * positive.min()
+    assert cal.balanced_final_rate(teacher, sxx, depth, eta) == pytest.approx(want, rel=1e-8)
+
+
+def test_balanced_final_rate_of_a_flat_teacher_with_isotropic_inputs():
+    # sigma = 1 on the range: P's smallest eigenvalue is 1 (range x null), so mu = s²
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    teacher = q[:, :3] @ q[:, 3:].T
+    for depth in (2, 5):
+        assert cal.balanced_final_rate(teacher, 4.0 * np.eye(6), depth, 1e-2) == pytest.approx(
+            2 * 1e-2 * 4.0
+        )
+    # depth 1 is plain least squares: every direction moves, at rates 2 η λ(Sxx)
+    sxx = np.diag([3.0, 1.0, 2.0, 5.0, 4.0, 6.0])
+    assert cal.balanced_final_rate(teacher, sxx, 1, 1e-2) == pytest.approx(2 * 1e-2 * 1.0)
+
+
+def test_variant_geometric_teacher_and_per_depth_raw_start():
+    from dlncore.experiments.journal import journal_init
+
+    variant = cal.Variant(**{f: getattr(BASE, f) for f in BASE.__dataclass_fields__})
+    variant = replace(variant, rank=3, ratio=0.5, top=2.0, raw_depths=(2,), init_seed=4)
+    X, Y = variant.data()
+    teacher = Y @ np.linalg.pinv(X)  # independent of Σxx⁻¹: least squares through pinv
+    values = np.linalg.svd(teacher, compute_uv=False)
+    assert values[:3] == pytest.approx([2.0, 1.0, 0.5], rel=1e-8)
+    assert values[3:] == pytest.approx([0, 0], abs=1e-10)
+    raw = journal_init("pytorch-raw", [5, 2, 5], 4)
+    assert all(np.array_equal(a, b) for a, b in zip(variant.start(2), raw, strict=True))
+    base = replace(BASE, rank=3, top=2.0, init_seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(variant.start(3), base.start(3), strict=True))
+    assert np.array_equal(replace(variant, ratio=0.0).data()[1], base.data()[1])
+
+
+def test_closed_form_values_and_their_scale_invariant():
+    e = replace(BASE, rank=3, spectrum="linear")
+    out = cal.closed_form(e, [2, 3])
+    X, Y = e.data()
+    w0 = e.start(3)
+    direct = 0.5 * np.linalg.norm(Y - w0[2] @ w0[1] @ w0[0] @ X) ** 2
+    assert out["loss0_3"] == pytest.approx(direct, rel=1e-12)
+    assert out["lstar"] == pytest.approx(e.problem().optimal_loss(2))
+    assert out["loss0_per_rate"] == pytest.approx(out["loss0_2"] / out["rate_2"])
+    # loss and curvature both grow like s²: their ratio does not depend on the input scale
+    doubled = cal.closed_form(replace(e, input_scale=2 * e.input_scale), [2, 3])
+    assert doubled["loss0_per_rate"] == pytest.approx(out["loss0_per_rate"], rel=1e-9)
+    assert doubled["rate_3"] == pytest.approx(4 * out["rate_3"], rel=1e-9)
+
+
+def test_held_per_depth_counts_the_targets_a_row_meets():
+    published = cal.load_published()
+    feats = {n: cal.features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
+    row = {f"{k}_{n}": v for n, f in feats.items() for k, v in f.items()}
+    counts = cal.held_per_depth(row, feats)
+    assert all(held == applied > 0 for held, applied in counts.values())  # itself: all held
+    late = row | {"drop_2": 3 * row["drop_2"], "norm_max_5": row["norm_max_5"] + 0.02}
+    moved = cal.held_per_depth(late, feats)
+    assert moved[2] == (counts[2][0] - 1, counts[2][1])
+    assert moved[5] == (counts[5][0] - 1, counts[5][1])
+    assert moved[3] == counts[3]
+
+
+def test_screen_families_rows_per_family_with_targets_and_time_scale():
+    published = _published_by_truth()  # depths 2 and 3, made by TRUTH at step 1e-3
+    anchor = cal.Variant(**{f: getattr(BASE, f) for f in BASE.__dataclass_fields__})
+    families = [
+        ("scales", "s = 1", {"input_scale": 1.0}, 1),
+        ("time", "c = 2", {}, 2),
+    ]
+    rows = cal.screen_families(anchor, families, published, 2.0, _serial)
+    assert [r["family"] for r in rows] == ["final choice", "scales", "time"]
+    final, scaled, timed = rows
+    assert final["distance"] < 0.1 and 0 < final["held_2"] <= final["applied_2"] == 8
+    assert scaled["distance"] > final["distance"] + 0.01 and scaled["c"] == 1.0
+    assert timed["factor"] == 1.0 and timed["c"] == 2.0  # the same step 2 η as the others
+    # steps of 2 η follow the flow twice as fast: at k = 1e3 it is where the truth is at 2e3
+    assert timed["loss_1e3_2"] == pytest.approx(float(published[2].loss_at(2e3)), rel=0.05)
+    assert abs(final["loss_1e3_2"] / timed["loss_1e3_2"] - 1) > 0.1
+    # below the time scale the screening factor stays 1 (GD at step c η itself)
+    (_, slow) = cal.screen_families(anchor, families[1:], published, 1.0, _serial)
+    assert slow["factor"] == 1.0 and slow["loss_1e3_2"] == pytest.approx(timed["loss_1e3_2"])
+    with pytest.raises(ValueError, match="repeat"):
+        cal.screen_families(anchor, [families[0], families[0]], published, 2.0, _serial)
+
+
+def test_the_stored_family_screen_is_the_screen_of_families():
+    rows, made_with = cal.stored_families()
+    assert made_with["families"] == len(cal.FAMILIES)
+    assert [(r["family"], r["variant"]) for r in rows] == [
+        ("final choice", "as chapter 7"),
+        *((family, name) for family, name, _, _ in cal.FAMILIES),
+    ]
+    assert all(0 <= r[f"held_{n}"] <= r[f"applied_{n}"] for r in rows for n in (2, 3, 5))
+    assert all(r["factor"] == made_with["screen_factor"] / r["c"] for r in rows)
+
+
+def test_compare_accepts_a_run_that_starts_at_zero_loss():
+    # d = 1 at the chapter's extremes: the start can be the teacher itself, L(0) = 0
+    published = cal.load_published()
+    feats = {2: cal.features(published[2]) | {"loss0": float(published[2].loss_at(1.0))}}
+    ours = {2: dict(feats[2], loss0=0.0, loss_1e3=0.0)}
+    rows, held = cal.compare(ours, feats, 1e-3)
+    (rel,) = [r for r in rows if r["quantity"] == "loss at k = 1e3 relative to L(0)"]
+    assert rel["ours"] == "n/a" and rel["held?"] == "n/a"
+    assert len(held) > 0

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlncore.experiments.journal import Experiment, linear_run
+from dlncore.data import synthetic_data
+from dlncore.experiments.journal import Experiment, journal_init, linear_run
 from dlncore.fitting import first_crossing_loglog
 
 #: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
@@ -115,6 +116,12 @@ def stored_search() -> tuple[list[dict], dict]:
     """Rows and parameters of the stored calibration search (package data
     ``calibration/search.csv``; :func:`read_table`)."""
     return read_table(data_files() / "calibration" / "search.csv")
+
+
+def stored_families() -> tuple[list[dict], dict]:
+    """Rows and parameters of the stored family screen (package data
+    ``calibration/families.csv``, written from :func:`screen_families`; :func:`read_table`)."""
+    return read_table(data_files() / "calibration" / "families.csv")
 
 
 def distance(ours: Curve, published: Curve, grid: np.ndarray = GRID, floor: float = 1e-3):
@@ -449,9 +456,9 @@ def compare(
     """
     rows, held = [], []
     for n in sorted(set(ours) & set(published)):
-        p = dict(published[n], rel_1e3=published[n]["loss_1e3"] / published[n]["loss0"])
+        p = dict(published[n], rel_1e3=_relative(published[n]["loss_1e3"], published[n]["loss0"]))
         p["final32"] = p["final"]
-        o = dict(ours[n], rel_1e3=ours[n]["loss_1e3"] / ours[n]["loss0"])
+        o = dict(ours[n], rel_1e3=_relative(ours[n]["loss_1e3"], ours[n]["loss0"]))
         for quantity, key, kind, tol in targets:
             pv, ov = p[key], o.get(key, float("nan"))
             applies = kind is not None
@@ -471,6 +478,11 @@ def compare(
             row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
             rows.append(row | {"target": target, "held?": verdict})
     return rows, held
+
+
+def _relative(value: float, reference: float) -> float:
+    """``value / reference``, ``nan`` where ``reference`` is 0 (a run that starts at zero loss)."""
+    return value / reference if reference != 0 else float("nan")
 
 
 def _shown(value: float) -> str:
@@ -628,6 +640,32 @@ CONTINUOUS = {
 }
 
 
+def _at(anchor: Experiment, names: Sequence[str], x: np.ndarray) -> Experiment:
+    """``anchor`` with the continuous choices ``names`` set to the coordinates ``x``."""
+    fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
+    return replace(anchor, **fields)
+
+
+def _coordinates(anchor: Experiment, names: Sequence[str]) -> np.ndarray:
+    """The coordinates of ``anchor`` itself (the inverse of :func:`_at`, up to rounding)."""
+    values = [getattr(anchor, CONTINUOUS[n][0]) for n in names]
+    return np.array(
+        [np.log10(v) if n == "log10_samples" else v for n, v in zip(names, values, strict=True)]
+    )
+
+
+def initial_simplex(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Nelder–Mead's first simplex around ``x``, shape ``(n + 1, n)``: ``x`` and ``x`` moved
+    by a tenth of the box along each coordinate, inwards at the upper bound (scipy's default
+    moves a coordinate that is 0 by only 2.5e-4)."""
+    vertices = [np.asarray(x, dtype=np.float64)]
+    for i, step in enumerate(0.1 * (high - low)):
+        v = vertices[0].copy()
+        v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
+        vertices.append(v)
+    return np.array(vertices)
+
+
 def optimize(
     anchor: Experiment,
     published: Mapping[int, Curve],
@@ -640,75 +678,251 @@ def optimize(
 ) -> list[dict]:
     """Seeded random search, then Nelder–Mead, over continuous choices of ``anchor``.
 
-    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"random"``: that many
-    points uniform in the box (``numpy.random.default_rng(seed)``), evaluated together with
-    ``anchor`` itself; stage ``"local"``: :func:`scipy.optimize.minimize` with
-    ``method="Nelder-Mead"`` and the box as bounds, from the best of them and of ``anchor``
-    itself (stage ``"start"``; initial simplex: a tenth of the box along each coordinate), at most
-    ``local_evals`` evaluations (each one :func:`evaluate` at step ``factor · η``; a diverged
-    candidate counts as distance ``1e3``). Rows: the coordinates, the stage and the
-    :func:`evaluate` columns, sorted by distance.
+    ``bounds``: keys of :data:`CONTINUOUS` -> ``(low, high)``. Stage ``"start"``: ``anchor``
+    itself; ``"random"``: that many points uniform in the box (``default_rng(seed)``);
+    ``"local"``: :func:`scipy.optimize.minimize` (``"Nelder-Mead"``, the box as bounds,
+    :func:`initial_simplex`) from the best of them, at most ``local_evals`` evaluations. Each
+    evaluation is :func:`evaluate` at step ``factor · η`` (a diverged candidate counts as
+    ``1e3``). Rows: the coordinates, the stage and the :func:`evaluate` columns, by distance.
     """
     from scipy.optimize import minimize
 
     names = list(bounds)
-    unknown = set(names) - set(CONTINUOUS)
-    if unknown:
-        raise ValueError(f"unknown continuous choices {sorted(unknown)}; use {list(CONTINUOUS)}")
+    if set(names) - set(CONTINUOUS):
+        unknown = sorted(set(names) - set(CONTINUOUS))
+        raise ValueError(f"unknown continuous choices {unknown}; use {list(CONTINUOUS)}")
     if "log10_samples" in bounds and 10.0 ** bounds["log10_samples"][0] < anchor.d:
         raise ValueError(f"samples must be at least d = {anchor.d}: X Xᵀ must be invertible")
-    low = np.array([bounds[n][0] for n in names], dtype=np.float64)
-    high = np.array([bounds[n][1] for n in names], dtype=np.float64)
-
-    def experiment(x: np.ndarray) -> Experiment:
-        fields = {CONTINUOUS[n][0]: CONTINUOUS[n][1](v) for n, v in zip(names, x, strict=True)}
-        return replace(anchor, **fields)
+    low, high = (np.array([bounds[n][i] for n in names], dtype=np.float64) for i in (0, 1))
 
     def rows_of(points: np.ndarray, stage: str) -> list[dict]:
-        found = evaluate([experiment(x) for x in points], published, factor, run_many_func)
+        found = evaluate([_at(anchor, names, x) for x in points], published, factor, run_many_func)
         return [
             dict(zip(names, map(float, x), strict=True)) | {"stage": stage} | r
             for x, r in zip(points, found, strict=True)
         ]
 
-    start = [CONTINUOUS[n][0] for n in names]
-    x0 = np.array(
-        [
-            np.log10(anchor.samples) if n == "log10_samples" else getattr(anchor, f)
-            for n, f in zip(names, start, strict=True)
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    points = low + (high - low) * rng.random((random_points, len(names)))
-    rows = rows_of(x0[None, :], "start") + rows_of(points, "random")
-    best = min(rows, key=_rank)
+    points = low + (high - low) * np.random.default_rng(seed).random((random_points, len(names)))
+    rows = rows_of(_coordinates(anchor, names)[None, :], "start") + rows_of(points, "random")
     local: list[dict] = []
 
     def objective(x: np.ndarray) -> float:
-        (row,) = rows_of(np.asarray(x)[None, :], "local")
-        local.append(row)
-        return row["distance"] if np.isfinite(row["distance"]) else 1e3
+        local.extend(rows_of(np.asarray(x)[None, :], "local"))
+        return local[-1]["distance"] if np.isfinite(local[-1]["distance"]) else 1e3
 
     if local_evals > 0:
-        # an initial simplex of a tenth of the box per coordinate (scipy's default moves a
-        # coordinate at 0 by only 2.5e-4), stepping inwards at the upper bound
-        x_best = np.array([best[n] for n in names])
-        steps = 0.1 * (high - low)
-        vertices = [x_best]
-        for i, step in enumerate(steps):
-            v = x_best.copy()
-            v[i] = v[i] + step if v[i] + step <= high[i] else v[i] - step
-            vertices.append(v)
+        x_best = np.array([min(rows, key=_rank)[n] for n in names])
+        options = dict(maxfev=local_evals, xatol=1e-3, fatol=1e-4)
+        options["initial_simplex"] = initial_simplex(x_best, low, high)
         minimize(
             objective,
             x_best,
             method="Nelder-Mead",
             bounds=list(zip(low, high, strict=True)),
-            options={
-                "maxfev": local_evals,
-                "xatol": 1e-3,
-                "fatol": 1e-4,
-                "initial_simplex": np.array(vertices),
-            },
+            options=options,
         )
     return sorted([*rows, *local], key=_rank)
+
+
+def balanced_final_rate(
+    teacher: np.ndarray, sxx: np.ndarray, depth: int, step_size: float, tol: float = 1e-9
+) -> float:
+    """Final-phase loss rate per iteration of GD near ``W = teacher`` for balanced factors.
+
+    Near the minimum the end-to-end error ``E = W − A`` of a balanced network moves (gradient
+    flow, the book's derivation, not the paper's) as ``Ė = −P_A(E Σxx)`` with
+    ``P_A(F) = Σ_{a=0}^{N−1} (AAᵀ)^{a/N} F (AᵀA)^{(N−1−a)/N}``, so the loss decays like
+    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)``. With
+    ``A = U diag(σ) Vᵀ`` (full ``U``, ``V``) the operator acts on each row ``c = u_iᵀ E V``
+    separately as ``c ↦ c S D_i`` (``S = Vᵀ Σxx V``, ``D_i = diag_j Σ_a σ_i^{2a/N}
+    σ_j^{2(N−1−a)/N}``, ``0⁰ = 1``): ``d`` symmetric eigenproblems ``D_i^{1/2} S D_i^{1/2}``.
+    Unlike :func:`dlncore.experiments.journal.local_rate` (``p_min λ_min(Σxx)``, a bound) this
+    is the rate of the linearized flow itself.
+
+    Parameters
+    ----------
+    teacher : numpy.ndarray, shape (d, d)
+        The minimizer ``A`` (e.g. ``Σyx Σxx⁻¹`` for noiseless targets ``Y = AX``).
+    sxx : numpy.ndarray, shape (d, d)
+        ``X Xᵀ`` (symmetric positive definite).
+    depth : int
+        ``N``.
+    step_size : float
+        ``η``.
+    tol : float
+        Singular values below ``tol · σ_1`` count as 0; eigenvalues below ``tol`` times the
+        largest of their row as 0.
+
+    Returns
+    -------
+    float
+        ``2 η μ``, per iteration.
+    """
+    _, sigma, vt = np.linalg.svd(np.asarray(teacher, dtype=np.float64))
+    sigma = np.where(sigma < tol * sigma.max(), 0.0, sigma)
+    a = np.arange(depth)[:, None, None]
+    with np.errstate(divide="ignore"):
+        left = np.where(a == 0, 1.0, sigma[None, :, None] ** (2.0 * a / depth))
+        right = np.where(
+            a == depth - 1, 1.0, sigma[None, None, :] ** (2.0 * (depth - 1 - a) / depth)
+        )
+    p = np.sqrt(np.sum(left * right, axis=0))  # p[i, j]: square roots of the D_i entries
+    s = vt @ np.asarray(sxx, dtype=np.float64) @ vt.T
+    smallest = []
+    for row in p:
+        eig = np.linalg.eigvalsh(row[:, None] * s * row[None, :])
+        positive = eig[eig > tol * max(eig.max(), 0.0)]
+        if positive.size:
+            smallest.append(positive.min())
+    return 2.0 * step_size * float(min(smallest))
+
+
+@dataclass(frozen=True)
+class Variant(Experiment):
+    """An :class:`~dlncore.experiments.journal.Experiment` with two choices the book's recipe
+    does not have, for probes only.
+
+    ``ratio > 0``: the teacher's singular values are ``top · ratio^i``, ``i = 0..rank−1``
+    (geometric with that ratio; ``spectrum`` and ``exponent`` are then unused).
+    ``raw_depths``: depths whose start is PyTorch's ``nn.Linear`` default *not* rescaled
+    (``journal_init("pytorch-raw")``), the other depths as ``init`` says: a convention that
+    changes with depth (a hypothesis, never the book's default).
+    """
+
+    ratio: float = 0.0
+    raw_depths: tuple[int, ...] = ()
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` and ``Y`` as the base recipe, with the geometric teacher if ``ratio > 0``."""
+        if self.ratio <= 0:
+            return super().data()
+        values = self.top * self.ratio ** np.arange(self.rank, dtype=np.float64)
+        X, Y, _ = synthetic_data(
+            self.d, self.d, self.samples, values, self.data_seed, input_scale=self.input_scale
+        )
+        return X, Y
+
+    def start(self, depth: int) -> list[np.ndarray]:
+        """The base start, or the unscaled PyTorch default for a depth in ``raw_depths``."""
+        if depth not in self.raw_depths:
+            return super().start(depth)
+        dims = [self.d] + [self.width] * (depth - 1) + [self.d]
+        return journal_init("pytorch-raw", dims, self.init_seed)
+
+
+def closed_form(experiment: Experiment, depths: Sequence[int]) -> dict[str, float]:
+    """What the data and the start fix before any GD step: ``loss0_N`` (the loss at ``k = 0``
+    for each depth), ``lstar`` (``L*_{r−1}``, the last critical value above the minimum, where a
+    plateau before the final drop sits), ``rate_N`` (:func:`balanced_final_rate` at the
+    teacher ``A = Σyx Σxx⁻¹`` and the published step) and ``loss0_per_rate`` (``loss0`` of the
+    first depth over its rate: independent of the input scale, since both grow like ``s²``)."""
+    problem = experiment.problem()
+    sxx = problem.sxx.astype(np.float64)
+    teacher = np.linalg.solve(sxx, problem.syx.astype(np.float64).T).T
+    out = {"lstar": float(problem.optimal_loss(experiment.rank - 1))}
+    for n in depths:
+        out[f"loss0_{n}"] = float(problem.loss(experiment.start(n)))
+        out[f"rate_{n}"] = balanced_final_rate(teacher, sxx, n, experiment.step_size)
+    first = depths[0]
+    out["loss0_per_rate"] = out[f"loss0_{first}"] / out[f"rate_{first}"]
+    return out
+
+
+def held_per_depth(
+    row: Mapping, published: Mapping[int, Mapping[str, float]], drop_level: float = 1e-3
+) -> dict[int, tuple[int, int]]:
+    """``{N: (held, applied)}``: the targets of :data:`TARGETS` without the final losses (not
+    screened) that an :func:`evaluate` row meets, per depth (``published[N]``: :func:`features`
+    plus ``loss0``)."""
+    depths = [n for n in published if f"drop_{n}" in row]
+    ours = {
+        n: {k.removesuffix(f"_{n}"): v for k, v in row.items() if k.endswith(f"_{n}")}
+        for n in depths
+    }
+    screened = [t for t in TARGETS if not t[1].startswith("final")]
+    _, held = compare(ours, {n: published[n] for n in depths}, drop_level, screened)
+    return {n: (sum(h[2] for h in held if h[0] == n), sum(h[0] == n for h in held)) for n in depths}
+
+
+#: The families screened against the final choice in the appendix, ``(family, variant name,
+#: fields of a :class:`Variant` to replace, time scale c)``: ``c ≠ 1`` runs at step ``c η``
+#: (the hypothesis that the published curves move faster than their labelled step says), and
+#: is screened at ``1/c`` of the screening factor, so that the step actually run is the same.
+FAMILIES = (
+    *(
+        ("lead: geometric teacher", f"ratio {q:g}, s = {s:g}", {"ratio": q, "input_scale": s}, 1)
+        for q in (0.95, 0.9, 0.86)
+        for s in (1.7, 3.4, 6.0)
+    ),
+    *(
+        (
+            "PyTorch default, rescaled",
+            f"s = {s:g}, m = {m}",
+            {"init": "pytorch", "input_scale": s, "samples": m},
+            1,
+        )
+        for s in (1.7, 2.2, 2.8, 3.4)
+        for m in (200, 1000)
+    ),
+    *(
+        (
+            "PyTorch raw at N = 2 only (hypothesis)",
+            f"s = {s:g}",
+            {"init": "pytorch", "input_scale": s, "raw_depths": (2,)},
+            1,
+        )
+        for s in (1.7, 2.2, 2.8, 3.4)
+    ),
+    *(
+        ("spread start", f"u = {u:g}, s = {s:g}", {"spread": u, "input_scale": s}, 1)
+        for u in (1.5, 3.0, 4.5)
+        for s in (1.7, 2.4, 3.4)
+    ),
+    *(
+        ("imbalanced factors", f"t = {t:g}, s = {s:g}", {"imbalance": t, "input_scale": s}, 1)
+        for t in (0.3, 0.5, 1.0)
+        for s in (1.7, 3.4)
+    ),
+    *(
+        ("more samples", f"m = {m}, s = {s:g}", {"samples": m, "input_scale": s}, 1)
+        for m in (1000, 5000)
+        for s in (1.7, 2.4, 3.4, 4.5)
+    ),
+    *(
+        ("time scale c (hypothesis)", f"c = {c:g}, s = 1.7", {"input_scale": 1.7}, c)
+        for c in (2, 4, 8)
+    ),
+)
+
+
+def screen_families(
+    anchor: Variant,
+    families: Sequence[tuple[str, str, Mapping, float]],
+    published: Mapping[int, Curve],
+    factor: float,
+    run_many_func,
+) -> list[dict]:
+    """:func:`probe` every variant of ``families`` (see :data:`FAMILIES`) around ``anchor``
+    at step ``factor · η`` (a time scale ``c`` at step ``c η``, screened at
+    ``max(factor / c, 1)``: the same step as the others unless ``factor < c``),
+    plus ``anchor`` itself (family ``"final choice"``). Rows add ``family``, ``c``,
+    ``factor`` and ``held_N``/``applied_N`` (:func:`held_per_depth`), in the order given."""
+    features_of = {n: features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
+    todo = [("final choice", "as chapter 7", {}, 1.0), *families]
+    rows = []
+    for c in sorted({float(t[3]) for t in todo}):
+        group = [t for t in todo if float(t[3]) == c]
+        variants = {
+            name: {**fields, "step_size": anchor.step_size * c} for _, name, fields, _ in group
+        }
+        if len(variants) < len(group):
+            raise ValueError(f"variant names repeat among the variants at time scale {c:g}")
+        scaled = max(factor / c, 1.0)
+        found = probe(anchor, variants, published, scaled, run_many_func)
+        for (family, *_), row in zip(group, found, strict=True):
+            row.update(family=family, c=c, factor=scaled)
+            for n, (held, applied) in held_per_depth(row, features_of).items():
+                row[f"held_{n}"], row[f"applied_{n}"] = held, applied
+            rows.append(row)
+    order = {(t[0], t[1]): i for i, t in enumerate(todo)}
+    return sorted(rows, key=lambda r: order[(r["family"], r["variant"])])
