@@ -147,3 +147,26 @@ def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+# --- parallel runs (pytest-xdist) ----------------------------------------------------------
+
+#: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
+#: --dist loadgroup`` (``make test``), every test that uses one of them runs on the same worker,
+#: which builds it once. Other tests go to whichever worker is free.
+SHARED_FIXTURES = {
+    "smoke_book": "smoke-book",  # the repository's book built with profiles/smoke.yml
+    "published_book": "published-book",  # a mini book with its public addresses
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
+    ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
+    inert)."""
+    for item in items:
+        used = [
+            SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES
+        ]
+        if used and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(used[0]))
