@@ -160,6 +160,7 @@ SHARED_FIXTURES = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
     ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
