@@ -153,9 +153,10 @@ def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]
 
 #: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
 #: --dist loadgroup`` (``make test``), every test that uses one of them runs on the same worker,
-#: which builds it once. Other tests go to whichever worker is free.
+#: which builds it once. Other tests go to whichever worker is free. (The smoke book itself is
+#: built once for all workers: ``tests/book/conftest.py``.)
 SHARED_FIXTURES = {
-    "smoke_book": "smoke-book",  # the repository's book built with profiles/smoke.yml
+    "site_pages": "smoke-site",  # every page of the smoke book, visited in Chromium
     "published_book": "published-book",  # a mini book with its public addresses
 }
 
