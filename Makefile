@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dln-book-installed
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suite waits much of its time (kernels starting, pip, sleeps in the
+# fault tests), so one worker more than the 2 cores of the project's machine; tests sharing an
+# expensive fixture (the smoke book) go to one worker (tests/conftest.py, xdist_group).
+TEST_JOBS ?= 3
 
 .PHONY: book test lint env clean
 
@@ -30,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf _build

@@ -147,3 +147,28 @@ def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+# --- parallel runs (pytest-xdist) ----------------------------------------------------------
+
+#: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
+#: --dist loadgroup`` (``make test``), every test that uses one of them runs on the same worker,
+#: which builds it once. Other tests go to whichever worker is free. (The smoke book itself is
+#: built once for all workers: ``tests/book/conftest.py``.)
+SHARED_FIXTURES = {
+    "site_pages": "smoke-site",  # every page of the smoke book, visited in Chromium
+    "published_book": "published-book",  # a mini book with its public addresses
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
+    ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
+    inert)."""
+    for item in items:
+        used = [
+            SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES
+        ]
+        if used and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(used[0]))

@@ -1,10 +1,13 @@
 """Chapters run anywhere: from a wheel in a venv of their own, in Colab, on Binder, and on a Dask
 worker that cannot see this checkout (issue 18).
 
-The slow tests share one fixture, :func:`runtime`: the wheel of this checkout
-(``pip wheel --no-deps``, built from a copy of the sources) and a fresh venv holding only the
-pinned requirements (``requirements.txt``), not the package: a stand-in for Colab (the install
-cell brings the package) and for a worker's environment (the wheel installed into it).
+The slow tests share one fixture, :func:`wheel`: the wheel of this checkout
+(``pip wheel --no-deps``, built once from a copy of the sources). Each of them gets a fresh
+venv of its own holding only the pinned requirements (``requirements.txt``), not the package:
+a stand-in for Colab (the install cell brings the package), for Binder (``postBuild`` installs
+the checkout) and for a worker's environment (the wheel installed into it). Such a venv is made
+in seconds by :func:`pinned_venv`, from the files that ``pip install -r requirements.txt`` put
+into this checkout's venv, rather than in about two minutes by pip from the package index.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from dlnbook.chapters import discover_chapters, load_chapter
 from dlnbook.installcell import (
@@ -119,10 +124,57 @@ def clean_env(venv: Path | None = None) -> dict[str, str]:
     return env
 
 
-def fresh_venv(path: Path, requirements: Path) -> Path:
-    """A venv of this Python with ``pip install -r requirements`` and nothing else."""
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    pip(path, "install", "--quiet", "-r", str(requirements))
+#: What ``python -m venv`` puts into a venv besides the lock (``pip freeze`` leaves them out).
+VENV_TOOLS = ("pip", "setuptools", "wheel")
+
+
+def lock() -> dict[str, str]:
+    """``requirements.txt``: canonical distribution name -> pinned version."""
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def pinned_venv(path: Path) -> Path:
+    """A venv of this Python holding what ``python -m venv`` and ``pip install -r
+    requirements.txt`` give it, and nothing else: the installed files of every pinned
+    distribution (and of pip, setuptools and wheel) hard-linked from this checkout's venv, the
+    console scripts copied with their ``#!`` line naming the new venv's interpreter. The
+    package itself (installed editable here) is not in it. Fails when this venv does not hold
+    exactly the pinned versions (``make env`` installs them)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    pins = lock()
+    site = Path(sysconfig.get_path("purelib"))
+    target = Path(sysconfig.get_path("purelib", vars={"base": str(path)}))
+    found = {}
+    for dist in metadata.distributions(path=[str(site)]):
+        name = canonicalize_name(dist.metadata["Name"])
+        if name not in pins and name not in VENV_TOOLS:
+            continue
+        found[name] = dist.version
+        for file in dist.files or []:
+            source = Path(os.path.normpath(site / file))
+            if not source.is_file():
+                continue
+            if source.is_relative_to(site):
+                dest = target / source.relative_to(site)
+            else:  # console scripts and data files (share/jupyter/...) outside site-packages
+                dest = path / source.relative_to(sys.prefix)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            head = source.read_bytes()[:2] if source.parent.name == "bin" else b""
+            if head == b"#!":
+                script = source.read_bytes().split(b"\n", 1)
+                shebang = f"#!{path / 'bin' / 'python'}".encode()
+                dest.write_bytes(b"\n".join([shebang, *script[1:]]))
+                shutil.copymode(source, dest)
+            elif not dest.exists():
+                os.link(source, dest)
+    wrong = {n: (v, found.get(n)) for n, v in pins.items() if found.get(n) != v}
+    if wrong:
+        pytest.fail(f"this venv does not hold requirements.txt (pinned, found): {wrong}; make env")
     return path
 
 
@@ -144,37 +196,34 @@ def copy_sources(target: Path) -> Path:
     return target
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """The wheel of this checkout and a venv with only the pinned requirements."""
-
-    wheel: Path
-    venv: Path
-
-    def module_file(self, module: str, cwd: Path) -> str | None:
-        """Where the venv's Python finds ``module`` (None when it does not)."""
-        code = f"import importlib.util as u; s = u.find_spec({module!r}); print(s and s.origin)"
-        out = subprocess.run(
-            [str(self.venv / "bin" / "python"), "-c", code],
-            cwd=cwd,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return None if out == "None" else out
+def module_file(venv: Path, module: str, cwd: Path) -> str | None:
+    """Where the Python of ``venv`` finds ``module`` (None when it does not)."""
+    code = f"import importlib.util as u; s = u.find_spec({module!r}); print(s and s.origin)"
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return None if out == "None" else out
 
 
 @pytest.fixture(scope="session")
-def runtime(tmp_path_factory) -> Runtime:
-    """Built once: ``pip wheel --no-deps`` of a copy of the sources, and a fresh venv of
-    ``requirements.txt`` (about a minute with pip's download cache)."""
-    root = tmp_path_factory.mktemp("runtime")
+def wheel(tmp_path_factory) -> Path:
+    """Built once: ``pip wheel --no-deps`` of a copy of the sources."""
+    root = tmp_path_factory.mktemp("wheel")
     source = copy_sources(root / "source")
     pip(Path(sys.prefix), "wheel", "--quiet", "--no-deps", "-w", str(root / "dist"), str(source))
-    (wheel,) = (root / "dist").glob("dln_book-*.whl")
-    venv = fresh_venv(root / "venv", REPO / "requirements.txt")
-    return Runtime(wheel, venv)
+    (found,) = (root / "dist").glob("dln_book-*.whl")
+    return found
+
+
+@pytest.fixture
+def venv(tmp_path) -> Path:
+    """A venv of its own holding only the pinned requirements (:func:`pinned_venv`)."""
+    return pinned_venv(tmp_path / "venv")
 
 
 def papermill(venv: Path, notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
@@ -187,35 +236,53 @@ def papermill(venv: Path, notebook: Path, output: Path, parameters: dict, cwd: P
 
 
 @pytest.mark.slow
-def test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment(runtime, tmp_path):
-    pip(runtime.venv, "uninstall", "--yes", "dln-book")
-    assert runtime.module_file("dlncore", tmp_path) is None  # as in Colab: no package
+def test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment(
+    wheel, venv, tmp_path
+):
+    assert module_file(venv, "dlncore", tmp_path) is None  # as in Colab: no package
+    assert module_file(venv, "numpy", tmp_path).startswith(str(venv))  # the venv's own
     pinned = tmp_path / "pinned.ipynb"
-    source = f"dln-book[notebooks] @ {runtime.wheel.as_uri()}"  # stands in for git+URL@commit
+    own = Path(shutil.copy(wheel, tmp_path))
+    source = f"dln-book[notebooks] @ {own.as_uri()}"  # stands in for git+URL@commit
     pinned.write_text(json.dumps(pin_notebook(read(CHAPTER_1), source)))
     output = tmp_path / "out.ipynb"
-    papermill(runtime.venv, pinned, output, SMALL_1, tmp_path)
+    papermill(venv, pinned, output, SMALL_1, tmp_path)
 
-    where = runtime.module_file("dlncore", tmp_path)
-    assert where is not None and Path(where).is_relative_to(runtime.venv)
-    glued = glued_values(output)
-    assert glued["ch1-never-below"] in {"yes", "no"}  # the chapter ran to its last table
-    # a second run finds the package: the install cell does nothing
+    where = module_file(venv, "dlncore", tmp_path)
+    assert where is not None and Path(where).is_relative_to(venv)
+    assert glued_values(output)["ch1-never-below"] in {"yes", "no"}  # ran to its last table
+    # a second run finds the package: the install cell does nothing (the cell alone, in a
+    # new kernel: what follows it does not depend on it); pip would fail without the wheel
+    own.unlink()
+    cell_only = read(pinned)
+    cell_only["cells"] = code_cells(cell_only)[:1]
+    (tmp_path / "cell.ipynb").write_text(json.dumps(cell_only))
     again = tmp_path / "again.ipynb"
-    papermill(runtime.venv, pinned, again, SMALL_1, tmp_path)
+    papermill(venv, tmp_path / "cell.ipynb", again, {}, tmp_path)
     assert code_cells(read(again))[0]["outputs"] == []
-    assert glued_values(again) == glued
 
 
 @pytest.mark.slow
-def test_binder_environment_runs_a_chapter(tmp_path):
+def test_binder_environment_runs_a_chapter(venv, tmp_path):
     # what Binder (repo2docker) does: runtime.txt's Python, `pip install -r
     # binder/requirements.txt`, then binder/postBuild from the repository's root
     assert (REPO / "binder" / "runtime.txt").read_text().strip() == (
         f"python-{sys.version_info.major}.{sys.version_info.minor}"
     )
     source = copy_sources(tmp_path / "repo")
-    venv = fresh_venv(tmp_path / "venv", source / "binder" / "requirements.txt")
+    # the venv holds the lock: binder/requirements.txt asks for nothing else
+    report = tmp_path / "report.json"
+    pip(
+        venv,
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--report",
+        str(report),
+        "-r",
+        str(source / "binder" / "requirements.txt"),
+    )
+    assert json.loads(report.read_text())["install"] == []
     subprocess.run(["bash", "binder/postBuild"], cwd=source, env=clean_env(venv), check=True)
     output = tmp_path / "out.ipynb"
     papermill(venv, source / "chapters" / "01_setting.ipynb", output, SMALL_1, tmp_path)
@@ -290,16 +357,16 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def isolated_cluster(runtime, tmp_path) -> Iterator[str]:
+def isolated_cluster(wheel, venv, tmp_path) -> Iterator[str]:
     """A scheduler and one worker, the worker in its own mount namespace where a tmpfs hides
     this checkout, running from the wheel in its own venv. Yields the scheduler's address."""
     reason = unshare_permitted()
     if reason:
         pytest.skip(reason)
-    pip(runtime.venv, "install", "--quiet", "--no-deps", "--force-reinstall", str(runtime.wheel))
+    pip(venv, "install", "--quiet", "--no-deps", str(wheel))
     address = f"tcp://127.0.0.1:{free_port()}"
-    dask = str(runtime.venv / "bin" / "dask")
-    env = clean_env(runtime.venv)
+    dask = str(venv / "bin" / "dask")
+    env = clean_env(venv)
     scheduler = start(
         [dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
         + ["--no-dashboard"],
@@ -320,7 +387,7 @@ def isolated_cluster(runtime, tmp_path) -> Iterator[str]:
             assert set(client.run(os.path.exists, str(REPO / "Makefile")).values()) == {False}
             origin = client.run(eval, "__import__('dlncore').__file__")
             (where,) = origin.values()
-            assert Path(where).is_relative_to(runtime.venv), where
+            assert Path(where).is_relative_to(venv), where
         yield address
     finally:
         stop(worker)

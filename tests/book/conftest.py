@@ -3,6 +3,7 @@ serving a built book over HTTP under a sub-path, and reading it in headless Chro
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -85,9 +86,24 @@ def build_book(
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory) -> Build:
-    """The repository's book built once with the smoke profile into a temporary folder."""
-    out = tmp_path_factory.mktemp("smoke-book")
-    result = build_book(REPO, out, SMOKE)
+    """The repository's book built once per test session with the smoke profile into a
+    temporary folder. Under pytest-xdist (``make test``) the first worker that needs it builds
+    it into the session's shared temporary folder while the others wait on a lock, and every
+    worker reads the same build; tests must not write into it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    record = root / "smoke-book.json"
+    with (root / "smoke-book.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            result = Build(**{**saved, "build_dir": Path(saved["build_dir"])})
+        else:
+            out = root / "smoke-book"
+            out.mkdir()
+            result = build_book(REPO, out, SMOKE)
+            record.write_text(json.dumps({**vars(result), "build_dir": str(result.build_dir)}))
     assert result.returncode == 0, f"smoke build failed:\n{result.output[-6000:]}"
     return result
 
