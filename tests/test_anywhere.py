@@ -311,7 +311,7 @@ SMALL_7 = {
 #: The swept points: chapter -> parameter values (a `--params` file).
 SWEEPS = {
     "1": {"steps": [30, 40], "bottleneck_steps": [30]},
-    "7": {"steps": [20, 40], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}},
+    "7": {"steps": [20], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}},
 }
 
 
