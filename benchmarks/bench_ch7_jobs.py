@@ -33,7 +33,7 @@ PUBLISHED_STEPS = 1_000_000
 def _scaled(before):
     """A session-4 loss-and-gradients function in the new signature (``eta * g`` after)."""
 
-    def loss_and_gradients(weights, X, Y, scale=1.0):
+    def loss_and_gradients(weights, X, Y, scale=1.0, XT=None):
         loss, grads = before(weights, X, Y)
         return loss, [scale * g for g in grads]
 

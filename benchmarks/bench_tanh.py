@@ -60,13 +60,13 @@ def before_output(weights, X, Y):
     return 0.5 * float(np.sum(r * r)), grads
 
 
-def before_step(func, ws, X, Y, eta):
+def before_step(func, ws, X, Y, eta, XT):
     _, grads = func(ws, X, Y)
     return [w - eta * g for w, g in zip(ws, grads, strict=True)]
 
 
-def after_step(func, ws, X, Y, eta):
-    _, moves = func(ws, X, Y, eta)
+def after_step(func, ws, X, Y, eta, XT):
+    _, moves = func(ws, X, Y, eta, XT)  # Xᵀ kept across steps, as tanh_gd does
     for w, m in zip(ws, moves, strict=True):
         w -= m  # as dlncore.iterates.Iterates does
     return ws
@@ -78,12 +78,12 @@ def per_step(step, func, depth, dtype=np.float32, d=70, width=35, m=200):
     X = (3.4 * rng.standard_normal((d, m)) / np.sqrt(m)).astype(dtype)
     Y = (rng.standard_normal((d, m)) / np.sqrt(m)).astype(dtype)
     ws = [w.astype(dtype) for w in orthogonal([d] + [width] * (depth - 1) + [d], 1)]
-    eta = dtype(3e-5)
+    eta, XT = dtype(3e-5), np.ascontiguousarray(X.T)
     best = np.inf
     for _ in range(5):
         began = time.process_time()
         for _ in range(200):
-            ws = step(func, ws, X, Y, eta)
+            ws = step(func, ws, X, Y, eta, XT)
         best = min(best, (time.process_time() - began) / 200)
     assert all(w.dtype == dtype for w in ws)
     return best, ws

@@ -40,13 +40,14 @@ def _half_squared(r: np.ndarray) -> float:
     return 0.5 * float(np.sum(r * r))
 
 
-def _times_transpose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _times_transpose(a: np.ndarray, b: np.ndarray, b_t: np.ndarray | None = None) -> np.ndarray:
     """``a bᵀ`` for C-ordered ``a`` (``p × m``) and ``b`` (``q × m``), ``p × q``.
 
     numpy's ``a @ b.T`` with ``m = 200`` takes about twice as long as the product with a
-    contiguous copy of ``bᵀ`` (``benchmarks/bench_tanh.py``), so the copy is made first.
+    contiguous copy of ``bᵀ`` (``benchmarks/bench_tanh.py``), so the copy is made first;
+    ``b_t``: that copy, when the caller has it.
     """
-    return a @ np.ascontiguousarray(b.T)
+    return a @ (np.ascontiguousarray(b.T) if b_t is None else b_t)
 
 
 def tanh_loss(weights: Sequence[np.ndarray], X: np.ndarray, Y: np.ndarray) -> float:
@@ -55,7 +56,11 @@ def tanh_loss(weights: Sequence[np.ndarray], X: np.ndarray, Y: np.ndarray) -> fl
 
 
 def tanh_loss_and_gradients(
-    weights: Sequence[np.ndarray], X: np.ndarray, Y: np.ndarray, scale: float = 1.0
+    weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+    scale: float = 1.0,
+    XT: np.ndarray | None = None,
 ) -> tuple[float, Weights]:
     """The loss and its gradients ``[∂L/∂W_1, ..., ∂L/∂W_N]`` by backpropagation.
 
@@ -63,18 +68,19 @@ def tanh_loss_and_gradients(
     ``∂L/∂W_j = Δ_j H_{j−1}ᵀ`` and ``Δ_{j−1} = (W_jᵀ Δ_j) ⊙ (1 − H_{j−1}²)``. The gradients
     come multiplied by ``scale`` (gradient descent passes its step ``η``); the loss is
     ``½ EᵀE`` by one dot product in the dtype of ``X`` (:func:`tanh_loss` sums in float64).
+    ``XT``: ``Xᵀ`` as a C-ordered array, if the caller keeps one (saves a copy per call).
     """
     hidden, E = tanh_forward(weights, X)
     E -= Y
     n = len(weights)
     grads: Weights = [None] * n  # type: ignore[list-item]
-    grads[-1] = _times_transpose(E, hidden[-1])
+    grads[-1] = _times_transpose(E, hidden[-1], XT if n == 1 else None)
     delta = weights[-1].T @ E
     for j in range(n - 2, -1, -1):  # 0-based index of W_{j+1}
         slope = hidden[j + 1] * hidden[j + 1]  # 1 − H², in place
         np.subtract(1, slope, out=slope)
         delta *= slope
-        grads[j] = _times_transpose(delta, hidden[j])
+        grads[j] = _times_transpose(delta, hidden[j], None if j else XT)
         if j > 0:
             delta = weights[j].T @ delta
     for g in grads:
@@ -88,14 +94,18 @@ def output_tanh_loss(weights: Sequence[np.ndarray], X: np.ndarray, Y: np.ndarray
 
 
 def output_tanh_loss_and_gradients(
-    weights: Sequence[np.ndarray], X: np.ndarray, Y: np.ndarray, scale: float = 1.0
+    weights: Sequence[np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+    scale: float = 1.0,
+    XT: np.ndarray | None = None,
 ) -> tuple[float, Weights]:
     """The loss of :func:`output_tanh_loss` and its gradients ``[∂L/∂W_1, ..., ∂L/∂W_N]``.
 
     With ``T = tanh(W X)``, ``W = W_N ⋯ W_1`` and ``G = ((T − Y) ⊙ (1 − T²)) Xᵀ``
     (``d_y × d_x``): ``∂L/∂W_j = A_jᵀ G B_jᵀ``, ``A_j = W_N ⋯ W_{j+1}``, ``B_j = W_{j−1} ⋯ W_1``,
     evaluated as a linear network's backward pass from ``G`` (``3N − 2`` products of weight
-    sizes besides the two with ``X``). Gradients multiplied by ``scale``; loss as in
+    sizes besides the two with ``X``). Gradients multiplied by ``scale``; loss and ``XT`` as in
     :func:`tanh_loss_and_gradients`.
     """
     prefix = prefix_products(weights)  # B_{j+1} = W_j ⋯ W_1
@@ -104,7 +114,7 @@ def output_tanh_loss_and_gradients(
     T *= T  # 1 − T², in place
     np.subtract(1, T, out=T)
     T *= E
-    G = _times_transpose(T, X) * scale
+    G = _times_transpose(T, X, XT) * scale
     grads: Weights = [None] * len(weights)  # type: ignore[list-item]
     for j in range(len(weights) - 1, 0, -1):
         grads[j] = G @ prefix[j - 1].T
@@ -117,11 +127,12 @@ def _step(
     loss_and_gradients: Callable[..., tuple[float, Weights]],
     X: np.ndarray,
     Y: np.ndarray,
+    XT: np.ndarray,
     weights: Weights,
     eta: np.ndarray,
 ) -> tuple[float, Weights]:
     """The step of :class:`~dlncore.iterates.Iterates`: loss and moves ``η ∇L``."""
-    loss, moves = loss_and_gradients(weights, X, Y, eta)
+    loss, moves = loss_and_gradients(weights, X, Y, eta, XT)
     return np.float64(loss), moves
 
 
@@ -153,7 +164,7 @@ def tanh_gd(
     Records the loss (summed in float64) and ``end_to_end_norm`` (``‖W_N ⋯ W_1‖_op``, the
     product of the weight matrices without the activations) on a geometric grid of iterations.
     The run stops early (and is flagged diverged) when the loss exceeds ``blowup · L(0)`` or is
-    not finite.
+    not finite (checked at every step with the step's own loss, one dot product in ``dtype``).
 
     Returns
     -------
@@ -180,7 +191,7 @@ def tanh_gd(
         progress=progress,
         label="tanh gd",
     )
-    step = partial(_step, loss_and_gradients, X, Y)  # the blowup check uses the cheap loss
+    step = partial(_step, loss_and_gradients, X, Y, np.ascontiguousarray(X.T))  # Xᵀ kept
     it = recorder.follow(Iterates(step, ws, lambda k: eta, steps, threshold))
     run = recorder.run(
         it,
