@@ -3,11 +3,13 @@ after session 5's tanh step, and the makespan of the jobs on the chapter's 2 wor
 
 Run with ``.venv/bin/python benchmarks/bench_ch7_jobs.py [STEPS]`` (default 20 000 steps per
 job, about 1.5 minutes; each job's CPU time is scaled to the chapter's 10⁶ steps, which is
-exact up to the per-record work of its 250 records). BLAS is pinned to one thread, as in the
-chapter's worker processes. "before" runs the same ``tanh_gd`` with the session-4 step
-(``benchmarks/bench_tanh.py``: loss summed in float64 every step, ``a @ b.T``, identity
-products); the linear jobs did not change. The makespan is the chapter's longest-first order
-(its ``costs``) on 2 workers, each job taking its measured time. Not part of the test suite.
+exact up to the per-record work of its 250 records; STEPS = 10⁶ runs the chapter's own jobs).
+BLAS is pinned to one thread, as in the chapter's worker processes. "before" runs the same
+``tanh_gd`` with the session-4 step (``benchmarks/bench_tanh.py``: loss summed in float64 every
+step, ``a @ b.T``, identity products); the linear jobs did not change. The makespan is the
+chapter's longest-first order (its ``costs``) on 2 workers, each job taking its measured time.
+For each tanh job it also prints how far the recorded losses of the two codes differ. Not part
+of the test suite.
 """
 
 import os
@@ -20,6 +22,8 @@ import heapq  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -46,10 +50,11 @@ BEFORE = {
 }
 
 
-def cpu_seconds(func, kwargs) -> float:
+def cpu_seconds(func, kwargs):
+    """CPU seconds of ``func(**kwargs)``, and its result."""
     began = time.process_time()
-    func(**kwargs)
-    return time.process_time() - began
+    run = func(**kwargs)
+    return time.process_time() - began, run
 
 
 def makespan(durations, workers: int = 2) -> float:
@@ -69,20 +74,23 @@ def main(steps: int) -> None:
     for depth in (2, 3, 5):
         for dtype, weight in (("float64", 1.0), ("float32", 0.7)):
             kwargs = dict(experiment=e, depth=depth, dtype=dtype)
-            sec = scale * cpu_seconds(journal.linear_run, kwargs)
+            sec = scale * cpu_seconds(journal.linear_run, kwargs)[0]
             cost = PUBLISHED_STEPS * (depth + 1) * weight
             rows.append((cost, f"linear N={depth} {dtype}", sec, sec))
         for reading in ("hidden", "output"):
             kwargs = dict(experiment=t, depth=depth, dtype="float32", reading=reading)
-            after = scale * cpu_seconds(journal.tanh_run, kwargs)
+            after, new = cpu_seconds(journal.tanh_run, kwargs)
             saved = tanh.READINGS[reading]
             tanh.READINGS[reading] = BEFORE[reading]
             try:
-                before = scale * cpu_seconds(journal.tanh_run, kwargs)
+                before, old = cpu_seconds(journal.tanh_run, kwargs)
             finally:
                 tanh.READINGS[reading] = saved
+            change = float(np.max(np.abs(new.loss / old.loss - 1)))
             cost = PUBLISHED_STEPS * (depth + 1) * 200 / 70
-            rows.append((cost, f"tanh-{reading} N={depth} float32", before, after))
+            name = f"tanh-{reading} N={depth} float32"
+            rows.append((cost, name, scale * before, scale * after))
+            print(f"  {name}: recorded losses before and after differ by {change:.1e} (relative)")
     rows.sort(key=lambda r: -r[0])  # the chapter's longest-first order
     print(f"CPU seconds per job at {PUBLISHED_STEPS:.0e} steps (measured at {steps} steps):")
     for _, name, before, after in rows:
