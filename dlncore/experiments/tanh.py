@@ -6,7 +6,8 @@ the layers. ``"output"`` (the second reading of the published axis label
 once at the output of the linear network.
 
 No theory of the paper covers either model. Unlike the linear case the data do not reduce to
-covariances: a step costs ``O(m d² N)``.
+covariances: a step costs ``O(m d² N)`` between the layers, ``O(m d² + N d³)`` at the output
+(two products with ``X``, then the chain of weights as in the linear network).
 """
 
 from __future__ import annotations
