@@ -7,6 +7,7 @@ import dlncore as dc
 from dlncore.experiments.journal import Experiment, linear_run, tanh_run
 from dlncore.experiments.parallel import run_many
 from dlncore.experiments.tanh import (
+    READINGS,
     output_tanh_loss,
     output_tanh_loss_and_gradients,
     tanh_gd,
@@ -90,6 +91,70 @@ def test_tanh_gd_flags_divergence():
     X, Y, weights = _tanh_case(3)
     run = tanh_gd(X, Y, [5 * w for w in weights], 10.0, 200, blowup=10.0)
     assert bool(run.diverged) and run.info["steps"] < 200
+
+
+def _plain_gradients(reading, weights, X, Y):
+    """Gradients of either reading written out plainly (the session-4 formulas): the reference
+    that the faster products of :mod:`dlncore.experiments.tanh` must reproduce."""
+    n = len(weights)
+    if reading == "hidden":
+        hidden = [X]
+        for w in weights[:-1]:
+            hidden.append(np.tanh(w @ hidden[-1]))
+        delta = weights[-1] @ hidden[-1] - Y
+        grads = [None] * n
+        for j in range(n - 1, -1, -1):
+            grads[j] = delta @ hidden[j].T
+            if j > 0:
+                delta = (weights[j].T @ delta) * (1 - hidden[j] ** 2)
+        return grads
+    below = [np.eye(X.shape[0], dtype=X.dtype)]
+    for w in weights:
+        below.append(w @ below[-1])
+    T = np.tanh(below[-1] @ X)
+    G = ((T - Y) * (1 - T * T)) @ X.T
+    above = [np.eye(Y.shape[0], dtype=X.dtype)]  # A_N = I, A_{N-1} = W_N, ...
+    for w in weights[:0:-1]:
+        above.append(above[-1] @ w)
+    return [above[n - 1 - j].T @ G @ below[j].T for j in range(n)]
+
+
+@pytest.mark.parametrize("reading", ["hidden", "output"])
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-11), ("float32", 3e-5)])
+def test_tanh_gd_at_chapter_7_sizes_follows_the_plain_formulas(reading, dtype, rtol):
+    """200 steps at chapter 7's sizes (d = 70, widths 35, m = 200, depth 3): the same weights
+    and recorded losses as the plain loop, to float rounding (float32: 3e-5 relative)."""
+    e = Experiment(70, 200, 25, "flat", 1.0, 3.4, 0, 35, 2, 1.0, 3e-5, 200, init="orthogonal")
+    X, Y = (a.astype(dtype) for a in e.data())
+    start = [w.astype(dtype) for w in e.start(3)]
+    run = tanh_gd(X, Y, start, 1e-2, 200, record=5, dtype=dtype, reading=reading)
+    loss = READINGS[reading][0]
+    ws, eta = [w.copy() for w in start], np.dtype(dtype).type(1e-2)
+    for k in range(201):
+        if k in run.iterations:
+            i = int(np.flatnonzero(run.iterations == k)[0])
+            assert run.loss[i] == pytest.approx(loss(ws, X, Y), rel=rtol)
+        if k < 200:
+            ws = [w - eta * g for w, g in zip(ws, _plain_gradients(reading, ws, X, Y), strict=True)]
+    scale = max(float(np.abs(w).max()) for w in ws)
+    for a, b in zip(run.weights, ws, strict=True):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+    assert run.loss[-1] < 0.9 * run.loss[0]  # the runs moved
+
+
+@pytest.mark.parametrize("reading", ["hidden", "output"])
+def test_tanh_gradients_are_scaled_and_the_recorded_loss_is_summed_in_float64(reading):
+    X, Y, weights = _tanh_case(5)
+    loss_func, loss_and_gradients = READINGS[reading]
+    loss, grads = loss_and_gradients(weights, X, Y)
+    _, scaled = loss_and_gradients(weights, X, Y, 0.25)
+    for g, s in zip(grads, scaled, strict=True):
+        np.testing.assert_allclose(s, 0.25 * g, rtol=1e-15, atol=0)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    run = tanh_gd(X32, Y32, weights, 0.01, 10, record=3, dtype="float32", reading=reading)
+    assert run.loss.dtype == np.float64
+    assert run.loss[-1] == loss_func(run.weights, X32, Y32)  # exactly: float64 sum each record
 
 
 def test_normalized_gaussian_has_the_requested_norm():
