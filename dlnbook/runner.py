@@ -50,8 +50,8 @@ RUN_RECORD = "run.json"
 #: Through it ``dln-book build`` hands its plans to the Sphinx extension (planned once).
 PLANS_ENV = "DLNBOOK_PLANS"
 #: Seconds of a chapter at its defaults that never ran here, measured from a fresh clone
-#: (README): chapter 7 18 min 7 s, the appendix 1 min 54 s; others use ``# time:`` estimates.
-DEFAULT_SECONDS = {"07_experiments": 1087.0, "08_calibration": 114.0}
+#: (README): chapter 7 10 min 15 s, the appendix 91 s; others use ``# time:`` estimates.
+DEFAULT_SECONDS = {"07_experiments": 615.0, "08_calibration": 91.0}
 #: Cell tags that change how a notebook executes; other tags only change the page.
 EXECUTION_TAGS = frozenset({"parameters", "raises-exception", "skip-execution"})
 
