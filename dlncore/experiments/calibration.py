@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from dlncore.data import synthetic_data
-from dlncore.experiments.journal import Experiment, journal_init, linear_run
+from dlncore.experiments.journal import (
+    Experiment,
+    journal_init,
+    linear_run,
+    preconditioner_eigenvalues,
+)
 from dlncore.fitting import first_crossing_loglog
 
 #: Iterations at which curves are compared: 41 log-spaced points from 10 to 10⁶.
@@ -760,13 +765,7 @@ def balanced_final_rate(
     """
     _, sigma, vt = np.linalg.svd(np.asarray(teacher, dtype=np.float64))
     sigma = np.where(sigma < tol * sigma.max(), 0.0, sigma)
-    a = np.arange(depth)[:, None, None]
-    with np.errstate(divide="ignore"):
-        left = np.where(a == 0, 1.0, sigma[None, :, None] ** (2.0 * a / depth))
-        right = np.where(
-            a == depth - 1, 1.0, sigma[None, None, :] ** (2.0 * (depth - 1 - a) / depth)
-        )
-    p = np.sqrt(np.sum(left * right, axis=0))  # p[i, j]: square roots of the D_i entries
+    p = np.sqrt(preconditioner_eigenvalues(sigma, depth))  # p[i, j]: roots of the D_i entries
     s = vt @ np.asarray(sxx, dtype=np.float64) @ vt.T
     smallest = []
     for row in p:

@@ -237,24 +237,32 @@ def loss_rate(iterations: np.ndarray, loss: np.ndarray, high: float, low: float)
     return float(-slope)
 
 
+def preconditioner_eigenvalues(singular_values: np.ndarray, depth: int) -> np.ndarray:
+    """The eigenvalues ``Σ_a σ_i^{2a/N} σ_j^{2(N−1−a)/N}`` (``0⁰ = 1``), shape ``(r, r)``.
+
+    For balanced factors the end-to-end matrix ``W = U diag(σ) Vᵀ`` moves (under gradient flow)
+    as ``Ẇ = −P(∇L¹(W))`` with ``P(E) = Σ_{a=0}^{N−1} (WWᵀ)^{a/N} E (WᵀW)^{(N−1−a)/N}``; ``P`` has
+    the eigenvectors ``u_i v_jᵀ`` with these eigenvalues (entry ``[i, j]``). ``singular_values``:
+    the ``r`` values ``σ`` (zeros included, exactly 0). The book's derivation, not the paper's.
+    """
+    s = np.asarray(singular_values, dtype=np.float64)
+    a = np.arange(depth)[:, None, None]
+    with np.errstate(divide="ignore"):
+        left = np.where(a == 0, 1.0, s[None, :, None] ** (2.0 * a / depth))
+        right = np.where(a == depth - 1, 1.0, s[None, None, :] ** (2.0 * (depth - 1 - a) / depth))
+    return np.sum(left * right, axis=0)
+
+
 def preconditioner_min_eigenvalue(
     singular_values: np.ndarray, depth: int, tol: float = 1e-6
 ) -> float:
     """Smallest nonzero eigenvalue of the end-to-end preconditioner of a balanced network.
 
-    For balanced factors the end-to-end matrix ``W = U diag(σ) Vᵀ`` moves (under gradient flow)
-    as ``Ẇ = −P(∇L¹(W))`` with ``P(E) = Σ_{a=0}^{N−1} (WWᵀ)^{a/N} E (WᵀW)^{(N−1−a)/N}``; ``P`` has
-    the eigenvectors ``u_i v_jᵀ`` with eigenvalues ``Σ_a σ_i^{2a/N} σ_j^{2(N−1−a)/N}``
-    (``0⁰ = 1``). ``singular_values``: all ``min(d_y, d_x)`` values of ``W`` (zeros included;
-    those below ``tol · max σ`` count as 0). The book's derivation, not the paper's.
+    :func:`preconditioner_eigenvalues` of ``singular_values`` (all ``min(d_y, d_x)`` values of
+    ``W``; those below ``tol · max σ`` count as 0), its smallest above ``tol`` times the largest.
     """
     s = np.asarray(singular_values, dtype=np.float64)
-    s = np.where(s < tol * s.max(), 0.0, s)
-    a = np.arange(depth)[:, None, None]
-    with np.errstate(divide="ignore"):
-        left = np.where(a == 0, 1.0, s[None, :, None] ** (2.0 * a / depth))
-        right = np.where(a == depth - 1, 1.0, s[None, None, :] ** (2.0 * (depth - 1 - a) / depth))
-    eig = np.sum(left * right, axis=0)
+    eig = preconditioner_eigenvalues(np.where(s < tol * s.max(), 0.0, s), depth)
     positive = eig[eig > tol * eig.max()]
     return float(positive.min())
 
