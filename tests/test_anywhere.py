@@ -141,9 +141,9 @@ def lock() -> dict[str, str]:
 def pinned_venv(path: Path) -> Path:
     """A venv of this Python holding what ``python -m venv`` and ``pip install -r
     requirements.txt`` give it, and nothing else: the installed files of every pinned
-    distribution (and of pip, setuptools and wheel) hard-linked from this checkout's venv, the
-    console scripts copied with their ``#!`` line naming the new venv's interpreter. The
-    package itself (installed editable here) is not in it. Fails when this venv does not hold
+    distribution (and of pip, setuptools and wheel) hard-linked (copied across file systems) from
+    this checkout's venv, the console scripts copied with their ``#!`` line naming the new venv's
+    interpreter. The package itself (installed editable here) is not in it. Fails when this venv does not hold
     exactly the pinned versions (``make env`` installs them)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     pins = lock()
@@ -171,7 +171,10 @@ def pinned_venv(path: Path) -> Path:
                 dest.write_bytes(b"\n".join([shebang, *script[1:]]))
                 shutil.copymode(source, dest)
             elif not dest.exists():
-                os.link(source, dest)
+                try:
+                    os.link(source, dest)
+                except OSError:  # another file system: a copy
+                    shutil.copy2(source, dest)
     wrong = {n: (v, found.get(n)) for n, v in pins.items() if found.get(n) != v}
     if wrong:
         pytest.fail(f"this venv does not hold requirements.txt (pinned, found): {wrong}; make env")
