@@ -143,8 +143,8 @@ def pinned_venv(path: Path) -> Path:
     requirements.txt`` give it, and nothing else: the installed files of every pinned
     distribution (and of pip, setuptools and wheel) hard-linked (copied across file systems) from
     this checkout's venv, the console scripts copied with their ``#!`` line naming the new venv's
-    interpreter. The package itself (installed editable here) is not in it. Fails when this venv does not hold
-    exactly the pinned versions (``make env`` installs them)."""
+    interpreter. The package itself (installed editable here) is not in it. Fails when this venv
+    does not hold exactly the pinned versions (``make env`` installs them)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     pins = lock()
     site = Path(sysconfig.get_path("purelib"))
