@@ -187,6 +187,7 @@ def _page_config(book: Path, srcdir: Path, name: str) -> dict:
     config = {key: value for key, value in config.items() if not key.startswith("dlnbook_")}
     config["extensions"] = [ext for ext in config.get("extensions", []) if ext != _EXTENSION]
     config["html_copy_source"] = False
+    config["nb_execution_mode"] = "off"  # the page shows the run; never a kernel of its own
     favicon = config.get("html_favicon")
     if favicon and "://" not in favicon:  # relative to the book, not to the page's sources
         config["html_favicon"] = str(book / favicon)

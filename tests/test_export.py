@@ -278,3 +278,22 @@ def test_finalize_renders_the_page_only_in_the_runs_folder(run, tmp_path):
     page = (hidden / "html" / "02_tiny.html").read_text()
     (shared,) = (run.run_dir.parent / SHARED_DIR).iterdir()
     assert f'src="../../{SHARED_DIR}/{shared.name}/mathjax/tex-chtml.js"' in page
+
+
+@pytest.mark.parametrize("config", ["missing", "auto"])
+def test_page_never_executes_the_notebook_again(run, tmp_path, config):
+    """Jupyter Book's default (``auto``) would run a notebook with a cell lacking outputs in
+    a new kernel; the page shows the run's outputs, whatever the book's configuration."""
+    book_config = run.chapter.path.parents[1] / "_config.yml"
+    if config == "missing":
+        book_config.unlink()
+    else:
+        book_config.write_text(book_config.read_text().replace('"off"', '"auto"'))
+    marker = tmp_path / "executed-by-the-page"
+    cell = new_code_cell(f"open({str(marker)!r}, 'w')")
+    for path in (run.chapter.path, run.executed_notebook):
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.insert(1, cell)  # before any cell that fails outside the run
+        nbformat.write(nb, path)
+    write_page(run, run.executed_notebook, run.run_dir / "html")
+    assert not marker.exists()
