@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from dataclasses import replace
 from importlib.resources.abc import Traversable
@@ -43,6 +44,14 @@ def test_distance_is_zero_for_equal_curves_and_measures_shifts():
     d_floor, _ = cal.distance(above, c, grid=np.array([1e5, 1e6]), floor=1e-3)
     assert d_floor == 0.0
     assert cal.total_distance({2: (0.5, 0.01), 3: (0.1, 0.03)}) == pytest.approx(0.5)
+
+
+def test_a_loss_of_zero_is_read_as_zero_without_warning():
+    c = _curve([1.0, 10.0, 100.0], [1.0, 0.0, 0.0], [1, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log10(0) warned
+        at = c.loss_at(np.array([1.0, 10.0, 50.0]))
+    assert at[0] == pytest.approx(1.0) and 0 <= at[1] < 1e-300 and 0 <= at[2] < 1e-300
 
 
 def test_first_crossing_interpolates_in_log_log():
@@ -337,6 +346,12 @@ def test_optimize_finds_the_input_scale_that_made_the_published_curves():
     assert sorted(r["input_scale"] for r in again) == first  # seeded: the same random points
     with pytest.raises(ValueError, match="at least d"):
         cal.optimize(anchor, published, {"log10_samples": (0.0, 2.0)}, 1.0, _serial)
+    # an anchor outside the box: the local search starts inside it (scipy warned, then clipped)
+    outside = replace(anchor, input_scale=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clipped = cal.optimize(outside, published, bounds, 1.0, _serial, 0, local_evals=3)
+    assert all(1.0 <= r["input_scale"] <= 2.0 for r in clipped if r["stage"] == "local")
 
 
 def _psd_power(m: np.ndarray, power: float) -> np.ndarray:

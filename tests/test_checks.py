@@ -20,7 +20,7 @@ import yaml
 
 from dlnbook.chapters import check_profile, discover_chapters, load_profile, validate
 from dlnbook.runner import plan_runs, run_plans
-from tests.test_prose import placeholders
+from tests.test_prose import placeholders, warnings_shown
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = {c.name: c for c in discover_chapters(REPO / "chapters")}
@@ -207,3 +207,4 @@ def test_each_chapter_has_a_parameter_set_that_breaks_a_claim(tmp_path):
         assert verdicts[key] == "no", f"{name}: {key} = {verdicts[key]!r} ({why})"
         # a broken claim is said in words, not with placeholders (-1, nan, None)
         assert placeholders(plan.executed_notebook) == [], name
+        assert warnings_shown(plan.executed_notebook) == [], name

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from myst_nb.core.variables import format_plain_text
 
@@ -65,6 +67,19 @@ def placeholders(executed: Path) -> list[str]:
     return bad
 
 
+def warnings_shown(executed: Path) -> list[str]:
+    """The warnings an executed chapter printed (stderr lines naming a ``*Warning``): hidden on
+    the page (``stderr_output: remove``) but printed by ``dln-book run``."""
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    streams = [
+        _source({"source": out.get("text", "")})
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream" and out.get("name") == "stderr"
+    ]
+    return [line for text in streams for line in text.splitlines() if "Warning" in line]
+
+
 # --- the sentence builders ---------------------------------------------------------------
 
 
@@ -75,6 +90,15 @@ def test_number_writes_missing_values_as_na():
     for missing in (math.nan, math.inf, -math.inf, None):
         assert prose.number(missing) == "n/a"
     assert prose.number(math.nan, ".2g", "not reached") == "not reached"
+
+
+def test_extremes_skip_what_was_not_measured_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.nanmin would warn on an all-nan slice
+        assert prose.extremes([2.0, math.nan, 0.5, math.inf]) == (0.5, 2.0)
+        assert prose.extremes(np.array([3.0])) == (3.0, 3.0)
+        low, high = prose.extremes(np.full(3, np.nan))
+    assert math.isnan(low) and math.isnan(high)
 
 
 def test_listing_and_per_depth():

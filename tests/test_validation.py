@@ -41,7 +41,7 @@ from dlnbook.chapters import (
 from dlnbook.checks import gd_bytes, gd_seconds, machine_memory, parse_checks, parse_range
 from dlnbook.cli import main
 from tests.conftest import chapter_notebook, one_chapter_book
-from tests.test_prose import placeholders
+from tests.test_prose import placeholders, warnings_shown
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = discover_chapters(REPO / "chapters")
@@ -831,6 +831,9 @@ def test_each_chapter_runs_at_the_cheap_extremes_of_its_ranges(tmp_path):
     prose = [o.plan for o in outcomes if o.plan.chapter.name[:2] <= "06"]
     shown = {plan.chapter.name: placeholders(plan.executed_notebook) for plan in prose}
     assert not any(shown.values()), shown
+    # and no chapter prints a warning (a diverging run is reported as diverged, in words)
+    printed = {o.plan.chapter.name: warnings_shown(o.plan.executed_notebook) for o in outcomes}
+    assert not any(printed.values()), printed
     print(f"seven chapters at their extremes: {time.perf_counter() - start:.1f} s")
 
 

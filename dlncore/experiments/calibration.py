@@ -51,7 +51,8 @@ class Curve:
         curve without records after ``k = 0``)."""
         if self.loss_k.size == 0:
             return np.full(np.shape(k), np.nan)
-        return 10.0 ** np.interp(np.log10(k), np.log10(self.loss_k), np.log10(self.loss))
+        log_loss = np.log10(np.maximum(self.loss, np.finfo(np.float64).tiny))  # a loss of 0
+        return 10.0 ** np.interp(np.log10(k), np.log10(self.loss_k), log_loss)
 
     def norm_at(self, k: np.ndarray | float) -> np.ndarray:
         """Norm at iterations ``k`` (interpolated linearly in log k; ``nan`` without records)."""
@@ -716,7 +717,8 @@ def optimize(
         return local[-1]["distance"] if np.isfinite(local[-1]["distance"]) else 1e3
 
     if local_evals > 0:
-        x_best = np.array([min(rows, key=_rank)[n] for n in names])
+        # the anchor may lie outside the box: start from its nearest point inside
+        x_best = np.clip([min(rows, key=_rank)[n] for n in names], low, high)
         options = dict(maxfev=local_evals, xatol=1e-3, fatol=1e-4)
         options["initial_simplex"] = initial_simplex(x_best, low, high)
         minimize(

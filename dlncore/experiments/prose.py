@@ -45,6 +45,15 @@ def number(value: float | int | None, spec: str = ".3g", missing: str = MISSING)
     return missing if is_missing(value) else format(value, spec)
 
 
+def extremes(values: Iterable[float]) -> tuple[float, float]:
+    """The smallest and the largest finite value; ``(nan, nan)`` when none was measured.
+
+    ``extremes([2.0, nan, 0.5]) == (0.5, 2.0)``; unlike ``np.nanmin`` it does not warn.
+    """
+    finite = [float(v) for v in values if not is_missing(float(v))]
+    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
+
+
 def listing(items: Iterable[str], conjunction: str = "and") -> str:
     """``"a"``, ``"a and b"``, ``"a, b and c"``; ``"none"`` for no items."""
     items = list(items)

@@ -13,6 +13,7 @@ from nbformat.v4 import new_code_cell
 
 from dlnbook.chapters import discover_chapters, load_profile
 from tests.book.conftest import REPO, SMOKE, build_book, make_mini_book, tiny_chapter
+from tests.test_prose import warnings_shown
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,7 @@ def test_smoke_build_executes_every_chapter_with_its_figures(smoke_book):
             if "image/png" in out.get("data", {})
         ]
         assert images, f"{name}: the executed notebook shows no figure"
+        assert warnings_shown(run_dir / f"{name}.ipynb") == [], name
 
 
 def test_smoke_pages_show_parameters_figures_and_references(smoke_book):
