@@ -1,10 +1,6 @@
-"""A run's own page: ``parameters.json`` and ``html/<chapter>.html`` in its folder.
-
-The chapter as the book shows it (:mod:`dlnbook.pagerules`), opened by the rerun banner, is
-built alone by Sphinx with the book's configuration (without ``dlnbook.sphinx_ext``: the
-chapter has run) and numbered as in the book; the theme and MathJax are stored once per runs
-folder, ``runs/_static/<digest>/``. What the reader gets is described in ``rerunning.md``.
-"""
+"""A run's own page: ``parameters.json`` and ``html/<chapter>.html``, the chapter as the book
+shows it (:mod:`dlnbook.pagerules`) opened by the rerun banner, built alone by Sphinx with the
+book's configuration and numbering; theme and MathJax are stored once per runs folder."""
 
 from __future__ import annotations
 
@@ -34,7 +30,6 @@ PAGE_DIR = "html"
 #: Folder of a runs folder holding the assets (theme, MathJax) its pages share.
 SHARED_DIR = "_static"
 _EXTENSION = "dlnbook.sphinx_ext"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: A ``prf:`` directive's kind and its option lines (``:label: x``), in MyST markdown.
 _PRF_BLOCK = re.compile(
     r"^[ \t]*(?:`{3,}|:{3,})\{prf:(\w+)\}.*\n((?:[ \t]*:\w+:.*(?:\n|$))*)", re.M
@@ -116,11 +111,7 @@ def _page_config(book: Path, srcdir: Path, name: str) -> dict:
         print(f"page of {name}: no {user_yaml}, using Jupyter Book's defaults", file=sys.stderr)
     config, _ = get_final_config(
         user_yaml=user_yaml if user_yaml.is_file() else None,
-        cli_config={
-            "master_doc": name,
-            "exclude_patterns": ["_build", "**.ipynb_checkpoints"],
-            "latex_individualpages": False,
-        },
+        cli_config={"master_doc": name, "latex_individualpages": False},
         sourcedir=srcdir,
         use_external_toc=False,
     )
@@ -188,9 +179,9 @@ def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_page(plan: Plan, executed: Path, target: Path, book: Path | None = None) -> Path:
+def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     """Render the run ``plan`` (its ``executed`` notebook) as one standalone page with the
-    book's renderer, where the book is (``book``: default, the one holding the chapter).
+    renderer of the book that holds the chapter.
 
     ``target`` (replaced) receives ``<chapter>.html`` (returned) and its ``_images/``; the
     theme and MathJax go to :func:`shared_assets` of the runs folder, linked relative to
@@ -201,7 +192,7 @@ def write_page(plan: Plan, executed: Path, target: Path, book: Path | None = Non
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    book = find_book_root(plan.chapter.path) if book is None else Path(book)
+    book = find_book_root(plan.chapter.path)
     name, final = plan.chapter.name, plan.run_dir / PAGE_DIR
     nb = json.loads(render_executed(plan, executed=executed))
     box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
@@ -228,13 +219,12 @@ def write_page(plan: Plan, executed: Path, target: Path, book: Path | None = Non
     return target / f"{name}.html"
 
 
-def _sphinx_page(
-    nb: dict, name: str, book: Path, offsets: dict[str, int], others: dict[str, str], tmp: Path
-) -> dict:
+def _sphinx_page(nb: dict, name: str, book: Path, offsets: dict, others: dict, tmp: Path) -> dict:
     """Build ``nb`` as the one document of a Sphinx site in ``tmp / "out"`` with the book's
     configuration (returned), numbering (``offsets``) and names of the statements of other
     pages (``others``: a ``{prf:ref}`` to them becomes text); warnings go to stderr."""
     from sphinx.application import Sphinx
+    from sphinx.util.console import strip_escape_sequences
     from sphinx.util.docutils import docutils_namespace, patch_docutils
 
     def name_of(match: re.Match) -> str:
@@ -274,18 +264,18 @@ def _sphinx_page(
     except Exception as exc:
         raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc
     finally:
-        for line in _ANSI.sub("", warnings.getvalue()).splitlines():
+        for line in strip_escape_sequences(warnings.getvalue()).splitlines():
             print(f"page of {name}: {line.replace(str(srcdir) + '/', '')}", file=sys.stderr)
     return config
 
 
-def render_run(plan: Plan, folder: Path | None = None, book: Path | None = None) -> Path:
+def render_run(plan: Plan, folder: Path | None = None) -> Path:
     """Write ``parameters.json`` and the page (``html/<chapter>.html``, returned) into the
-    run's folder, or into ``folder`` about to become it, where the book is (``book``)."""
+    run's folder, or into ``folder`` about to become it (where the book is: the client)."""
     folder = plan.run_dir if folder is None else Path(folder)
     text = json.dumps(plan.parameters, indent=2, default=repr)
     (folder / PARAMETERS_FILE).write_text(text + "\n", encoding="utf-8")
-    return write_page(plan, folder / plan.executed_notebook.name, folder / PAGE_DIR, book=book)
+    return write_page(plan, folder / plan.executed_notebook.name, folder / PAGE_DIR)
 
 
 def finalize_run(directory: Path, notebook: Path) -> None:

@@ -40,11 +40,11 @@ def _shell_word(text: str) -> str:
     return f'"{text}"'
 
 
-def rerun_command(plan: Plan, program: str = "dln-book") -> str:
+def rerun_command(plan: Plan) -> str:
     """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out),
     e.g. ``dln-book run 01_setting -p steps=30 -p "depths=[2, 3]"``."""
     defaults = plan.chapter.defaults
-    args = [program, "run", plan.chapter.name]
+    args = ["dln-book", "run", plan.chapter.name]
     for name, value in plan.parameters.items():
         if value != defaults.get(name):
             args += ["-p", _shell_word(f"{name}={value!r}")]
@@ -74,16 +74,11 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
 
 
-def _tags(cell: dict[str, Any]) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
 def render_executed(plan: Plan, source: str | None = None, executed: Path | None = None) -> str:
     """Notebook JSON of a chapter page: the chapter's current text with the outputs of its
     run ``executed`` (default ``plan.executed_notebook``; code cells matched in order, the
-    ``injected-parameters`` cell left out), the ``parameters`` cell removed, the
-    :func:`parameters_box` (``source``: where the overrides came from) after the title and
-    the page rules applied.
+    ``injected-parameters`` cell left out), the :func:`parameters_box` (``source``: where
+    the overrides came from) after the title and the page rules applied.
 
     Raises
     ------
@@ -95,7 +90,8 @@ def render_executed(plan: Plan, source: str | None = None, executed: Path | None
     done = [
         cell
         for cell in ran.get("cells", [])
-        if cell.get("cell_type") == "code" and "injected-parameters" not in _tags(cell)
+        if cell.get("cell_type") == "code"
+        and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])
     ]
     code = [cell for cell in nb.get("cells", []) if cell.get("cell_type") == "code"]
     sources = ["".join(cell.get("source", "")) for cell in code]
@@ -107,10 +103,6 @@ def render_executed(plan: Plan, source: str | None = None, executed: Path | None
     if "language_info" in ran.get("metadata", {}):
         nb.setdefault("metadata", {})["language_info"] = ran["metadata"]["language_info"]
     cells = nb.get("cells", [])
-    for cell in cells:
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
     box = {"cell_type": "markdown", "id": "dlnbook-parameters", "metadata": {}}
     at = 1 if cells and cells[0].get("cell_type") == "markdown" else 0
     cells.insert(at, {**box, "source": parameters_box(plan, source)})
@@ -141,15 +133,17 @@ def alt_text(caption: str) -> str:
 
 
 def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
-    """Fold the code of a chapter notebook (JSON, changed in place and returned) but for the
-    cells tagged :data:`SHOW_INPUT` or already ``remove-*``/``hide-*``, give figure images
-    their caption as alt text, and drop the stated height of images that state a display
-    width (retina PNGs), so that a narrower column scales them undistorted."""
+    """Remove the ``parameters`` cell of a chapter notebook (JSON, changed in place and
+    returned), fold its code but for the cells tagged :data:`SHOW_INPUT` or already
+    ``remove-*``/``hide-*``, give figure images their caption as alt text, and let images
+    that state a display width (retina PNGs) keep their aspect ratio when scaled."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
         metadata = cell.setdefault("metadata", {})
         tags = metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
         if not any(tag in _KEEP for tag in tags):
             tags.append("hide-input")
         for output in cell.get("outputs", []):

@@ -1,19 +1,7 @@
-"""Sphinx extension: executes the stale chapters and renders each with the outputs of its run.
-
-Enabled in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.sphinx_ext]``, with
-``execute.execute_notebooks: "off"``). At ``builder-inited`` it takes the plans ``dln-book
-build`` hands over (``DLNBOOK_PLANS``), else plans and validates the book as ``dln-book run``
-does, and runs what has no intact cached run (:func:`dlnbook.runner.run_plans`); a failing
-chapter aborts the build. A chapter whose key changed is read again; its page is
-:func:`dlnbook.pagerules.render_executed`, its download menu offers the executed copy. A
-build that did not finish (killed, failed) makes the next one render every page afresh.
-
-Configuration (``sphinx.config``): ``dlnbook_chapters_dir`` (``"chapters"``),
-``dlnbook_params_file`` (a profile, relative to the book; ``DLNBOOK_PARAMS_FILE``, relative
-to the current folder, takes precedence), ``dlnbook_cache_dir`` (default ``_build/executed``),
-``dlnbook_jobs`` (chapters at once; 0: one per core), ``dlnbook_timeout`` (seconds per cell;
-0: none), ``dlnbook_core_dir`` (library hashed into every key; default: ``dlncore``).
-"""
+"""Sphinx extension: executes the stale chapters (:func:`dlnbook.runner.run_plans`; the plans
+``dln-book build`` hands over in ``DLNBOOK_PLANS``, else planned and validated here), renders
+each with the outputs of its run (:func:`dlnbook.pagerules.render_executed`), offers the
+executed copy for download. Its settings (``dlnbook_*``) are listed in the README."""
 
 from __future__ import annotations
 

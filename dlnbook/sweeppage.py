@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dlnbook.chapters import Chapter
 from dlnbook.export import PAGE_DIR, render_run
 from dlnbook.glued import Check, checks, figure_cells, glue_descriptions, glued_values, plain
@@ -98,15 +100,13 @@ def _label(point: Point, names: Iterable[str]) -> str:
 def _geometric(values: Sequence[Any]) -> bool:
     """Positive numbers spread geometrically: over two decades or more, or 3 or more values
     evenly spaced on a log axis but not on a linear one."""
-    xs = sorted({float(v) for v in values})
+    xs = np.unique(np.asarray(values, dtype=float))
     if len(xs) < 2 or xs[0] <= 0:
         return False
-    if xs[-1] >= 50 * xs[0]:
-        return True
-    ratios = [b / a for a, b in zip(xs, xs[1:], strict=False)]
-    steps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
-    even_ratio = max(ratios) - min(ratios) <= 1e-6 * max(ratios)
-    return len(xs) >= 3 and even_ratio and max(steps) - min(steps) > 1e-6 * max(steps)
+    ratios, steps = xs[1:] / xs[:-1], np.diff(xs)
+    even_ratio = np.ptp(ratios) <= 1e-6 * ratios.max()
+    uneven_step = np.ptp(steps) > 1e-6 * steps.max()
+    return bool(xs[-1] >= 50 * xs[0] or (len(xs) >= 3 and even_ratio and uneven_step))
 
 
 def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Path) -> str:
@@ -125,17 +125,10 @@ def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Pat
     return out.getvalue()
 
 
-def _panel(
-    ax: Any,
-    results: Sequence[PointResult],
-    name: str,
-    param: str | None,
-    axes: Sequence[str],
-    log_axes: Collection[str],
-) -> int:
-    """Draw glued value ``name`` against ``param`` (None: only seeds vary) on ``ax``, a line
-    per value of the other ``axes``, seeds as mean with min–max bars; returns the number of
-    points without a value."""
+def _panel(ax: Any, results: Sequence[PointResult], name: str, param, axes, log_axes) -> int:
+    """Draw glued value ``name`` against swept ``param`` (None: only seeds vary) on ``ax``, a
+    line per value of the other ``axes``, seeds as mean with min–max bars, a log axis for
+    ``log_axes`` and geometric grids; returns the number of points without a value."""
     xs_all = [r.point.plan.parameters[param] for r in results] if param else [0]
     numeric_x = all(_number(x) for x in xs_all)
     categories = list(dict.fromkeys(_fmt(x) for x in xs_all))
@@ -173,14 +166,8 @@ def _panel(
     return missing
 
 
-def _value_plots(
-    results: Sequence[PointResult],
-    names: Sequence[str],
-    swept: Sequence[str],
-    descriptions: dict[str, str],
-    log_axes: Collection[str],
-) -> list[tuple[str, str, str]]:
-    """(name, description, PNG data URI) of one figure per glued value that varies."""
+def _value_plots(results: Sequence[PointResult], names, swept, descriptions, log_axes) -> list:
+    """(name, description, PNG data URI) of a figure of each glued value of ``names``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,9 +204,7 @@ def _td(value: Any, css: str = "") -> tuple[str, str | None, str]:
     return _fmt(value), repr(value) if number else None, css
 
 
-def _figure_tiles(
-    nb: dict[str, Any], ok: Sequence[PointResult], swept: Sequence[str], folder: Path
-) -> list[tuple[str, str, list[tuple[str, str]]]]:
+def _figure_tiles(nb: dict, ok: Sequence[PointResult], swept: Sequence[str], folder: Path) -> list:
     """Each figure of the chapter ``nb`` with its image at every point that has it:
     (name, caption, [(image, label of the point)])."""
     order = sorted(ok, key=lambda r: [_fmt(r.point.plan.parameters[n]) for n in swept])
