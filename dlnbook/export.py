@@ -199,9 +199,11 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
     nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
     offsets, others = book_numbering(book, plan.chapter.path)
+    # a page of its own cannot link to another page: such a {prf:ref} reads as in the book
+    nb = json.loads(_PRF_REF.sub(lambda m: others.get(m[1].strip(), m[0]), json.dumps(nb)))
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         out = Path(tmp) / "out"
-        config = _sphinx_page(nb, name, book, offsets, others, Path(tmp))
+        config = _sphinx_page(nb, name, book, offsets, Path(tmp))
         assets = shared_assets(
             out / "_static", plan.run_dir.parent / SHARED_DIR, config.get("mathjax_path", "")
         )
@@ -219,16 +221,13 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     return target / f"{name}.html"
 
 
-def _sphinx_page(nb: dict, name: str, book: Path, offsets: dict, others: dict, tmp: Path) -> dict:
+def _sphinx_page(nb: dict, name: str, book: Path, offsets: dict[str, int], tmp: Path) -> dict:
     """Build ``nb`` as the one document of a Sphinx site in ``tmp / "out"`` with the book's
-    configuration (returned), numbering (``offsets``) and names of the statements of other
-    pages (``others``: a ``{prf:ref}`` to them becomes text); warnings go to stderr."""
+    configuration (returned) and its numbering continued (``offsets``: kind -> items on the
+    pages before); warnings go to stderr."""
     from sphinx.application import Sphinx
     from sphinx.util.console import strip_escape_sequences
     from sphinx.util.docutils import docutils_namespace, patch_docutils
-
-    def name_of(match: re.Match) -> str:
-        return others.get(match.group(1).strip(), match.group(0))
 
     def shift_numbers(app: Sphinx, env: Any) -> list[str]:  # continue the book's numbering
         for numbers in env.toc_fignumbers.values():
@@ -237,12 +236,6 @@ def _sphinx_page(nb: dict, name: str, book: Path, offsets: dict, others: dict, t
                     by_id[target] = (number[0] + offsets.get(kind, 0), *number[1:])
         return []
 
-    for cell in nb["cells"]:
-        if cell.get("cell_type") == "markdown":
-            cell["source"] = _PRF_REF.sub(name_of, "".join(cell.get("source", "")))
-    for _, figure in figure_cells(nb):
-        if isinstance(figure.get("caption"), str):
-            figure["caption"] = _PRF_REF.sub(name_of, figure["caption"])
     srcdir = tmp / "src"
     srcdir.mkdir()
     config = _page_config(book, srcdir, name)

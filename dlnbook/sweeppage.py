@@ -41,20 +41,17 @@ class PointResult:
     """What the page shows of one point, read from its published run folder."""
 
     point: Point
+    ok: bool  # the point did not fail
     seconds: float | None = None
     worker: str = ""
     glued: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return self.point.status != "failed"
-
 
 def read_point(point: Point) -> PointResult:
     """A point's seconds and worker (``run.json``), glued values and checks (its executed
     notebook); a failed point keeps what the sweep recorded."""
-    result = PointResult(point, point.seconds, point.worker)
+    result = PointResult(point, point.status != "failed", point.seconds, point.worker)
     record = point.plan.run_dir / RUN_RECORD
     if result.ok and record.is_file():
         recorded = json.loads(record.read_text(encoding="utf-8"))
@@ -144,10 +141,10 @@ def _panel(ax: Any, results: Sequence[PointResult], name: str, param, axes, log_
         line.setdefault(x if numeric_x else categories.index(_fmt(x)), []).append(float(value))
     for label, by_x in groups.items():
         xs = sorted(by_x)
-        means = [sum(by_x[x]) / len(by_x[x]) for x in xs]
-        bars = [[m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]]
-        bars += [[max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]]
-        spread = any(len(by_x[x]) > 1 for x in xs)
+        ys = [by_x[x] for x in xs]
+        means = np.array([sum(y) / len(y) for y in ys])
+        bars = [means - [min(y) for y in ys], [max(y) for y in ys] - means]
+        spread = any(len(y) > 1 for y in ys)
         style = {"marker": "o", "ms": 4, "capsize": 3, "label": label or None}
         ax.errorbar(xs, means, yerr=bars if spread else None, **style)
     if param is not None and numeric_x and (param in log_axes or _geometric(xs_all)):
@@ -168,19 +165,15 @@ def _panel(ax: Any, results: Sequence[PointResult], name: str, param, axes, log_
 
 def _value_plots(results: Sequence[PointResult], names, swept, descriptions, log_axes) -> list:
     """(name, description, PNG data URI) of a figure of each glued value of ``names``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend, no figure left open
 
     axes = [s for s in swept if not is_seed(s)]
     seeds = [s for s in swept if is_seed(s)]
+    columns = axes or [None]
     figures = []
     for name in names:
-        columns = axes or [None]
-        fig, grid = plt.subplots(
-            1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False, layout="constrained"
-        )
+        fig = Figure(figsize=(4.2 * len(columns), 3.2), layout="constrained")
+        grid = fig.subplots(1, len(columns), squeeze=False)
         missing = 0
         for ax, param in zip(grid[0], columns, strict=True):
             missing = _panel(ax, results, name, param, axes, log_axes)
@@ -192,7 +185,6 @@ def _value_plots(results: Sequence[PointResult], names, swept, descriptions, log
         fig.suptitle(title + ("\n(" + "; ".join(notes) + ")" if notes else ""), fontsize="small")
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
-        plt.close(fig)
         uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
         figures.append((name, descriptions.get(name, name), uri))
     return figures
