@@ -51,16 +51,6 @@ _PAGE_STYLE = (
 )
 
 
-def find_book_root(chapter: str | Path) -> Path:
-    """The book folder of a chapter notebook: the nearest parent holding ``_config.yml``, else
-    the parent of the chapter's folder (``<book>/chapters/<chapter>.ipynb``)."""
-    path = Path(chapter).resolve()
-    for folder in path.parents:
-        if (folder / "_config.yml").is_file():
-            return folder
-    return path.parent.parent
-
-
 def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str, str]]:
     """How the book numbers around ``chapter``: figures and each kind of ``prf:`` statement
     (not proofs or ``:nonumber:`` ones) continuously over the pages of ``_toc.yml``.
@@ -181,7 +171,7 @@ def rerun_banner(plan: Plan, nb: dict[str, Any]) -> str:
 
 def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     """Render the run ``plan`` (its ``executed`` notebook) as one standalone page with the
-    renderer of the book that holds the chapter.
+    renderer of the book that holds the chapter (the nearest folder with a ``_config.yml``).
 
     ``target`` (replaced) receives ``<chapter>.html`` (returned) and its ``_images/``; the
     theme and MathJax go to :func:`shared_assets` of the runs folder, linked relative to
@@ -192,21 +182,22 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     RuntimeError
         If Sphinx fails; its warnings are printed to stderr.
     """
-    book = find_book_root(plan.chapter.path)
+    chapter = plan.chapter.path.resolve()
+    books = [folder for folder in chapter.parents if (folder / "_config.yml").is_file()]
+    book = books[0] if books else chapter.parent.parent  # <book>/chapters/<chapter>.ipynb
     name, final = plan.chapter.name, plan.run_dir / PAGE_DIR
     nb = json.loads(render_executed(plan, executed=executed))
     box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
     banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
     nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
-    offsets, others = book_numbering(book, plan.chapter.path)
+    offsets, others = book_numbering(book, chapter)
     # a page of its own cannot link to another page: such a {prf:ref} reads as in the book
     nb = json.loads(_PRF_REF.sub(lambda m: others.get(m[1].strip(), m[0]), json.dumps(nb)))
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         out = Path(tmp) / "out"
         config = _sphinx_page(nb, name, book, offsets, Path(tmp))
-        assets = shared_assets(
-            out / "_static", plan.run_dir.parent / SHARED_DIR, config.get("mathjax_path", "")
-        )
+        mathjax = config.get("mathjax_path", "")
+        assets = shared_assets(out / "_static", plan.run_dir.parent / SHARED_DIR, mathjax)
         static = os.path.relpath(assets, final).replace(os.sep, "/")
         notebook = os.path.relpath(plan.executed_notebook, final).replace(os.sep, "/")
         html = (out / f"{name}.html").read_text(encoding="utf-8")

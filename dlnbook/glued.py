@@ -62,12 +62,9 @@ def glued_values(notebook: Notebook) -> dict[str, Any]:
 
 def figure_cells(notebook: Mapping[str, Any]) -> list[tuple[dict, dict]]:
     """``(cell, its mystnb.figure metadata)`` of each figure cell of a notebook (JSON)."""
-    found = []
-    for cell in notebook.get("cells", []):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if figure and cell.get("cell_type") == "code":
-            found.append((cell, figure))
-    return found
+    cells = notebook.get("cells", [])
+    found = [(cell, cell.get("metadata", {}).get("mystnb", {}).get("figure")) for cell in cells]
+    return [(cell, figure) for cell, figure in found if figure and cell.get("cell_type") == "code"]
 
 
 @dataclass(frozen=True)

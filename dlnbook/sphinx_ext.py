@@ -81,13 +81,9 @@ class _BookRunner:
             plans = self._plans(app)
         except (ChapterError, RuntimeError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
+        jobs, timeout = app.config.dlnbook_jobs or None, app.config.dlnbook_timeout or None
         try:
-            run_plans(
-                plans,
-                jobs=app.config.dlnbook_jobs or None,
-                timeout=app.config.dlnbook_timeout or None,
-                log=lambda msg: logger.info(f"dlnbook: {msg}"),
-            )
+            run_plans(plans, jobs=jobs, timeout=timeout, log=lambda m: logger.info(f"dlnbook: {m}"))
         except (ChapterFailure, PublishError) as exc:
             raise ExtensionError(f"dlnbook: {exc}") from None
         prune_cache(plans)

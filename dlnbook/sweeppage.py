@@ -1,6 +1,5 @@
-"""The summary of a sweep: ``points.csv`` and ``index.html``, one offline page (described in
-``rerunning.md``). Everything is read from the published run folders, not from what this
-process saw: two identical sweeps at once may each execute a point, one result is published."""
+"""A sweep's ``points.csv`` and ``index.html`` (see ``rerunning.md``), read from the published
+run folders, not from what this process saw (another identical sweep may have published)."""
 
 from __future__ import annotations
 
@@ -174,8 +173,7 @@ def _value_plots(results: Sequence[PointResult], names, swept, descriptions, log
     for name in names:
         fig = Figure(figsize=(4.2 * len(columns), 3.2), layout="constrained")
         grid = fig.subplots(1, len(columns), squeeze=False)
-        missing = 0
-        for ax, param in zip(grid[0], columns, strict=True):
+        for ax, param in zip(grid[0], columns, strict=True):  # each panel: the same count
             missing = _panel(ax, results, name, param, axes, log_axes)
         grid[0][0].set_ylabel(name, fontsize="small")
         notes = [f"mean over {', '.join(seeds)}; bars: min–max"] if seeds else []
