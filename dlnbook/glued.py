@@ -1,24 +1,20 @@
-"""What an executed chapter glued: its scalar values and its "What we checked" verdicts.
-
-Chapters glue their measured values with ``myst_nb.glue`` and end with an admonition
-``What we checked``: a table ``| claim | measured | criterion | held? |`` whose held? cells
-are glued verdicts (``{glue:text}`ch2-drift-ok` ``, valued ``"yes"``, ``"no"`` or
-``"n/a"``) or a literal ``n/a`` (see ``chapters/README.md``). The run pages count them
-(:func:`checks`), the sweep pages show them per point.
-"""
+"""What an executed chapter glued (``myst_nb.glue``): its scalar values, the verdicts of its
+"What we checked" table (format: ``chapters/README.md``) and the text that shows each value."""
 
 from __future__ import annotations
 
 import ast
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Check", "checks", "count_checks", "glue_descriptions", "glued_values"]
+__all__ = ["Check", "checks", "count_checks", "figure_cells", "glue_descriptions"]
+__all__ += ["glued_values", "plain"]
 
+Notebook = Path | Mapping[str, Any]
 _NUMPY_SCALAR = re.compile(r"np\.(?:float|int|uint|bool|complex|str)\w*\((.*)\)", re.S)
 #: A glue role in MyST markdown: ``{glue:text}`name:format` ``, ``{glue}`name` ``.
 _GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
@@ -34,6 +30,12 @@ _TEX = {
 }
 
 
+def _load(notebook: Notebook) -> Mapping[str, Any]:
+    if isinstance(notebook, Mapping):
+        return notebook
+    return json.loads(Path(notebook).read_text(encoding="utf-8"))
+
+
 def _scalar(text: str) -> Any:
     match = _NUMPY_SCALAR.fullmatch(text.strip())
     try:
@@ -43,43 +45,33 @@ def _scalar(text: str) -> Any:
     return value if isinstance(value, bool | int | float | str) else None
 
 
-def _load(notebook: Path | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(notebook, Mapping):
-        return notebook
-    return json.loads(Path(notebook).read_text(encoding="utf-8"))
-
-
-def glued_values(notebook: Path | Mapping[str, Any]) -> dict[str, Any]:
-    """Scalars the executed chapter glued (``myst_nb.glue``): name -> value.
-
-    Values are read from the glued ``text/plain`` representation (``repr`` of a float is
-    exact); non-scalar glued objects (arrays, figures) are left out.
-
-    Parameters
-    ----------
-    notebook : Path or mapping
-        The executed notebook (a file, or its JSON structure).
-    """
-    nb = _load(notebook)
+def glued_values(notebook: Notebook) -> dict[str, Any]:
+    """Name -> value of each scalar the executed ``notebook`` (file or JSON) glued, read
+    exactly from its ``text/plain`` representation; arrays and figures are left out."""
     values: dict[str, Any] = {}
-    for cell in nb.get("cells", []):
+    for cell in _load(notebook).get("cells", []):
         for output in cell.get("outputs", []):
             scrap = output.get("metadata", {}).get("scrapbook")
-            if not scrap:
-                continue
-            text = output.get("data", {}).get(scrap.get("mime_prefix", "") + "text/plain")
-            value = _scalar("".join(text) if isinstance(text, list) else text or "")
-            if value is not None:
-                values[scrap["name"]] = value
+            if scrap:
+                text = output.get("data", {}).get(scrap.get("mime_prefix", "") + "text/plain")
+                value = _scalar("".join(text) if isinstance(text, list) else text or "")
+                if value is not None:
+                    values[scrap["name"]] = value
     return values
+
+
+def figure_cells(notebook: Mapping[str, Any]) -> list[tuple[dict, dict]]:
+    """``(cell, its mystnb.figure metadata)`` of each figure cell of a notebook (JSON)."""
+    cells = notebook.get("cells", [])
+    found = [(cell, cell.get("metadata", {}).get("mystnb", {}).get("figure")) for cell in cells]
+    return [(cell, figure) for cell, figure in found if figure and cell.get("cell_type") == "code"]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One row of a chapter's "What we checked" table: its ``claim`` as plain text (roles and
-    ``$`` removed) and as written (``markdown``), the glued verdict of its held? cell
-    (``name``; None for literal text) and ``held``: ``"yes"``, ``"no"`` or ``"n/a"`` (a
-    literal ``n/a``, a verdict the run did not glue, or anything else)."""
+    """A row of a "What we checked" table: its claim as plain text and as written
+    (``markdown``), the glued verdict's ``name`` (None for literal text) and ``held``:
+    ``"yes"``, ``"no"`` or ``"n/a"`` (also for a verdict not glued, or anything else)."""
 
     claim: str
     name: str | None
@@ -88,8 +80,8 @@ class Check:
 
 
 def plain(text: str) -> str:
-    """Markdown of a table cell or sentence as plain text: roles show their content,
-    ``$``, ``**`` and backslash escapes go, TeX commands lose their backslash."""
+    """Markdown as plain text: roles show their content, ``$``, ``**`` and escapes go, TeX
+    commands become their symbol or lose their backslash."""
     text = _ROLE.sub(lambda m: m.group(1).split("<")[0].strip(), text)
     text = text.replace("$", "").replace("**", "").replace("\\|", "|")
     text = re.sub(r"\\t?frac\s*12(?![0-9])", "½", text)
@@ -98,49 +90,31 @@ def plain(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("{", "").replace("}", "")).strip()
 
 
-def _table_rows(markdown: str) -> list[list[str]]:
-    rows = []
-    for line in markdown.splitlines():
-        line = line.strip()
-        if line.startswith("|") and line.endswith("|"):
-            rows.append([c.strip() for c in _CELL_SPLIT.split(line[1:-1])])
-    return rows
-
-
-def checks(notebook: Path | Mapping[str, Any]) -> list[Check]:
-    """The rows of the chapter's "What we checked" tables with their verdicts.
-
-    Parameters
-    ----------
-    notebook : Path or mapping
-        An executed notebook whose markdown is the text to read (its glued values give the
-        verdicts).
-
-    Returns
-    -------
-    list of Check
-        In table order; empty when the chapter has no such table.
-    """
-    nb = _load(notebook)
-    glued = glued_values(nb)
-    found = []
+def _checked_rows(nb: Mapping[str, Any]) -> Iterator[tuple[list[str], int]]:
+    """Each body row (its cells) of the "What we checked" tables, with its held? column."""
     for cell in nb.get("cells", []):
         text = "".join(cell.get("source", ""))
         if cell.get("cell_type") != "markdown" or "What we checked" not in text:
             continue
-        rows = _table_rows(text.split("What we checked", 1)[1])
-        if not rows or "held?" not in [c.lower() for c in rows[0]]:
-            continue
-        column = [c.lower() for c in rows[0]].index("held?")
-        for row in rows[1:]:
-            if len(row) <= column or set("".join(row)) <= set("-: "):
-                continue
-            role = _GLUE_ROLE.search(row[column])
-            name = role.group(1).strip() if role else None
-            value = glued.get(name) if name else row[column]
-            held = str(value).strip().lower() if value is not None else "n/a"
-            verdict = held if held in VERDICTS else "n/a"
-            found.append(Check(plain(row[0]), name, verdict, row[0]))
+        lines = [line.strip() for line in text.split("What we checked", 1)[1].splitlines()]
+        rows = [_CELL_SPLIT.split(line[1:-1]) for line in lines if line[:1] == line[-1:] == "|"]
+        head = [c.strip().lower() for c in rows[0]] if rows else []
+        for row in rows[1:] if "held?" in head else []:
+            if len(row) > head.index("held?") and not set("".join(row)) <= set("-: "):
+                yield [c.strip() for c in row], head.index("held?")
+
+
+def checks(notebook: Notebook) -> list[Check]:
+    """The rows of the chapter's "What we checked" tables, in order, with the verdicts the
+    executed ``notebook`` (file or JSON) glued; empty without such a table."""
+    nb = _load(notebook)
+    glued = glued_values(nb)
+    found = []
+    for row, column in _checked_rows(nb):
+        role = _GLUE_ROLE.search(row[column])
+        name = role.group(1).strip() if role else None
+        held = str(glued.get(name) if name else row[column]).strip().lower()
+        found.append(Check(plain(row[0]), name, held if held in VERDICTS else "n/a", row[0]))
     return found
 
 
@@ -149,42 +123,26 @@ def count_checks(found: list[Check]) -> dict[str, int]:
     return {verdict: sum(c.held == verdict for c in found) for verdict in VERDICTS}
 
 
-def glue_descriptions(notebook: Path | Mapping[str, Any]) -> dict[str, str]:
-    """A description of each glued value, taken from the text that shows it.
-
-    In a "What we checked" row, the description is the row's measured cell up to the value
-    (or its claim for the held? verdict); in prose, the sentence around the value,
-    marked ``[·]`` (other glued values show as ``…``; at most about 90 characters).
-    Values shown nowhere get no description.
-
-    Parameters
-    ----------
-    notebook : Path or mapping
-        A chapter notebook (its markdown cells and figure captions are read).
-
-    Returns
-    -------
-    dict
-        Glued name -> plain-text description.
-    """
+def glue_descriptions(notebook: Notebook) -> dict[str, str]:
+    """Glued name -> the text that shows the value, in plain words: in a "What we checked"
+    row, its measured cell up to the value (its claim for the held? verdict); in prose or a
+    caption, about 90 characters of the sentence around it, marked ``[·]`` (other glued
+    values show as ``…``). Values shown nowhere are left out."""
     nb = _load(notebook)
     found: dict[str, str] = {}
+    for row, column in _checked_rows(nb):  # the tables first
+        for index, cell in enumerate(row):
+            for match in _GLUE_ROLE.finditer(cell):
+                before = plain(_GLUE_ROLE.sub("…", cell[: match.start()])).rstrip(" =:,(")
+                if index == column:
+                    before = f"{plain(row[0])} (held?)"
+                found.setdefault(match.group(1).strip(), before or plain(row[0]))
     texts = []
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
             texts.append("".join(cell.get("source", "")))
         caption = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption")
-        if isinstance(caption, str):
-            texts.append(caption)
-    for text in texts:  # the "What we checked" rows first
-        rows = _table_rows(text.split("What we checked", 1)[1]) if "What we checked" in text else []
-        for row in rows[1:]:
-            for index, cell in enumerate(row):
-                for match in _GLUE_ROLE.finditer(cell):
-                    before = plain(_GLUE_ROLE.sub("…", cell[: match.start()])).rstrip(" =:,(")
-                    if index == len(row) - 1 or not before:
-                        before = f"{plain(row[0])} (held?)" if index == len(row) - 1 else before
-                    found.setdefault(match.group(1).strip(), before or plain(row[0]))
+        texts += [caption] if isinstance(caption, str) else []
     for text in texts:
         for match in _GLUE_ROLE.finditer(text):
             name = match.group(1).strip()
@@ -196,8 +154,6 @@ def glue_descriptions(notebook: Path | Mapping[str, Any]) -> dict[str, str]:
             marked = f"{text[start + 1 : match.start()]}\0{text[match.end() : end]}"
             sentence = plain(_GLUE_ROLE.sub("…", marked))
             at = sentence.index("\0")
-            window = sentence[max(0, at - 60) : at + 30]
-            head = "…" if at > 60 else ""
-            tail = "…" if at + 30 < len(sentence) else ""
-            found[name] = (head + window + tail).replace("\0", "[·]")
+            head, tail = "…" if at > 60 else "", "…" if at + 30 < len(sentence) else ""
+            found[name] = (head + sentence[max(0, at - 60) : at + 30] + tail).replace("\0", "[·]")
     return found

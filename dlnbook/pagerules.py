@@ -1,45 +1,24 @@
-"""What a chapter page shows: its current text with the outputs of its run, and the rules
-every chapter page is rendered with. Used by the book (:mod:`dlnbook.sphinx_ext`) and by the
-standalone page of a run (:mod:`dlnbook.export`); loads no Sphinx.
-
-- **Text of now, outputs of the run.** The chapter notebook as it is now, with the outputs of
-  its executed copy (:func:`merge_outputs`): prose edits need no rerun.
-- **Parameters box.** The ``parameters`` cell is removed; a box after the title lists the
-  parameters the chapter ran with, changed ones in bold, and the command that reruns it.
-- **Code folded.** Every code cell gets Jupyter Book's ``hide-input`` tag (its output stays, a
-  click shows the code), except the cells that teach: those tagged :data:`SHOW_INPUT` by the
-  chapter's author, and cells that already carry a ``remove-*`` or ``hide-*`` tag.
-- **Alt text.** The image of a figure cell gets its caption as alt text (MyST-NB's
-  ``mystnb.image.alt``), in plain words: math without ``$``, cross-references by their target.
-- **Aspect ratio.** An image output that states its display width (a ``retina`` PNG, drawn at
-  twice that size) loses its stated height, so that a narrower column scales it undistorted.
-"""
+"""What a chapter page shows, in the book (:mod:`dlnbook.sphinx_ext`) and on a run's page
+(:mod:`dlnbook.export`): the current text with the outputs of the run, a parameters box, code
+folded but for the cells that teach, figures with alt text. Loads no Sphinx."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlnbook.chapters import meaning_without_range
+from dlnbook.glued import figure_cells
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dlnbook.runner import Plan
 
-__all__ = [
-    "SHOW_INPUT",
-    "alt_text",
-    "apply_page_rules",
-    "figure_problems",
-    "fmt_value",
-    "merge_outputs",
-    "parameters_box",
-    "render_executed",
-    "rerun_command",
-]
+__all__ = ["SHOW_INPUT", "alt_text", "apply_page_rules", "figure_problems", "fmt_value"]
+__all__ += ["parameters_box", "render_executed", "rerun_command"]
 
 #: Tag of a code cell whose input stays visible on the page (the chapter's central call).
 SHOW_INPUT = "show-input"
@@ -61,14 +40,11 @@ def _shell_word(text: str) -> str:
     return f'"{text}"'
 
 
-def rerun_command(plan: Plan, program: str = "dln-book") -> str:
-    """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out).
-
-    >>> rerun_command(plan)  # doctest: +SKIP
-    'dln-book run 01_setting -p steps=30 -p "depths=[2, 3]"'
-    """
+def rerun_command(plan: Plan) -> str:
+    """The ``dln-book run`` command that reproduces a run (shell-quoted, defaults left out),
+    e.g. ``dln-book run 01_setting -p steps=30 -p "depths=[2, 3]"``."""
     defaults = plan.chapter.defaults
-    args = [program, "run", plan.chapter.name]
+    args = ["dln-book", "run", plan.chapter.name]
     for name, value in plan.parameters.items():
         if value != defaults.get(name):
             args += ["-p", _shell_word(f"{name}={value!r}")]
@@ -76,20 +52,9 @@ def rerun_command(plan: Plan, program: str = "dln-book") -> str:
 
 
 def parameters_box(plan: Plan, source: str | None = None) -> str:
-    """MyST markdown of the box that lists the parameters a chapter ran with.
-
-    Parameters
-    ----------
-    plan : Plan
-        The run that is rendered.
-    source : str, optional
-        Where the overrides came from (e.g. ``"profiles/smoke.yml"``).
-
-    Returns
-    -------
-    str
-        An ``admonition`` directive holding a table: parameter, value, meaning.
-    """
+    """MyST admonition listing the parameters ``plan`` ran with (parameter, value, meaning;
+    changed ones in bold), where the overrides came from (``source``, e.g. a profile) and
+    the command that reruns it."""
     rows = ["| parameter | value | meaning |", "| --- | --- | --- |"]
     for param in plan.chapter.parameters:
         value = plan.parameters[param.name]
@@ -109,79 +74,35 @@ def parameters_box(plan: Plan, source: str | None = None) -> str:
     return f"````{{admonition}} Parameters of this run\n:class: note\n\n{table}\n\n{footer}\n````\n"
 
 
-def _tags(cell: dict[str, Any]) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
-def merge_outputs(source: dict[str, Any], executed: dict[str, Any]) -> dict[str, Any]:
-    """The current source notebook with the outputs of its executed copy.
-
-    Text (markdown cells, captions and other cell metadata) comes from ``source``, outputs
-    and execution counts from ``executed``. Code cells are matched in order, skipping
-    papermill's ``injected-parameters`` cell; the run's key covers the code cells, so they
-    agree unless the notebook changed after the run was planned.
-
-    Parameters
-    ----------
-    source : dict
-        The chapter notebook as it is now (JSON structure); not modified.
-    executed : dict
-        Its executed copy (JSON structure).
-
-    Returns
-    -------
-    dict
-        A new notebook (JSON structure) without the ``injected-parameters`` cell.
+def render_executed(plan: Plan, source: str | None = None, executed: Path | None = None) -> str:
+    """Notebook JSON of a chapter page: the chapter's current text with the outputs of its
+    run ``executed`` (default ``plan.executed_notebook``; code cells matched in order, the
+    ``injected-parameters`` cell left out), the :func:`parameters_box` (``source``: where
+    the overrides came from) after the title and the page rules applied.
 
     Raises
     ------
     ValueError
-        If the code cells of the two notebooks differ.
+        If the code cells differ (the notebook changed after the run was planned).
     """
-    nb = copy.deepcopy(source)
+    nb = json.loads(plan.chapter.path.read_text(encoding="utf-8"))
+    ran = json.loads((executed or plan.executed_notebook).read_text(encoding="utf-8"))
     done = [
         cell
-        for cell in executed.get("cells", [])
-        if cell.get("cell_type") == "code" and "injected-parameters" not in _tags(cell)
+        for cell in ran.get("cells", [])
+        if cell.get("cell_type") == "code"
+        and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])
     ]
     code = [cell for cell in nb.get("cells", []) if cell.get("cell_type") == "code"]
     sources = ["".join(cell.get("source", "")) for cell in code]
     if sources != ["".join(cell.get("source", "")) for cell in done]:
         raise ValueError("the code cells of the notebook changed since it was executed")
-    for cell, ran in zip(code, done, strict=True):
-        cell["outputs"] = ran.get("outputs", [])
-        cell["execution_count"] = ran.get("execution_count")
-    if "language_info" in executed.get("metadata", {}):
-        nb.setdefault("metadata", {})["language_info"] = executed["metadata"]["language_info"]
-    return nb
-
-
-def render_executed(plan: Plan, source: str | None = None, executed: Path | None = None) -> str:
-    """Notebook JSON to render for a chapter: its current text with the outputs of its run,
-    the parameters box after the title cell and the page rules applied.
-
-    Parameters
-    ----------
-    plan : Plan
-        A run that is cached (its executed copy exists).
-    source : str, optional
-        Origin of the overrides, shown in the box.
-    executed : Path, optional
-        The executed copy; by default ``plan.executed_notebook``.
-
-    Returns
-    -------
-    str
-        Notebook JSON.
-    """
-    current = json.loads(plan.chapter.path.read_text(encoding="utf-8"))
-    ran = json.loads((executed or plan.executed_notebook).read_text(encoding="utf-8"))
-    nb = merge_outputs(current, ran)
+    for cell, out in zip(code, done, strict=True):
+        cell["outputs"] = out.get("outputs", [])
+        cell["execution_count"] = out.get("execution_count")
+    if "language_info" in ran.get("metadata", {}):
+        nb.setdefault("metadata", {})["language_info"] = ran["metadata"]["language_info"]
     cells = nb.get("cells", [])
-    for cell in cells:
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
     box = {"cell_type": "markdown", "id": "dlnbook-parameters", "metadata": {}}
     at = 1 if cells and cells[0].get("cell_type") == "markdown" else 0
     cells.insert(at, {**box, "source": parameters_box(plan, source)})
@@ -189,18 +110,12 @@ def render_executed(plan: Plan, source: str | None = None, executed: Path | None
 
 
 def figure_problems(nb: dict[str, Any]) -> list[str]:
-    """One message per figure cell (``mystnb.figure`` metadata) of an executed notebook that
-    does not display exactly one image: MyST-NB names every image of such a cell after the
-    figure, so none leaves the name undefined and two duplicate it."""
+    """One message per figure cell of an executed notebook that does not display exactly
+    one image (MyST-NB names each image after the figure: none or two break the name)."""
     problems = []
-    for cell in nb.get("cells", []):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if not figure or cell.get("cell_type") != "code":
-            continue
-        images = sum(
-            any(mime.startswith("image/") for mime in output.get("data", {}))
-            for output in cell.get("outputs", [])
-        )
+    for cell, figure in figure_cells(nb):
+        outputs = cell.get("outputs", [])
+        images = sum(any(m.startswith("image/") for m in o.get("data", {})) for o in outputs)
         if images != 1:
             problems.append(
                 f"figure cell {figure.get('name')!r} displays {images} images, "
@@ -211,31 +126,24 @@ def figure_problems(nb: dict[str, Any]) -> list[str]:
 
 
 def alt_text(caption: str) -> str:
-    """Plain-text version of a MyST caption, for an image's ``alt`` attribute.
-
-    Parameters
-    ----------
-    caption : str
-        MyST markdown of one paragraph (inline math, roles such as ``{numref}`fig-x```).
-
-    Returns
-    -------
-    str
-        The caption without ``$`` delimiters and role markup (a role keeps its target or
-        its explicit title), whitespace collapsed.
-    """
+    """A MyST caption as plain text for an image's ``alt``: no ``$`` or backticks, a role
+    shown by its explicit title or its target, whitespace collapsed."""
     text = _ROLE.sub(lambda m: m[1].split("<")[0].strip() or m[1], caption).replace("$", "")
     return " ".join(text.replace("`", "").split())
 
 
 def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
-    """Fold the code of a chapter notebook, give its figure images alt text and let them keep
-    their aspect ratio when scaled; in place, ``nb`` (JSON structure) is returned."""
+    """Remove the ``parameters`` cell of a chapter notebook (JSON, changed in place and
+    returned), fold its code but for the cells tagged :data:`SHOW_INPUT` or already
+    ``remove-*``/``hide-*``, give figure images their caption as alt text, and let images
+    that state a display width (retina PNGs) keep their aspect ratio when scaled."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
         metadata = cell.setdefault("metadata", {})
         tags = metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
         if not any(tag in _KEEP for tag in tags):
             tags.append("hide-input")
         for output in cell.get("outputs", []):

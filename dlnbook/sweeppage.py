@@ -1,25 +1,5 @@
-"""The summary of a sweep: ``points.csv`` and ``index.html`` in ``sweeps/<chapter>-<hash>/``.
-
-Everything is read from the published run folders, not from what this process saw while the
-points ran (two identical sweeps at once may each execute a point, and only one result is
-published): the seconds and worker from ``run.json``, the glued values and the "What we
-checked" verdicts from the executed notebook, the figures from ``figures/<name>.png``.
-
-``index.html`` is one offline page (no network, no external file but the points' own
-figures and pages, linked):
-
-- the verdicts of the chapter's "What we checked" rows per point, as a coloured grid;
-- each figure of the chapter across the points, as small multiples labelled with the swept
-  values (the figures' data differ from chapter to chapter; their images do not);
-- one plot per glued value that varies, against each swept parameter (one line per value
-  of the other swept parameters), titled with the value's description from the chapter's
-  text; logarithmic axes for geometric grids; seeds (parameters named ``*seed*``) are not
-  an axis: their points are aggregated as mean with the min–max spread; placeholders
-  (``nan``, ``-1`` of a count) are left out and counted;
-- the glued values that are the same at every point, once;
-- the table of points, 4 significant digits, sorted by a click on a column header (a few
-  lines of inline JavaScript).
-"""
+"""A sweep's ``points.csv`` and ``index.html`` (see ``rerunning.md``), read from the published
+run folders, not from what this process saw (another identical sweep may have published)."""
 
 from __future__ import annotations
 
@@ -36,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dlnbook.chapters import Chapter
 from dlnbook.export import PAGE_DIR, render_run
-from dlnbook.glued import Check, checks, glue_descriptions, glued_values, plain
+from dlnbook.glued import Check, checks, figure_cells, glue_descriptions, glued_values, plain
 from dlnbook.rundirs import publish_run
 from dlnbook.runner import RUN_RECORD
 
@@ -58,33 +40,25 @@ class PointResult:
     """What the page shows of one point, read from its published run folder."""
 
     point: Point
+    ok: bool  # the point did not fail
     seconds: float | None = None
     worker: str = ""
     glued: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return self.point.status != "failed"
-
 
 def read_point(point: Point) -> PointResult:
-    """A point's results from its run folder (``run.json``, the executed notebook); a failed
-    point keeps what the sweep recorded."""
-    result = PointResult(point, point.seconds, point.worker)
-    record_path = point.plan.run_dir / RUN_RECORD
-    if not result.ok or not record_path.is_file():
-        return result
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    result.seconds, result.worker = record.get("seconds"), record.get("worker", "")
-    notebook = point.plan.executed_notebook
-    if notebook.is_file():
-        nb = json.loads(notebook.read_text(encoding="utf-8"))
-        result.glued, result.checks = glued_values(nb), checks(nb)
+    """A point's seconds and worker (``run.json``), glued values and checks (its executed
+    notebook); a failed point keeps what the sweep recorded."""
+    result = PointResult(point, point.status != "failed", point.seconds, point.worker)
+    record = point.plan.run_dir / RUN_RECORD
+    if result.ok and record.is_file():
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        result.seconds, result.worker = recorded.get("seconds"), recorded.get("worker", "")
+        if point.plan.executed_notebook.is_file():
+            nb = json.loads(point.plan.executed_notebook.read_text(encoding="utf-8"))
+            result.glued, result.checks = glued_values(nb), checks(nb)
     return result
-
-
-# --- values ------------------------------------------------------------------------------
 
 
 def _number(value: Any) -> bool:
@@ -120,32 +94,23 @@ def _label(point: Point, names: Iterable[str]) -> str:
 
 
 def _geometric(values: Sequence[Any]) -> bool:
-    """Positive numbers spread geometrically: evenly on a log axis (3 or more values) or
-    over two decades or more."""
-    xs = sorted({float(v) for v in values})
+    """Positive numbers spread geometrically: over two decades or more, or 3 or more values
+    evenly spaced on a log axis but not on a linear one."""
+    xs = np.unique(np.asarray(values, dtype=float))
     if len(xs) < 2 or xs[0] <= 0:
         return False
-    if xs[-1] >= 50 * xs[0]:
-        return True
-    if len(xs) < 3:
-        return False
-    ratios = [b / a for a, b in zip(xs, xs[1:], strict=False)]
-    steps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
-    even_ratio = max(ratios) - min(ratios) <= 1e-6 * max(ratios)
-    even_step = max(steps) - min(steps) <= 1e-6 * max(steps)
-    return even_ratio and not even_step
-
-
-# --- points.csv --------------------------------------------------------------------------
+    ratios, steps = xs[1:] / xs[:-1], np.diff(xs)
+    even_ratio = np.ptp(ratios) <= 1e-6 * ratios.max()
+    uneven_step = np.ptp(steps) > 1e-6 * steps.max()
+    return bool(xs[-1] >= 50 * xs[0] or (len(xs) >= 3 and even_ratio and uneven_step))
 
 
 def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Path) -> str:
     """The ``points.csv`` text: one row per point, values at full precision."""
     glued = list(dict.fromkeys(name for r in results for name in r.glued))
-    head = ["point", *swept, "status", "seconds", "worker", "run", "error", *glued]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(head)
+    writer.writerow(["point", *swept, "status", "seconds", "worker", "run", "error", *glued])
     for r in results:
         p = r.point
         seconds = "" if r.seconds is None else f"{r.seconds:.3f}"
@@ -156,40 +121,13 @@ def points_csv(results: Sequence[PointResult], swept: Sequence[str], folder: Pat
     return out.getvalue()
 
 
-# --- plots -------------------------------------------------------------------------------
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _panel(
-    ax: Any,
-    results: Sequence[PointResult],
-    name: str,
-    param: str | None,
-    axes: Sequence[str],
-    log_axes: Collection[str],
-) -> int:
-    """Glued value ``name`` against ``param`` (None: against nothing, only seeds vary), one
-    line per value of the other non-seed swept parameters, seeds aggregated (mean, min–max
-    bars). Returns the number of points without a value."""
+def _panel(ax: Any, results: Sequence[PointResult], name: str, param, axes, log_axes) -> int:
+    """Draw glued value ``name`` against swept ``param`` (None: only seeds vary) on ``ax``, a
+    line per value of the other ``axes``, seeds as mean with min–max bars, a log axis for
+    ``log_axes`` and geometric grids; returns the number of points without a value."""
     xs_all = [r.point.plan.parameters[param] for r in results] if param else [0]
-    numeric_x = _number(xs_all[0]) and all(_number(x) for x in xs_all)
+    numeric_x = all(_number(x) for x in xs_all)
     categories = list(dict.fromkeys(_fmt(x) for x in xs_all))
-
-    def position(r: PointResult) -> Any:
-        if param is None:
-            return 0
-        value = r.point.plan.parameters[param]
-        return value if numeric_x else categories.index(_fmt(value))
-
-    others = [a for a in axes if a != param]
     groups: dict[str, dict[Any, list[float]]] = {}
     missing = 0
     for r in results:
@@ -197,14 +135,15 @@ def _panel(
         if _missing(name, value, results) or not _number(value):
             missing += 1
             continue
-        line = groups.setdefault(_label(r.point, others), {})
-        line.setdefault(position(r), []).append(float(value))
+        x = r.point.plan.parameters[param] if param else 0
+        line = groups.setdefault(_label(r.point, [a for a in axes if a != param]), {})
+        line.setdefault(x if numeric_x else categories.index(_fmt(x)), []).append(float(value))
     for label, by_x in groups.items():
         xs = sorted(by_x)
-        means = [sum(by_x[x]) / len(by_x[x]) for x in xs]
-        bars = [[m - min(by_x[x]) for m, x in zip(means, xs, strict=True)]]
-        bars += [[max(by_x[x]) - m for m, x in zip(means, xs, strict=True)]]
-        spread = any(len(by_x[x]) > 1 for x in xs)
+        ys = [by_x[x] for x in xs]
+        means = np.array([sum(y) / len(y) for y in ys])
+        bars = [means - [min(y) for y in ys], [max(y) for y in ys] - means]
+        spread = any(len(y) > 1 for y in ys)
         style = {"marker": "o", "ms": 4, "capsize": 3, "label": label or None}
         ax.errorbar(xs, means, yerr=bars if spread else None, **style)
     if param is not None and numeric_x and (param in log_axes or _geometric(xs_all)):
@@ -223,55 +162,29 @@ def _panel(
     return missing
 
 
-def _value_plots(
-    results: Sequence[PointResult],
-    names: Sequence[str],
-    swept: Sequence[str],
-    descriptions: dict[str, str],
-    log_axes: Collection[str],
-) -> list[tuple[str, str, str]]:
-    """(name, description, PNG data URI) of one figure per glued value that varies."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _value_plots(results: Sequence[PointResult], names, swept, descriptions, log_axes) -> list:
+    """(name, description, PNG data URI) of a figure of each glued value of ``names``."""
+    from matplotlib.figure import Figure  # no pyplot: no backend, no figure left open
 
     axes = [s for s in swept if not is_seed(s)]
     seeds = [s for s in swept if is_seed(s)]
+    columns = axes or [None]
     figures = []
     for name in names:
-        columns = axes or [None]
-        fig, grid = plt.subplots(
-            1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False, layout="constrained"
-        )
-        missing = 0
-        for ax, param in zip(grid[0], columns, strict=True):
+        fig = Figure(figsize=(4.2 * len(columns), 3.2), layout="constrained")
+        grid = fig.subplots(1, len(columns), squeeze=False)
+        for ax, param in zip(grid[0], columns, strict=True):  # each panel: the same count
             missing = _panel(ax, results, name, param, axes, log_axes)
         grid[0][0].set_ylabel(name, fontsize="small")
-        title = textwrap.fill(descriptions.get(name, name), 90)
-        notes = []
-        if seeds:
-            notes.append(f"mean over {', '.join(seeds)}; bars: min–max")
+        notes = [f"mean over {', '.join(seeds)}; bars: min–max"] if seeds else []
         if missing:
             notes.append(f"{missing} point(s) without a value (not reached / n/a) left out")
-        if notes:
-            title += "\n(" + "; ".join(notes) + ")"
-        fig.suptitle(title, fontsize="small")
-        figures.append((name, descriptions.get(name, name), _png(fig)))
-    return figures
-
-
-# --- the page ----------------------------------------------------------------------------
-
-
-def _chapter_figures(chapter: Chapter) -> list[tuple[str, str]]:
-    """(name, caption as plain text) of each figure cell of the chapter."""
-    nb = json.loads(chapter.path.read_text(encoding="utf-8"))
-    figures = []
-    for cell in nb.get("cells", []):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if cell.get("cell_type") == "code" and figure and figure.get("name"):
-            figures.append((figure["name"], plain(str(figure.get("caption", "")))))
+        title = textwrap.fill(descriptions.get(name, name), 90)
+        fig.suptitle(title + ("\n(" + "; ".join(notes) + ")" if notes else ""), fontsize="small")
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
+        uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+        figures.append((name, descriptions.get(name, name), uri))
     return figures
 
 
@@ -281,33 +194,21 @@ def _td(value: Any, css: str = "") -> tuple[str, str | None, str]:
     return _fmt(value), repr(value) if number else None, css
 
 
-def _figure_tiles(
-    chapter: Chapter, ok: Sequence[PointResult], swept: Sequence[str], folder: Path
-) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """Each figure of the chapter with its image at every point that has it (small
-    multiples): (name, caption, [(image, label of the point)])."""
+def _figure_tiles(nb: dict, ok: Sequence[PointResult], swept: Sequence[str], folder: Path) -> list:
+    """Each figure of the chapter ``nb`` with its image at every point that has it:
+    (name, caption, [(image, label of the point)])."""
     order = sorted(ok, key=lambda r: [_fmt(r.point.plan.parameters[n]) for n in swept])
     figures = []
-    for name, caption in _chapter_figures(chapter):
+    for name, caption in ((f.get("name"), f.get("caption", "")) for _, f in figure_cells(nb)):
         images = [(r, r.point.plan.run_dir / "figures" / f"{name}.png") for r in order]
         tiles = [
             (_rel(image, folder), _label(r.point, swept) or "the point")
             for r, image in images
             if image.is_file()
         ]
-        if tiles:
-            figures.append((name, caption, tiles))
+        if name and tiles:
+            figures.append((name, plain(str(caption)), tiles))
     return figures
-
-
-def _verdict_grid(ok: Sequence[PointResult], swept: Sequence[str]) -> dict[str, list]:
-    """The claims of the "What we checked" rows and, per point, its label and verdicts."""
-    claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
-    rows = []
-    for r in ok:
-        held = {c.claim: c.held for c in r.checks}
-        rows.append((_label(r.point, swept) or "the point", [held.get(c, "n/a") for c in claims]))
-    return {"claims": claims, "verdict_rows": rows}
 
 
 def _point_row(r: PointResult, chapter: Chapter, swept, folder: Path, shown, ok) -> tuple:
@@ -336,26 +237,14 @@ def index_html(
     folder: Path,
     log_axes: Collection[str] = (),
 ) -> str:
-    """The standalone ``index.html`` of a sweep (nothing requested from the network), from
-    the template ``dlnbook/templates/sweep.html``.
-
-    Parameters
-    ----------
-    chapter : Chapter
-        The swept chapter.
-    results : sequence of PointResult
-        The points (:func:`read_point`).
-    swept : sequence of str
-        The parameters that differ between points (may be empty: a one-point sweep).
-    folder : Path
-        The sweep folder (links are relative to it).
-    log_axes : collection of str
-        Swept parameters given as ``:log`` grids (geometric grids are found anyway).
-    """
+    """The sweep's page (template ``dlnbook/templates/sweep.html``) of the ``results`` of
+    ``chapter``, linking relative to the sweep ``folder``; ``swept``: the parameters that
+    differ between points (may be empty), ``log_axes``: those given as ``:log`` grids."""
     import jinja2
 
     ok = [r for r in results if r.ok]
-    descriptions = glue_descriptions(json.loads(chapter.path.read_text(encoding="utf-8")))
+    nb = json.loads(chapter.path.read_text(encoding="utf-8"))
+    descriptions = glue_descriptions(nb)
     varying, constant = [], []
     for name in dict.fromkeys(n for r in ok for n in r.glued):
         values = {json.dumps(r.glued.get(name), default=repr) for r in ok}
@@ -365,6 +254,8 @@ def index_html(
     params = results[0].point.plan.parameters if results else {}
     axes = {n: dict.fromkeys(_fmt(r.point.plan.parameters[n]) for r in results) for n in swept}
     head = ["point", *swept, "status", "checks held", "seconds", "worker", "page", "error"]
+    claims = list(dict.fromkeys(c.claim for r in ok for c in r.checks))
+    verdicts = [{c.claim: c.held for c in r.checks} for r in ok]
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dlnbook"), autoescape=True, keep_trailing_newline=True
     )
@@ -375,8 +266,12 @@ def index_html(
         failed=len(results) - len(ok),
         seeds=", ".join(s for s in swept if is_seed(s)),
         fixed=json.dumps({k: v for k, v in params.items() if k not in swept}, default=repr),
-        **_verdict_grid(ok, swept),
-        figures=_figure_tiles(chapter, ok, swept, folder),
+        claims=claims,
+        verdict_rows=[
+            (_label(r.point, swept) or "the point", [held.get(c, "n/a") for c in claims])
+            for r, held in zip(ok, verdicts, strict=True)
+        ],
+        figures=_figure_tiles(nb, ok, swept, folder),
         plots=_value_plots(ok, numeric, swept, descriptions, log_axes) if plotted else [],
         same=[
             (descriptions.get(n, ""), n, _td("n/a" if _missing(n, v, ok) else v))
@@ -393,12 +288,9 @@ def write_sweep(
     swept: Sequence[str],
     log_axes: Collection[str] = (),
 ) -> None:
-    """Write ``points.csv`` and ``index.html`` of a sweep into ``folder`` (replaced) in one
-    atomic step, on the client once every point (status ``done``, ``reused`` or ``failed``)
-    has finished. A successful point whose run folder has no page gets it first
-    (:func:`dlnbook.export.render_run`; one that cannot be rendered is reported in one line
-    on stderr). ``swept``: the parameters that differ between points (empty for one point);
-    ``log_axes``: those given as ``:log`` grids."""
+    """Write ``points.csv`` and ``index.html`` (:func:`index_html`) into ``folder`` (replaced)
+    in one atomic step, once every point has finished; a successful point without a page
+    gets it first (:func:`dlnbook.export.render_run`; a failure is one line on stderr)."""
     for p in points:
         page = p.plan.run_dir / PAGE_DIR / f"{chapter.name}.html"
         if p.status != "failed" and p.plan.executed_notebook.is_file() and not page.is_file():
