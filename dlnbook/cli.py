@@ -30,7 +30,7 @@ from dlnbook.chapters import (
     meaning_without_range,
     parse_override,
 )
-from dlnbook.executor import SCHEDULER_ENV, ExecutorError, check_address
+from dlnbook.executor import ExecutorError, scheduler_address
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.runner import (
     PLANS_ENV,
@@ -139,17 +139,11 @@ def _core(book: Path) -> Path | None:
     return book / core if core else None
 
 
-def _scheduler(address: str | None) -> str | None:
-    """``address`` (else ``$DLNBOOK_SCHEDULER``) checked, or None for this machine."""
-    address = address if address is not None else os.environ.get(SCHEDULER_ENV) or None
-    return None if address is None else check_address(address)
-
-
 def _plan(args: argparse.Namespace, chapter: Chapter, points: Any) -> tuple[list[Plan], str | None]:
     """The checked plans of ``points`` in the runs folder, and the checked scheduler."""
     runs = args.runs_dir if args.runs_dir is not None else args.book / "runs"
     plans = plan_points(chapter, points, runs, _core(args.book), args.allow_large)
-    scheduler = _scheduler(getattr(args, "scheduler", None))
+    scheduler = scheduler_address(getattr(args, "scheduler", None))
     _writable(runs, "--runs-dir" if args.runs_dir is not None else "runs folder")
     return plans, scheduler
 
@@ -213,7 +207,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if out in ((book / "_build").resolve(), book.resolve()):
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _writable(out, "--out")
-    scheduler = _scheduler(None)
+    scheduler = scheduler_address(None)
     if args.dry_run:
         return dry_run(plans, scheduler=scheduler, jobs=args.jobs)
     # progress bars only when chapters run one at a time; in parallel they would garble
