@@ -278,11 +278,8 @@ def parse_checks(
 
 
 def machine_memory() -> float:
-    """Physical memory in bytes (``inf`` where it cannot be read)."""
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return math.inf
+    """Physical memory in bytes."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def human(kind: str, amount: float) -> str:

@@ -326,8 +326,10 @@ class _Lines:
         self.tick([index], beat=False)
         self.finished += 1
         took, count = human("time", outcome.seconds), f"[{self.finished}/{len(self.names)}]"
-        done = f"FAILED after {took} {count}: {outcome.error}" if outcome.error else ""
-        self.log(f"{self.names[index]}: {done or f'done in {took} {count}'}")
+        if outcome.error:
+            self.log(f"{self.names[index]}: FAILED after {took} {count}: {outcome.error}")
+        else:
+            self.log(f"{self.names[index]}: done in {took} {count}")
 
 
 def run_plans(
