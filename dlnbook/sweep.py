@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dlnbook.chapters import Chapter, ChapterError, effective_parameters, load_yaml, parse_override
+from dlnbook.chapters import Chapter, ChapterError, load_yaml, parse_override
 from dlnbook.glued import glued_values
 from dlnbook.rundirs import prune_stale
 from dlnbook.runner import ChapterFailure, Outcome, Plan, run_plans
@@ -113,9 +113,6 @@ def points_of(
         if name in axes or any(name in point for point in explicit):
             raise ChapterError(f"parameter {name!r} is given in {path} and with -p")
         axes[name] = values
-    for name in [*axes, *(n for p in explicit for n in p)]:
-        if name not in chapter.defaults:
-            effective_parameters(chapter, {name: None})  # the usual "has no parameter" line
     if not axes and not explicit:
         raise ChapterError("nothing to sweep: give -p NAME=V1,V2,... or --params FILE.yml")
     size = math.prod(len(v) for v in axes.values()) * max(1, len(explicit))
