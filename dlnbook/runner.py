@@ -346,16 +346,10 @@ def run_plans(
     wait_for_workers: bool = False,
     noun: str = "run",
 ) -> list[Outcome]:
-    """Execute the plans that are not cached (or all, ``force``), longest first, and publish
-    each run; return the outcomes in completion order.
-
-    ``jobs``, ``scheduler``, ``wait_for_workers``: as :func:`dlnbook.executor.open_executor`;
-    ``timeout`` per cell; ``finalize(folder, executed_notebook)`` adds the page before a
-    folder appears; ``progress`` (``start``, ``tick``, ``outcome``) replaces the lines in
-    ``log``. Raises :class:`ChapterFailure` after all ran if any failed,
-    :class:`PublishError`, :class:`~dlnbook.executor.ExecutorError`, or ``KeyboardInterrupt``
-    after saying what was kept (counting ``noun``).
-    """
+    """Execute the plans not cached (all if ``force``), longest first, publish each run and
+    return the outcomes. ``finalize(folder, notebook)`` adds the page before a folder appears;
+    ``progress`` (``start``, ``tick``, ``outcome``) replaces the lines in ``log``. Raises
+    :class:`ChapterFailure` once all ran if any failed; on Ctrl-C says what was kept."""
     stale = longest_first(_stale(list(plans), force, log, quiet=progress is not None))
     if not stale:
         return []
