@@ -57,6 +57,10 @@ def _parse_cell(source: str) -> ast.Module | None:
         return None
 
 
+def _hidden(parts: Iterable[str]) -> bool:
+    return any(p.startswith(".") or p == "__pycache__" for p in parts)
+
+
 class _Package:
     """The modules of the package ``name`` whose sources are in ``root``, by dotted name."""
 
@@ -121,13 +125,12 @@ class _Package:
         path = self.file(module)
         if path is None or path.name != "__init__.py":
             return []
-        hidden = lambda parts: any(p.startswith(".") or p == "__pycache__" for p in parts)  # noqa: E731
         return [
             file
             for folder in sorted(path.parent.iterdir())
-            if folder.is_dir() and not hidden([folder.name]) and not any(folder.glob("*.py"))
+            if folder.is_dir() and not _hidden([folder.name]) and not any(folder.glob("*.py"))
             for file in sorted(folder.rglob("*"))
-            if file.is_file() and not hidden(file.relative_to(folder).parts)
+            if file.is_file() and not _hidden(file.relative_to(folder).parts)
         ]
 
     def closure(self, start: Iterable[str]) -> set[str]:
