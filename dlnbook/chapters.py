@@ -1,10 +1,5 @@
-"""Chapter notebooks, their parameters, and the one validation of new values.
-
-A chapter is a notebook ``chapters/<stem>.ipynb`` with one code cell tagged ``parameters``:
-``name = literal  # meaning [range]`` lines, and the rules and estimates of
-:mod:`dlnbook.checks`, parsed once when the chapter is read. :func:`validate` turns overrides
-(``-p``, a sweep point, a profile) into effective parameters; ``run``, ``sweep``, ``build``
-and the Sphinx build all call it. :func:`load_yaml` reads every YAML file of parameters.
+"""Chapter notebooks, their ``parameters`` cells, YAML files of parameters, and
+:func:`validate`, the one check of new values used by every command and the Sphinx build.
 """
 
 from __future__ import annotations
@@ -26,14 +21,13 @@ __all__ = ["Chapter", "ChapterError", "Parameter", "discover_chapters", "load_ch
 __all__ += ["effective_parameters", "meaning_without_range", "parse_override", "validate"]
 __all__ += ["check_profile", "load_profile", "load_yaml", "parse_parameters_source"]
 
+#: Integer parameters lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``.
 INT_LIMIT = 2**63
-"""Integer parameters must lie strictly between ``-INT_LIMIT`` and ``INT_LIMIT``."""
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One line of a ``parameters`` cell: name, default value, the comment (``meaning``,
-    with its range bracket) and the parsed range (None: any value of the type)."""
+    """One ``name = default  # meaning [range]`` line (``range`` None: any value)."""
 
     name: str
     default: Any
@@ -43,9 +37,8 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Chapter:
-    """A chapter notebook (absolute ``path``) and what its ``parameters`` cell declares, in
-    the order of the cell; ``error`` says why a chapter cannot be read (it then has no
-    parameters, and :func:`validate` refuses it with that message)."""
+    """A chapter notebook and what its ``parameters`` cell declares; ``error``: why it
+    cannot be read (:func:`validate` then refuses it)."""
 
     path: Path
     parameters: tuple[Parameter, ...]
@@ -54,18 +47,15 @@ class Chapter:
     error: str | None = None
 
     @property
-    def name(self) -> str:
-        """File stem, e.g. ``"02_boundedness"``; the key used by profiles and the CLI."""
+    def name(self) -> str:  # e.g. "02_boundedness"
         return self.path.stem
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Mapping of parameter name to its default value."""
         return {p.name: p.default for p in self.parameters}
 
 
 def _parse_line(line: str) -> Parameter:
-    """One ``name = literal  # meaning [range]`` line (errors without the location)."""
     code, comment = checks.split_at(line, "#")
     try:
         body = ast.parse(code.strip()).body
@@ -91,9 +81,7 @@ def _parse_line(line: str) -> Parameter:
 
 
 def parse_parameters_source(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
-    """The parameters of a ``parameters`` cell, in source order; :class:`ChapterError`
-    located by ``where`` and the line on a line that is not ``name = literal  # meaning``,
-    an unreadable range or a name assigned twice."""
+    """The parameters of a ``parameters`` cell; :class:`ChapterError` located by ``where``."""
     params: dict[str, Parameter] = {}
     for lineno, line in enumerate(source.splitlines(), start=1):
         if not line.strip() or line.strip().startswith("#"):
@@ -109,8 +97,7 @@ def parse_parameters_source(source: str, where: str = "parameters cell") -> tupl
 
 
 def load_chapter(path: str | Path) -> Chapter:
-    """Read a chapter notebook and parse its ``parameters`` cell; :class:`ChapterError` if
-    the file is not a notebook, or that cell is missing or malformed."""
+    """Read a chapter notebook and its ``parameters`` cell (:class:`ChapterError`)."""
     path = Path(path).resolve()
     try:
         cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
@@ -129,8 +116,7 @@ def load_chapter(path: str | Path) -> Chapter:
 
 
 def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
-    """Every chapter ``*.ipynb`` of a folder (:class:`ChapterError` if there is none), by
-    name. One that cannot be read is kept with its ``error``: :func:`validate` refuses it."""
+    """Every ``*.ipynb`` of a folder, by name; one that cannot be read has its ``error``."""
     chapters_dir = Path(chapters_dir)
     if not chapters_dir.is_dir():
         raise ChapterError(f"chapters directory not found: {chapters_dir}")
@@ -144,20 +130,16 @@ def discover_chapters(chapters_dir: str | Path) -> list[Chapter]:
 
 
 def meaning_without_range(param: Parameter) -> str:
-    """The parameter's one-line meaning, without its trailing range bracket."""
     meaning = param.meaning
     return meaning if param.range is None else meaning[: meaning.rindex("[")].rstrip()
 
-
-# --- validation ------------------------------------------------------------------------
 
 _KINDS = {bool: "bools", int: "ints", float: "finite numbers", str: "strings"}
 
 
 def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
-    """Check one value against the type of a scalar default: ints stay ints within
-    ``±INT_LIMIT``, floats are finite (ints and numeric strings may stand for floats: YAML
-    reads ``1e-3`` as a string)."""
+    """``value`` checked against the type of ``default`` (a float may be given as an int or
+    a numeric string: YAML reads ``1e-3`` as a string)."""
     if isinstance(default, bool | str):
         if isinstance(value, type(default)):
             return value
@@ -187,8 +169,7 @@ def _coerce_scalar(problem: str, default: Any, value: Any) -> Any:
 
 
 def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
-    """Check an override against the type of the default; a list's entries are checked
-    against the type of the default's entries (so a flat list refuses nested lists)."""
+    """``value`` checked against ``default``; a list's entries against the default's."""
     problem = f"parameter {name!r} of chapter {chapter!r}"
     if not isinstance(default, list | tuple):
         return _coerce_scalar(problem, default, value)
@@ -207,9 +188,7 @@ def _coerce(chapter: str, name: str, default: Any, value: Any) -> Any:
 
 
 def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The chapter's defaults with ``overrides`` merged in, in declaration order; only names
-    and types are checked here (:func:`validate` checks everything). :class:`ChapterError`
-    on a chapter that cannot be read, an unknown name or a value of the wrong type."""
+    """The defaults with ``overrides`` merged in, names and types checked."""
     if chapter.error:
         raise ChapterError(chapter.error)
     params = chapter.defaults
@@ -226,11 +205,8 @@ def effective_parameters(chapter: Chapter, overrides: Mapping[str, Any] | None) 
 def validate(
     chapter: Chapter, overrides: Mapping[str, Any] | None, allow_large: bool = False
 ) -> dict[str, Any]:
-    """The effective parameters of a run (all, in declaration order), checked as every
-    command checks them: the chapter can be read; names, types and finiteness; ranges;
-    rules; then, unless ``allow_large``, the estimated memory (at most this machine's) and
-    time (at most :data:`~dlnbook.checks.MAX_SECONDS`). :class:`ChapterError`: one line
-    naming the chapter, the parameter or rule and the offending values."""
+    """The effective parameters of a run, checked: names, types, ranges, rules and (unless
+    ``allow_large``) the memory and time estimates; else a one-line :class:`ChapterError`."""
     params = effective_parameters(chapter, overrides)
     for param in chapter.parameters:
         value = params[param.name]
@@ -255,9 +231,7 @@ def validate(
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``(name, value)`` of a ``NAME=VALUE`` override: ``VALUE`` as a Python literal if it is
-    one (``3``, ``1e-3``, ``True``, ``[2, 3]``), else a string; :class:`ChapterError` if there
-    is no ``=`` or the name is not an identifier."""
+    """``(name, value)`` of ``NAME=VALUE``: ``VALUE`` a Python literal, else a string."""
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
@@ -268,12 +242,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         return name, raw.strip()
 
 
-# --- YAML: profiles and sweep files ----------------------------------------------------
-
-
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML without aliases (a bomb is refused at its first alias, before anything is
-    expanded), merge keys or a key written twice in one mapping."""
+    """Safe YAML without aliases (refused before anything expands), merge keys or a key
+    written twice."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -302,9 +273,8 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_m
 
 
 def load_yaml(path: str | Path, what: str) -> Any:
-    """The document of a YAML file of parameters (None when empty), read by the rules of
-    :class:`_StrictLoader`; ``what`` names the file in the one-line :class:`ChapterError`
-    (``"parameter profile"``, ``"sweep file"``)."""
+    """The document of a YAML file (None when empty); ``what`` names it in the one-line
+    :class:`ChapterError`."""
     try:
         return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
     except OSError as exc:
@@ -321,8 +291,7 @@ def load_yaml(path: str | Path, what: str) -> Any:
 
 
 def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
-    """A profile: YAML mapping chapter stems to ``{parameter: value}`` (an empty file is an
-    empty profile); :class:`ChapterError` if :func:`load_yaml` fails or the shape is wrong."""
+    """A profile: YAML mapping chapter stems to ``{parameter: value}``."""
     data = load_yaml(path, "parameter profile") or {}
     if not isinstance(data, dict):
         raise ChapterError(f"parameter profile {path}: expected a mapping chapter -> parameters")
@@ -339,7 +308,6 @@ def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:
 def check_profile(
     profile: Mapping[str, Any], chapter_names: Iterable[str], source: str = "profile"
 ) -> None:
-    """Fail (:class:`ChapterError`) if a profile names a chapter that does not exist."""
     names = set(chapter_names)
     if unknown := sorted(set(profile) - names):
         raise ChapterError(

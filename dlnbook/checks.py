@@ -1,12 +1,6 @@
-"""What a ``parameters`` cell declares besides the values: ranges, rules, cost estimates.
-
-A range is the bracket ending a parameter's comment, ``[>= 0, <= 10]``, ``[1..20, len 1..8]``,
-``[chain, <= 500]`` or ``['a' | 'b']`` (syntax: ``chapters/README.md``). Rules and estimates
-are comment lines: ``# rule: EXPRESSION: why``, ``# memory: EXPRESSION`` (bytes) and
-``# time: EXPRESSION`` (seconds), over the parameter names with arithmetic, comparisons,
-``and``/``or``/``not`` and ``min``, ``max``, ``len``, ``sum``, ``abs``, :func:`gd_seconds` and
-:func:`gd_bytes`. This module knows nothing of chapters: :func:`dlnbook.chapters.validate`
-applies what it parses.
+"""What a ``parameters`` cell declares besides values: ranges (``[>= 0, <= 10]``,
+``[1..20, len 1..8]``, ``[chain]``, ``['a' | 'b']``), ``# rule:``, ``# memory:`` and
+``# time:`` lines (syntax: ``chapters/README.md``).
 """
 
 from __future__ import annotations
@@ -26,8 +20,8 @@ from typing import Any
 __all__ = ["ChapterError", "Estimate", "Range", "Rule", "parse_checks", "parse_range"]
 __all__ += ["MAX_SECONDS", "gd_bytes", "gd_seconds", "human", "machine_memory", "show", "split_at"]
 
+#: Longest estimated run time (seconds) accepted without ``--allow-large``.
 MAX_SECONDS = 24 * 3600.0
-"""Longest estimated run time (seconds) accepted without ``--allow-large``."""
 
 
 class ChapterError(ValueError):
@@ -35,12 +29,10 @@ class ChapterError(ValueError):
 
 
 def show(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value for a one-line message, shortened when it is long."""
+    """``repr`` of a value for a one-line message, shortened."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
-
-# --- ranges ----------------------------------------------------------------------------
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _NUMBER = r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -49,7 +41,6 @@ _INTERVAL = re.compile(rf"({_NUMBER})\s*\.\.\s*({_NUMBER})")
 
 
 def _fmt(number: float) -> str:
-    """A bound as written: ``3``, ``0.5``, ``1e6``."""
     if float(number).is_integer() and abs(number) < 1e5:
         return str(int(number))
     return f"{number:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
@@ -68,15 +59,13 @@ def _describe(bounds: tuple[tuple[str, float], ...], prefix: str) -> list[str]:
 
 
 def _leaves(value: Any) -> list[Any]:
-    """Every leaf of a (nested) list or tuple."""
     return [x for v in value for x in _leaves(v)] if isinstance(value, list | tuple) else [value]
 
 
 @dataclass(frozen=True)
 class Range:
-    """Allowed values of one parameter: comparisons the number or every entry of a list
-    must pass (``bounds``), comparisons of a list's length (``length``), whether it must be
-    network widths ``[d_0, ..., d_N]`` (``chain``) and the allowed strings (``choices``)."""
+    """Allowed values: ``bounds`` on the number (every entry of a list), ``length`` of a
+    list, ``chain`` (network widths ``[d_0, ..., d_N]``), allowed strings ``choices``."""
 
     bounds: tuple[tuple[str, float], ...] = ()
     length: tuple[tuple[str, int], ...] = ()
@@ -110,9 +99,8 @@ class Range:
 
 
 def parse_range(meaning: str) -> Range | None:
-    """The range in brackets ending a parameter's comment ``meaning``, or None if there is
-    none (a bracket that does not start like a range, as ``[d_0, ..., d_N]``, is part of
-    the meaning); :class:`ChapterError` if an item of a range cannot be read."""
+    """The range bracket ending a parameter's comment, or None (a bracket that does not
+    start like a range, as ``[d_0, ..., d_N]``, is part of the meaning)."""
     match = re.search(r"\[([^\[\]]*)\]\s*$", meaning)
     inside = match.group(1).strip() if match else ""
     if not inside.startswith((">", "<", "=", "chain", "len", "'")) and not _INTERVAL.match(inside):
@@ -141,7 +129,6 @@ def parse_range(meaning: str) -> Range | None:
 
 
 def _chain_problem(value: Any, params: Mapping[str, Any]) -> str | None:
-    """Why ``value`` is not a chain of widths (or a list of chains), or None if it is."""
     if not isinstance(value, list | tuple):
         return f"must be a list of widths [d_0, ..., d_N], got {show(value)}"
     if value and all(isinstance(v, list | tuple) for v in value):
@@ -160,20 +147,14 @@ def _chain_problem(value: Any, params: Mapping[str, Any]) -> str | None:
     return None
 
 
-# --- rules and estimates ---------------------------------------------------------------
-
-
 def gd_seconds(steps: float, depth: float, width: float, starts: float = 1) -> float:
-    """Estimated seconds of ``steps`` iterations of batched GD on one core (depth ``N``,
-    largest width, ``starts`` in the batch): ``3 N`` matrix products a step, each about 1 µs
-    of overhead plus ``2 starts width^3`` flops at 50 GFLOP/s (``benchmarks/bench_gd.py``)."""
+    """Seconds of ``steps`` batched GD steps on one core: ``3 depth`` products a step, each
+    1 µs plus ``2 starts width^3`` flops at 50 GFLOP/s (``benchmarks/bench_gd.py``)."""
     return steps * 3 * depth * (1e-6 + 2 * starts * width**3 / 5e10)
 
 
 def gd_bytes(depth: float, width: float, starts: float = 1) -> float:
-    """Estimated bytes of batched gradient descent: about eight ``width × width`` float64
-    matrices per factor and start (weights, gradients, prefix and suffix products,
-    covariances, temporaries)."""
+    """Bytes of batched GD: eight ``width × width`` float64 matrices per factor and start."""
     return 8 * 8 * starts * depth * width**2
 
 
@@ -197,7 +178,6 @@ class _Expression:
 
     @classmethod
     def compile(cls, text: str, names: set[str]) -> _Expression:
-        """Refuse syntax, names and calls that are not allowed; compile the rest."""
         text = text.strip()
         try:
             tree = ast.parse(text, mode="eval")
@@ -231,7 +211,7 @@ class _Expression:
 
 @dataclass(frozen=True)
 class Rule:
-    """A condition between parameters, ``# rule: EXPRESSION: why``."""
+    """``# rule: EXPRESSION: why``."""
 
     condition: _Expression
     reason: str
@@ -241,7 +221,6 @@ class Rule:
         return self.condition.text
 
     def problem(self, params: Mapping[str, Any]) -> str | None:
-        """Why the rule fails for ``params``, or None if it holds."""
         if self.condition(params):
             return None
         values = ", ".join(f"{n} = {show(params[n], 30)}" for n in self.condition.names)
@@ -250,13 +229,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The sum of a chapter's ``# memory:`` lines (bytes) or ``# time:`` lines (seconds)."""
+    """The sum of the ``# memory:`` (bytes) or ``# time:`` (seconds) lines."""
 
     kind: str
     terms: tuple[_Expression, ...]
 
     def value(self, params: Mapping[str, Any]) -> float:
-        """The estimate for ``params`` (bytes or seconds; ``inf`` beyond float range)."""
         try:
             return float(sum(term(params) for term in self.terms))
         except OverflowError:
@@ -267,8 +245,8 @@ class Estimate:
 
 
 def split_at(text: str, token: str) -> tuple[str, str]:
-    """Split Python source at its first ``token`` (``"#"``: the comment, or an operator such
-    as ``":"``) outside strings, dropping the token's first character; ``(text, "")`` if none."""
+    """Python source split at its first ``token`` (``"#"``: the comment) outside strings,
+    without the token's first character; ``(text, "")`` if none."""
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.string == token or (token == "#" and tok.type == tokenize.COMMENT):
@@ -281,10 +259,7 @@ def split_at(text: str, token: str) -> tuple[str, str]:
 def parse_checks(
     source: str, names: set[str], where: str = "parameters cell"
 ) -> tuple[tuple[Rule, ...], tuple[Estimate, ...]]:
-    """The rules and estimates (at most one per kind, its lines added up) of a parameters
-    cell ``source`` whose parameters are ``names``; a line that cannot be read or names an
-    unknown parameter raises :class:`ChapterError` located by ``where`` and its line number.
-    """
+    """The rules and estimates (one per kind) of a parameters cell declaring ``names``."""
     rules: list[Rule] = []
     terms: dict[str, list[_Expression]] = {}
     for lineno, line in enumerate(source.splitlines(), start=1):
@@ -303,16 +278,12 @@ def parse_checks(
 
 
 def machine_memory() -> float:
-    """Physical memory of this machine in bytes (``inf`` where it cannot be read)."""
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return math.inf
+    """Physical memory in bytes."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def human(kind: str, amount: float) -> str:
-    """Bytes (``kind`` ``"memory"``) as GB or TB, three digits; seconds as ``42 s``,
-    ``5 min`` or hours with three digits (``1.5 h``, ``375 h``)."""
+    """Bytes (``kind`` ``"memory"``) as ``1.5 GB``; seconds as ``42 s``, ``5 min``, ``1.5 h``."""
     if kind == "memory":
         value, unit = (amount / 1e12, "TB") if amount >= 1e12 else (amount / 1e9, "GB")
     elif amount < 5400:

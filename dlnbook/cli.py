@@ -1,14 +1,7 @@
 """``dln-book``: list the chapters' parameters, rerun a chapter, sweep one, build the book.
 
-Usage (from the book's folder, or with ``--book DIR``)::
-
-    dln-book list [CHAPTER]
-    dln-book run CHAPTER -p NAME=VALUE ... [--force]
-    dln-book sweep CHAPTER -p NAME=V1,V2,... [-p NAME=A:B:STEPS[:log]] [--scheduler ADDRESS]
-    dln-book build --params FILE.yml [--out DIR]
-
-Exit status: 0 on success, 2 on bad input (nothing is written), 1 if a chapter or the book
-build fails, 130 after Ctrl-C, 143 after SIGTERM.
+Exit status: 0 success, 2 bad input (nothing written), 1 a chapter or the build failed, 130
+after Ctrl-C, 143 after SIGTERM.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ from dlnbook.chapters import (
     meaning_without_range,
     parse_override,
 )
-from dlnbook.executor import SCHEDULER_ENV, ExecutorError, check_address
+from dlnbook.executor import ExecutorError, scheduler_address
 from dlnbook.export import PAGE_DIR, PARAMETERS_FILE, finalize_run
 from dlnbook.runner import (
     PLANS_ENV,
@@ -129,9 +122,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append((p.name, kind, repr(p.default), shown, meaning_without_range(p)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)] + [0]
         cells = json.loads(chapter.path.read_text(encoding="utf-8")).get("cells", [])
-        text = next(
-            ("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown"), ""
-        )
+        text = next(("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"), "")
         title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
         print(chapter.name + (f": {title}" if title else ""))
         for row in rows:
@@ -143,38 +134,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_failure(exc: ChapterFailure) -> int:
-    """One line per failed chapter: cell, exception, partial notebook and traceback log."""
-    for outcome in exc.failures:
-        print(f"{PROG}: {outcome.summary()}", file=sys.stderr)
-    return 1
+def _core(book: Path) -> Path | None:
+    core = _config(book).get("dlnbook_core_dir")
+    return book / core if core else None
 
 
 def _plan(args: argparse.Namespace, chapter: Chapter, points: Any) -> tuple[list[Plan], str | None]:
-    """The plans of the chapter's ``points`` (overrides) in ``--runs-dir`` and the scheduler
-    (``--scheduler`` or ``$DLNBOOK_SCHEDULER``), checked (:class:`UsageError` and the like)."""
-    core = _config(args.book).get("dlnbook_core_dir")
+    """The checked plans of ``points`` in the runs folder, and the checked scheduler."""
     runs = args.runs_dir if args.runs_dir is not None else args.book / "runs"
-    plans = plan_points(chapter, points, runs, args.book / core if core else None, args.allow_large)
-    scheduler = _scheduler(getattr(args, "scheduler", None))
+    plans = plan_points(chapter, points, runs, _core(args.book), args.allow_large)
+    scheduler = scheduler_address(getattr(args, "scheduler", None))
     _writable(runs, "--runs-dir" if args.runs_dir is not None else "runs folder")
     return plans, scheduler
-
-
-def _scheduler(address: str | None) -> str | None:
-    """``address`` (else ``$DLNBOOK_SCHEDULER``) checked, or None for this machine."""
-    address = address if address is not None else os.environ.get(SCHEDULER_ENV) or None
-    return None if address is None else check_address(address)
-
-
-def _driver(args: argparse.Namespace, scheduler: str | None) -> dict[str, Any]:
-    """What ``run`` and ``sweep`` pass to :func:`dlnbook.runner.run_plans` alike."""
-    return {
-        "timeout": args.timeout,
-        "finalize": finalize_run,
-        "scheduler": scheduler,
-        "force": args.force,
-    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -186,10 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return dry_run([plan], scheduler=scheduler, jobs=1)
     changed = [f"{k}={v!r}" for k, v in plan.parameters.items() if v != chapter.defaults[k]]
     print(f"{chapter.name} with {', '.join(changed) or 'its default parameters'}")
-    try:
-        run_plans([plan], jobs=1, stream_stderr=True, **_driver(args, scheduler))
-    except ChapterFailure as exc:
-        return _report_failure(exc)
+    driver = {"timeout": args.timeout, "scheduler": scheduler, "force": args.force}
+    run_plans([plan], jobs=1, stream_stderr=True, finalize=finalize_run, **driver)
     folder = plan.run_dir
     figures = sorted({p.stem for p in folder.glob("figures/*")})
     results = ", ".join(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npz")))
@@ -219,40 +188,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run([p.plan for p in points], swept, scheduler, args.workers, "point")
     print(f"{chapter.name}: {len(points)} point(s), swept: {', '.join(swept) or 'nothing'}")
-    folder, jobs, wait = sweep_folder(sweeps, chapter, plans), args.workers, args.wait_for_workers
-    driver = _driver(args, scheduler) | {"jobs": jobs, "wait_for_workers": wait}
-    return run_sweep(chapter, points, swept, folder, **driver)
+    driver = {"timeout": args.timeout, "scheduler": scheduler, "force": args.force}
+    driver |= {"jobs": args.workers, "wait_for_workers": args.wait_for_workers}
+    folder = sweep_folder(sweeps, chapter, plans)
+    return run_sweep(chapter, points, swept, folder, finalize=finalize_run, **driver)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """Build the whole book with a profile into its own output folder: execute the stale
-    chapters once, then ``jupyter-book build`` them (handed over, not planned again)."""
+    """Execute the stale chapters of a profile once, then ``jupyter-book build`` them into
+    their own folder (the plans handed over in :data:`~dlnbook.runner.PLANS_ENV`)."""
     book, chapters, profile = args.book, _chapters(args.book), load_profile(args.params)
     check_profile(profile, (c.name for c in chapters), str(args.params))
     digest = hashlib.sha256(json.dumps(profile, sort_keys=True, default=repr).encode()).hexdigest()
     out = (args.out or book / "_build" / f"params-{args.params.stem}-{digest[:8]}").resolve()
-    config = _config(book)
-    cache = (
-        book / config["dlnbook_cache_dir"]
-        if config.get("dlnbook_cache_dir")
-        else out / "_build" / "executed"
-    )
-    core = config.get("dlnbook_core_dir")
-    plans = plan_runs(chapters, profile, cache, book / core if core else None, args.allow_large)
+    cache_dir = _config(book).get("dlnbook_cache_dir")
+    cache = book / cache_dir if cache_dir else out / "_build" / "executed"
+    plans = plan_runs(chapters, profile, cache, _core(book), args.allow_large)
     if out in ((book / "_build").resolve(), book.resolve()):
         raise UsageError(f"--out {out} would overwrite the default book; pick another folder")
     _writable(out, "--out")
-    scheduler = _scheduler(None)
+    scheduler = scheduler_address(None)
     if args.dry_run:
         return dry_run(plans, scheduler=scheduler, jobs=args.jobs)
     # progress bars only when chapters run one at a time; in parallel they would garble
     alone = args.jobs == 1 or sum(not p.is_cached for p in plans) == 1
-    try:
-        run_plans(
-            plans, jobs=args.jobs, timeout=args.timeout, stream_stderr=alone, scheduler=scheduler
-        )
-    except ChapterFailure as exc:
-        return _report_failure(exc)
+    run_plans(plans, args.jobs, args.timeout, stream_stderr=alone, scheduler=scheduler)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.resolve())]
     env = dict(os.environ, DLNBOOK_PARAMS_FILE=str(args.params.resolve()))
@@ -279,17 +239,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _count(unit: str) -> Callable[[str], int]:
-    """An argparse type: a whole number ``>= 1``."""
+    """An argparse type: a whole number ``>= 1`` of ``unit``."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number of {unit}, got {text!r}"
-            ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected at least 1 {unit}, got {value}")
+            value = None
+        if value is None or value < 1:
+            got = f"at least 1 {unit}, got {value}" if value is not None else ""
+            problem = got or f"a whole number of {unit}, got {text!r}"
+            raise argparse.ArgumentTypeError(f"expected {problem}")
         return value
 
     return parse
@@ -317,9 +277,7 @@ _DRY = "validate, then show what would run (cached or not, estimated time); exec
 
 
 def _command(sub: Any, func: Callable, help: str, example: str) -> argparse.ArgumentParser:
-    """A subcommand running ``func``; its ``--help`` ends with one working example (tested by
-    ``tests/test_commands.py``). ``run`` and ``sweep`` take ``CHAPTER``, ``-p``, ``--force``
-    and ``--runs-dir``; all but ``list`` ``--timeout``, ``--allow-large`` and ``--dry-run``."""
+    """A subcommand running ``func``, its ``--help`` ending with a working ``example``."""
     name = func.__name__.removeprefix("cmd_")
     parser = sub.add_parser(name, help=help, epilog=f"example: {PROG} {name} {example}")
     parser.set_defaults(func=func)
@@ -380,19 +338,18 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``dln-book`` command line on ``argv`` (default ``sys.argv[1:]``); return the
-    exit status: 0 success, 1 a chapter or the build failed, 2 bad input, 130 after Ctrl-C,
-    143 after SIGTERM."""
+    """Run ``dln-book`` on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = _parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return args.func(args)
-    except (UsageError, ChapterError, ExecutorError) as exc:
+    except (UsageError, ChapterError, ExecutorError, PublishError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except PublishError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, PublishError) else 2
+    except ChapterFailure as exc:  # one line per failed chapter
+        for outcome in exc.failures:
+            print(f"{PROG}: {outcome.summary()}", file=sys.stderr)
         return 1
     except Terminated:  # what was kept is said where it was stopped (run_plans, sweep)
         return 143
@@ -404,7 +361,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

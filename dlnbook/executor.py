@@ -1,16 +1,8 @@
-"""Where chapters execute: papermill kernels driven by threads here, or an existing Dask cluster.
+"""Where chapters execute: papermill kernels driven by threads here, or a Dask cluster.
 
-:func:`execute_task` gets everything a worker needs (the notebook's bytes, the parameters, the
-per-cell timeout) and brings back the run's files as bytes in an :class:`Outcome`: a worker
-opens no path of the client, which alone writes run folders and renders pages
-(:mod:`dlnbook.runner`). :func:`open_executor` gives this machine (one daemon thread per
-chapter executed at once, each driving its own kernel: the work runs in the kernel's process)
-or the cluster at ``--scheduler`` / ``$DLNBOOK_SCHEDULER``. Both feed one loop,
-:meth:`Executor.run`, with futures.
-
-Stopping. Every kernel imports :mod:`dlnbook.kernel_guard`, which kills its process group once
-the process that started it is gone. On an exception in the client (Ctrl-C included) the local
-kernels' groups are killed at once; a second Ctrl-C during that cleanup exits immediately.
+A worker gets the notebook's bytes and parameters and sends the run's files back as bytes; it
+opens no path of the client. Every kernel loads :mod:`dlnbook.kernel_guard`; on an exception
+in the client (Ctrl-C included) the local kernels are killed at once.
 """
 
 from __future__ import annotations
@@ -34,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEDULER_ENV", "ExecutorError", "Outcome", "check_address", "describe_error"]
+__all__ = ["SCHEDULER_ENV", "ExecutorError", "Outcome", "describe_error", "scheduler_address"]
 __all__ += ["available_cores", "execute_task", "open_executor"]
 
 #: Environment variable naming the scheduler of an existing Dask cluster.
@@ -52,13 +44,9 @@ class ExecutorError(RuntimeError):
 
 @dataclass
 class Outcome:
-    """What became of one run.
-
-    The worker fills ``files`` (relative path -> bytes: everything the run wrote; on failure
-    the partial notebook, if any), ``seconds``, ``worker`` (``local`` or a Dask worker's
-    address), ``error`` (one line: cell and exception; None on success) and ``traceback``.
-    The client adds ``plan`` and, for a failure, the ``partial`` notebook and ``log`` it wrote.
-    """
+    """What became of one run: the worker fills ``files`` (relative path -> bytes; on failure
+    the partial notebook), ``seconds``, ``worker``, ``error`` (one line) and ``traceback``;
+    the client adds ``plan`` and, for a failure, the ``partial`` notebook and ``log``."""
 
     files: dict[str, bytes]
     seconds: float
@@ -70,7 +58,6 @@ class Outcome:
     log: Path | None = None
 
     def summary(self) -> str:
-        """One line: chapter, cell, exception, and where the partial notebook and log are."""
         where = [f"partial notebook {self.partial}"] * bool(self.partial)
         where += [f"traceback in {self.log}"] * bool(self.log)
         tail = f" ({'; '.join(where)})" if where else ""
@@ -98,13 +85,9 @@ def execute_task(
     timeout: float | None = None,
     stream_stderr: bool = False,
 ) -> Outcome:
-    """Execute a chapter with papermill in a scratch folder and return its files.
-
-    Runs on a Dask worker or in a thread of this process and touches only its scratch folder
-    (the kernel's working directory, deleted before returning); the executed notebook is
-    ``<name>.ipynb``. ``stream_stderr`` copies the kernel's stderr (progress bars) here.
-    Exceptions of the chapter come back as a failed outcome.
-    """
+    """Execute a chapter with papermill in a scratch folder (deleted after) and return its
+    files, the executed notebook as ``<name>.ipynb``; the chapter's exceptions come back as a
+    failed outcome. ``stream_stderr`` copies the kernel's stderr (progress bars) here."""
     import papermill
 
     worker = "local"
@@ -149,8 +132,8 @@ def execute_task(
 
 @dataclass
 class Executor:
-    """Runs :func:`execute_task` calls: ``submit(*args) -> future``, ``wait`` as
-    :func:`concurrent.futures.wait`, ``capacity()`` futures at once; ``where`` for the log."""
+    """Runs :func:`execute_task` calls: ``submit(*args, index) -> future``, ``wait`` as
+    :func:`concurrent.futures.wait`, ``capacity()`` at once; ``where`` for the log."""
 
     where: str
     submit: Callable[..., Any]
@@ -163,10 +146,9 @@ class Executor:
         poll: float = 1.0,
         on_tick: Callable[[list[int]], None] | None = None,
     ) -> Iterator[tuple[int, Outcome]]:
-        """Execute the tasks (arguments of :func:`execute_task`) in order, no more at once
-        than the capacity (so that a long one holds no other queued behind it on a busy
-        worker); yield ``(index, outcome)`` as each finishes. ``on_tick`` gets the indices
-        running, every ``poll`` seconds. A task whose worker died comes back failed."""
+        """Execute the tasks (arguments of :func:`execute_task`) in order, at most the
+        capacity at once; yield ``(index, outcome)`` as each finishes (failed if its worker
+        died). ``on_tick`` gets the running indices every ``poll`` seconds."""
         todo, pending = deque(range(len(tasks))), {}
         while todo or pending:
             while todo and len(pending) < self.capacity():
@@ -188,7 +170,7 @@ class Executor:
 
 
 def _thread(*args: Any, index: int) -> concurrent.futures.Future:
-    """:func:`execute_task` in a daemon thread (it dies with us; the kernel with it)."""
+    """:func:`execute_task` in a daemon thread (it dies with us)."""
     future: concurrent.futures.Future = concurrent.futures.Future()
 
     def work() -> None:
@@ -202,8 +184,7 @@ def _thread(*args: Any, index: int) -> concurrent.futures.Future:
 
 
 def _kill_kernels() -> None:
-    """Kill the process groups led by our children, the kernels (Linux); a second Ctrl-C
-    meanwhile exits at once."""
+    """Kill the process groups led by our children, the kernels; a second Ctrl-C exits."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130)) if main else None
     try:
@@ -217,9 +198,12 @@ def _kill_kernels() -> None:
             signal.signal(signal.SIGINT, previous)
 
 
-def check_address(address: str) -> str:
-    """A Dask scheduler address (``tcp://host:port`` or ``host:port``) as
-    ``scheme://host:port``, or :class:`ExecutorError`."""
+def scheduler_address(address: str | None) -> str | None:
+    """``address`` (else ``$DLNBOOK_SCHEDULER``) as ``scheme://host:port``, None for this
+    machine; :class:`ExecutorError` if it is not a scheduler address."""
+    address = address if address is not None else os.environ.get(SCHEDULER_ENV) or None
+    if address is None:
+        return None
     match = _ADDRESS.fullmatch(address.strip())
     if match is None or not 0 < int(match[3]) < 65536:
         raise ExecutorError(
@@ -264,10 +248,9 @@ def open_executor(
     wait_for_workers: bool = False,
     log: Callable[[str], None] = print,
 ) -> Iterator[Executor]:
-    """The cluster at ``scheduler`` (or ``$DLNBOOK_SCHEDULER``; ``wait_for_workers``: wait
-    for its first worker, saying so in ``log``), else this machine with ``workers`` threads
-    (default: the cores). :class:`ExecutorError` on a bad, unreachable or empty cluster."""
-    address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+    """The cluster at :func:`scheduler_address` (``wait_for_workers``: wait for its first
+    worker), else this machine with ``workers`` threads (default: the cores)."""
+    address = scheduler_address(scheduler)
     if address is None:
         slots = max(1, workers or available_cores())
         try:
@@ -278,7 +261,6 @@ def open_executor(
         return
     from distributed import wait
 
-    address = check_address(address)
     client, failed = _connect(address, wait_for_workers, log), False
 
     def submit(*args: Any, index: int) -> Any:
@@ -299,7 +281,4 @@ def open_executor(
 
 def available_cores() -> int:
     """Number of CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0))

@@ -1,10 +1,6 @@
-"""Imported at the start of every chapter's kernel: the kernel ends with the process that
-started it, and takes the processes it started along.
-
-jupyter_client starts each kernel as the leader of a new process group, so a Ctrl-C or a
-kill aimed at ``dln-book`` (or ``jupyter-book``) does not reach it; ipykernel exits when its
-parent dies but leaves its own children (chapter 7's worker processes) running. A daemon
-thread polls the parent and, once it is gone, kills the kernel's whole process group.
+"""Imported first in every chapter's kernel: once the process that started the kernel is
+gone, kill the kernel's process group (the kernel leads a group of its own, and ipykernel
+would leave its children, e.g. chapter 7's workers, running).
 """
 
 import os

@@ -1,33 +1,8 @@
-"""Sphinx extension: what a published book adds, switched on by the book's public addresses.
-
-Enable it in ``_config.yml`` (``sphinx.extra_extensions: [dlnbook.publish]``). The two
-addresses are Jupyter Book's own settings, and nothing else needs to change to publish:
-
-``html.baseurl`` (Sphinx ``html_baseurl``), the public URL, e.g. ``https://OWNER.github.io/dln-book/``
-    When set: canonical links, ``sitemap.xml`` (``sphinx-sitemap``) and link previews
-    (``sphinxext-opengraph``) whose image is a figure of the book (``dlnbook_preview_figure``),
-    copied to ``_static/preview.png`` so that its address stays the same from build to build.
-``repository.url`` (theme option ``repository_url``), e.g. ``https://github.com/OWNER/dln-book``
-    When set: repository and issue buttons, and the launch buttons configured under
-    ``launch_buttons`` (Binder, Colab), which open the chapter notebooks of the repository.
-    When empty, launch buttons are switched off (they need a repository).
-
-Independently of the addresses: ``index.html`` (what the bare address opens) redirects to the
-root page and names the favicon; MathJax is loaded on every page (chapter titles carry TeX,
-and the navigation shows them on every page, the search and index pages included); the search
-page typesets the titles in its results; ``<title>`` shows a title's formulas without their
-TeX delimiters (``rank-k``, not ``rank-\\(k\\)``).
-
-Every page keeps its download button, which serves the chapter notebook as committed
-(``_sources/chapters/NAME.ipynb``), not the executed copy that the page renders. All of it is
-offline-safe: the sitemap and the preview tags are files and ``<meta>`` tags, the buttons are
-links; nothing is requested from the web until a reader clicks.
-
-Configuration values (``sphinx.config`` in ``_config.yml``):
-
-``dlnbook_preview_figure`` (``""``)
-    Name (label) of the figure used as link preview image; required when ``html.baseurl`` is
-    set. A missing figure is a build warning (an error under ``-W``).
+"""Sphinx extension: what a published book adds, switched on by its two public addresses
+(README, "Publishing the book"). ``html.baseurl``: canonical links, ``sitemap.xml``, link
+previews showing the figure ``dlnbook_preview_figure``. ``repository.url``: repository, issue
+and launch buttons. Always: ``index.html`` redirects with the favicon, MathJax on every page,
+titles without TeX delimiters in ``<title>``, typeset search results.
 """
 
 from __future__ import annotations
@@ -55,8 +30,7 @@ PREVIEW_IMAGE = "_static/preview.png"
 
 
 def check_site_url(url: str) -> str:
-    """The public URL of the book, ending with ``/``; a ``ConfigError`` unless it is an
-    absolute ``http(s)`` URL without query or fragment."""
+    """The book's public ``http(s)`` URL, ending with ``/``, or a ``ConfigError``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(
@@ -67,8 +41,7 @@ def check_site_url(url: str) -> str:
 
 
 def check_repository_url(url: str) -> str:
-    """The repository URL without trailing ``/``; a ``ConfigError`` unless it is the address
-    of a GitHub repository, ``https://github.com/OWNER/REPO`` (launch buttons need one)."""
+    """``https://github.com/OWNER/REPO`` without trailing ``/``, or a ``ConfigError``."""
     url = url.rstrip("/")
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
@@ -81,7 +54,7 @@ def check_repository_url(url: str) -> str:
 
 
 def _configure(app: Sphinx, config: Config) -> None:
-    """``config-inited``: switch the publishing features on or off from the two addresses."""
+    """``config-inited``: switch the features on or off from the two addresses."""
     theme: dict[str, Any] = config.html_theme_options
     site_url = (config.html_baseurl or "").strip()
     repository_url = str(theme.get("repository_url") or "").strip()
@@ -111,7 +84,7 @@ def _configure(app: Sphinx, config: Config) -> None:
 
 
 def _figure_image(env: BuildEnvironment, name: str) -> Path | None:
-    """Source path of the PNG shown by the figure labelled ``name``, if there is one."""
+    """Source path of the PNG of the figure labelled ``name``, if any."""
     labels = env.domaindata["std"]["labels"]
     if name not in labels:
         return None
@@ -156,10 +129,8 @@ INDEX_REDIRECT = """<!DOCTYPE html>
 
 
 def _write_index_redirect(app: Sphinx, exception: Exception | None) -> None:
-    """``build-finished``: ``index.html``, the page a bare address opens, sends the reader to
-    the root page; unlike the bare redirect ``sphinx-external-toc`` writes, it names the
-    favicon (else the browser asks for ``/favicon.ico`` above the book) and the canonical URL.
-    Runs before that extension's handler, which then leaves the file alone."""
+    """``build-finished``, before ``sphinx-external-toc`` (which then leaves it alone): an
+    ``index.html`` redirect naming the favicon and the canonical URL."""
     config = app.config
     if exception is not None or app.builder.name != "html" or config.root_doc == "index":
         return
@@ -204,8 +175,8 @@ _INLINE_MATH = re.compile(r'<span class="math notranslate nohighlight">\\\((.*?)
 def _plain_title(
     app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
-    """``html-page-context``: the page title feeds ``<title>`` and the link preview, where
-    nothing typesets TeX; keep the formula's source without its ``\\( \\)`` delimiters."""
+    """``html-page-context``: a title's formulas without ``\\( \\)`` (nothing typesets
+    ``<title>`` or the link preview)."""
     if context.get("title"):
         context["title"] = _INLINE_MATH.sub(r"\1", context["title"])
 
@@ -213,13 +184,11 @@ def _plain_title(
 def _typeset_search_results(
     app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any
 ) -> None:
-    """``html-page-context``: add :data:`TYPESET_SEARCH_RESULTS` to the search page."""
     if pagename == "search":
         app.add_js_file(None, body=TYPESET_SEARCH_RESULTS)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the configuration value and event handlers (Sphinx entry point)."""
     app.add_config_value("dlnbook_preview_figure", "", "html", [str])
     app.set_html_assets_policy("always")  # MathJax on pages without equations of their own
     app.connect("config-inited", _configure)

@@ -1,14 +1,6 @@
-"""Write what a worker brought back: run folders appear complete or not at all.
-
-A run folder ``<runs>/<chapter>-<hash>/`` is written as a hidden sibling
-``.<chapter>-<hash>.tmp-<pid>-<random>`` and renamed into place in one step; ``--force``
-swaps the two folders atomically (``renameat2`` with ``RENAME_EXCHANGE`` on Linux), so the
-previous run stays until the new one is complete. Hidden folders of a killed process are
-removed (or, for a previous run set aside by the fallback swap, put back) by
-:func:`prune_stale` at the next start. Every folder ends with ``manifest.json`` (size and
-SHA-256 of every other file), written last and checked by :func:`check_run` before reuse;
-:func:`set_aside` renames a folder that fails to ``<name>.damaged-<time>``. A failed run
-leaves ``<runs>/failed/<chapter>-<hash>.ipynb`` (partial notebook) and ``.log`` (traceback).
+"""Run folders that appear complete or not at all: written as a hidden sibling, renamed (or,
+with ``--force``, swapped) into place with ``manifest.json`` written last, checked before
+reuse; a failed run leaves ``<runs>/failed/<chapter>-<hash>.ipynb|.log``.
 """
 
 from __future__ import annotations
@@ -24,6 +16,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 __all__ = ["MANIFEST", "check_run", "prune_stale", "publish_failure", "publish_run", "set_aside"]
 
@@ -42,8 +36,8 @@ def _digest(path: Path) -> str:
 
 
 def check_run(folder: Path) -> str | None:
-    """The first problem of a published run folder (``"no manifest.json"``, ``"results.npz:
-    10 bytes, expected 830"``, ...), or None when every listed file has its size and hash."""
+    """The first problem of a run folder (``"no manifest.json"``, ``"x.npz is missing"``,
+    ...), or None when every listed file has its size and hash."""
     try:
         files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
         items = [(rel, int(e["size"]), str(e["sha256"])) for rel, e in files.items()]
@@ -63,7 +57,7 @@ def check_run(folder: Path) -> str | None:
 
 
 def set_aside(folder: Path) -> Path:
-    """Rename a damaged run folder to ``<name>.damaged-<UTC time>`` beside it."""
+    """Rename a damaged run folder to ``<name>.damaged-<UTC time>``."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside, n = folder.with_name(f"{folder.name}.damaged-{stamp}"), 1
     while aside.exists():
@@ -73,7 +67,7 @@ def set_aside(folder: Path) -> Path:
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths; False when the system cannot."""
+    """Swap two paths atomically (Linux ``renameat2``); False when the system cannot."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -87,10 +81,9 @@ def publish_run(
     replace: bool = False,
     finalize: Callable[[Path], None] | None = None,
 ) -> bool:
-    """Make ``run_dir`` hold exactly ``files`` (relative path -> bytes), what
-    ``finalize(folder)`` adds (e.g. the page; if it raises, nothing is published) and the
-    manifest, in one atomic step. ``replace``: swap out an existing ``run_dir``. Returns
-    False if ``run_dir`` existed and ``replace`` was not asked (another process won)."""
+    """Make ``run_dir`` hold ``files`` (path -> bytes), what ``finalize(folder)`` adds and
+    the manifest, in one step (nothing if ``finalize`` raises); False if ``run_dir`` exists
+    and not ``replace``."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _hidden(run_dir, "tmp")
     try:
@@ -128,9 +121,8 @@ def publish_run(
 def publish_failure(
     run_dir: Path, notebook: bytes | None, traceback: str
 ) -> tuple[Path | None, Path]:
-    """Write the partial notebook (if any; else an earlier one is removed, so that no stale
-    notebook is taken for this failure) and the traceback of a failed run; return both
-    paths (the notebook None when the kernel did not get that far)."""
+    """Write (or, if None, remove) the partial notebook and write the traceback of a failed
+    run; return their paths (the notebook None if there is none)."""
     failed = run_dir.parent / "failed"
     partial, log = failed / f"{run_dir.name}.ipynb", failed / f"{run_dir.name}.log"
     failed.mkdir(parents=True, exist_ok=True)
@@ -145,13 +137,12 @@ def publish_failure(
 
 
 def prune_stale(folder: Path) -> list[Path]:
-    """Clean up the hidden folders (and ``failed/`` files) in ``folder`` of processes that no
-    longer run: a temporary one is deleted; a previous run set aside during a replacement is
-    put back if its run folder is missing, else deleted. Returns what was cleaned."""
+    """Remove the hidden files of dead processes in ``folder`` (and ``failed/``); put back a
+    previous run set aside during a swap if its folder is missing. Return what was cleaned."""
     cleaned = []
     for path in [*folder.iterdir(), *(folder / "failed").glob(".*")] if folder.is_dir() else []:
         match = _STALE.fullmatch(path.name)
-        if not match or (match["pid"] and _alive(int(match["pid"]))):
+        if not match or (match["pid"] and psutil.pid_exists(int(match["pid"]))):
             continue
         final = path.parent / match["name"]
         if match["kind"] == "old" and path.is_dir() and not final.exists():
@@ -164,13 +155,3 @@ def prune_stale(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         cleaned.append(path)
     return cleaned
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True

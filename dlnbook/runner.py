@@ -1,17 +1,9 @@
-"""The one driver: plan chapter runs, skip what is cached, execute the rest, publish each run.
+"""The one driver of ``run``, ``sweep``, ``build`` and Sphinx: plan, skip what is cached,
+execute the rest (:mod:`dlnbook.executor`), publish each run (:mod:`dlnbook.rundirs`).
 
-``dln-book run``, ``sweep``, ``build`` and the Sphinx extension all go through
-:func:`plan_points` (validated parameters, key, run folder) and :func:`run_plans` (cache check,
-execution by :mod:`dlnbook.executor`, publishing, progress and Ctrl-C report).
-
-A run's *key* is the SHA-256 of what changes its results: the notebook's code cells and kernel,
-its effective parameters and the ``dlncore`` code it runs (:mod:`dlnbook.cachekey`; syntax
-trees, so comments and docstrings do not count). Its folder ``<cache_dir>/<chapter>-<key[:12]>/``
-holds the executed notebook, the chapter's results (``*.npz``) and ``figures/``, and
-``run.json`` (parameters, seconds, worker). The client writes ``run.json``, adds the standalone
-page (``finalize``) and publishes the folder in one atomic rename with its manifest written
-last (:mod:`dlnbook.rundirs`): a folder is reused only if its manifest holds, a damaged one is
-set aside and executed again, a killed run leaves no half-written folder.
+A run's key is the SHA-256 of the notebook's code, its effective parameters and the
+``dlncore`` code it runs (:mod:`dlnbook.cachekey`); its folder is
+``<cache_dir>/<chapter>-<key[:12]>/``.
 """
 
 from __future__ import annotations
@@ -49,22 +41,19 @@ CACHE_FORMAT = "dlnbook-run-2"
 RUN_RECORD = "run.json"
 #: Through it ``dln-book build`` hands its plans to the Sphinx extension (planned once).
 PLANS_ENV = "DLNBOOK_PLANS"
-#: Seconds of a chapter at its defaults that never ran here, measured from a fresh clone
-#: (README): chapter 7 10 min 15 s, the appendix 91 s; others use ``# time:`` estimates.
+#: Seconds of a chapter at its defaults that never ran here (README "Build time").
 DEFAULT_SECONDS = {"07_experiments": 615.0, "08_calibration": 91.0}
 #: Cell tags that change how a notebook executes; other tags only change the page.
 EXECUTION_TAGS = frozenset({"parameters", "raises-exception", "skip-execution"})
 
 
 def notebook_digest(path: str | Path) -> str:
-    """SHA-256 of what a notebook computes: its code cells (source and
-    :data:`EXECUTION_TAGS`, in order) and its kernel's name. Prose, captions, other metadata
-    and outputs do not count: the page takes its text from the current notebook."""
+    """SHA-256 of a notebook's code cells (source and :data:`EXECUTION_TAGS`) and kernel."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     cells = [
         [
             "".join(c.get("source", "")),
-            sorted(EXECUTION_TAGS & set(c.get("metadata", {}).get("tags", []))),
+            sorted(EXECUTION_TAGS.intersection(c.get("metadata", {}).get("tags", []))),
         ]
         for c in nb.get("cells", [])
         if c.get("cell_type") == "code"
@@ -76,8 +65,7 @@ def notebook_digest(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """One run of a chapter: its validated effective ``parameters``, its ``key`` (hex SHA-256)
-    and ``run_dir`` (``<cache_dir>/<chapter>-<key[:12]>``), where it is or will be cached."""
+    """One run of a chapter: validated effective ``parameters``, ``key`` and ``run_dir``."""
 
     chapter: Chapter
     parameters: dict[str, Any]
@@ -86,17 +74,15 @@ class Plan:
 
     @property
     def executed_notebook(self) -> Path:
-        """Path of the executed copy inside :attr:`run_dir`."""
         return self.run_dir / f"{self.chapter.name}.ipynb"
 
     @property
     def problem(self) -> str | None:
-        """None when the run is cached (its manifest holds), ``"absent"``, or what is wrong."""
+        """None when cached (the manifest holds), ``"absent"``, or what is wrong."""
         return check_run(self.run_dir) if self.run_dir.is_dir() else "absent"
 
     @property
     def is_cached(self) -> bool:
-        """Whether a run with this key exists and its manifest holds."""
         return self.problem is None
 
 
@@ -107,23 +93,18 @@ def plan_points(
     core_dir: str | Path | None = None,
     allow_large: bool = True,
 ) -> list[Plan]:
-    """The plans of one chapter for each set of overrides in ``points`` (a run is one point),
-    every set validated (:func:`dlnbook.chapters.validate`) before anything is planned.
-    ``core_dir``: source folder of ``dlncore`` (default: where it is installed);
-    ``allow_large`` skips the memory and time limits."""
+    """The plans of ``chapter`` for each set of overrides in ``points``, all validated first;
+    ``core_dir``: sources of ``dlncore`` (default: the installed package)."""
     params = [validate(chapter, p, allow_large) for p in points]
-    if core_dir is None:
-        spec = importlib.util.find_spec("dlncore")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("package 'dlncore' is not importable; run `pip install -e .`")
-        core_dir = Path(next(iter(spec.submodule_search_locations))).resolve()
-    code = f"{notebook_digest(chapter.path)}:{chapter_digest(chapter.path, core_dir)}"
+    core = core_dir or Path(importlib.util.find_spec("dlncore").origin).parent
+    code = f"{notebook_digest(chapter.path)}:{chapter_digest(chapter.path, core)}"
     plans = []
     for p in params:
         payload = {"format": CACHE_FORMAT, "code": code, "parameters": p}
-        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode())
-        run_dir = Path(cache_dir).resolve() / f"{chapter.name}-{key.hexdigest()[:12]}"
-        plans.append(Plan(chapter, p, key.hexdigest(), run_dir))
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()
+        plans.append(
+            Plan(chapter, p, key, Path(cache_dir).resolve() / f"{chapter.name}-{key[:12]}")
+        )
     return plans
 
 
@@ -134,8 +115,7 @@ def plan_runs(
     core_dir: str | Path | None = None,
     allow_large: bool = True,
 ) -> list[Plan]:
-    """One plan per chapter, in order; ``overrides``: chapter stem -> {parameter: value}
-    (a profile). Other arguments as for :func:`plan_points`."""
+    """One plan per chapter; ``overrides``: a profile, chapter stem -> {parameter: value}."""
     overrides = overrides or {}
     return [
         plan_points(c, [overrides.get(c.name) or {}], cache_dir, core_dir, allow_large)[0]
@@ -150,12 +130,8 @@ def encode_plans(plans: Sequence[Plan]) -> str:
 
 
 def decode_plans(text: str) -> list[Plan]:
-    """The plans :func:`encode_plans` wrote (chapters read again from their notebooks)."""
     rows = pickle.loads(base64.b64decode(text))  # noqa: S301 - written by our parent process
     return [Plan(load_chapter(path), params, key, Path(run)) for path, params, key, run in rows]
-
-
-# --- how long a run takes --------------------------------------------------------------
 
 
 def _time_estimate(chapter: Chapter, params: Mapping[str, Any]) -> float | None:
@@ -164,10 +140,9 @@ def _time_estimate(chapter: Chapter, params: Mapping[str, Any]) -> float | None:
 
 
 def expected_seconds(plan: Plan) -> tuple[float | None, str]:
-    """``(seconds, "recorded")`` from the newest earlier run of the chapter beside
-    ``plan.run_dir``, scaled by the ratio of its ``# time:`` estimates at the two sets of
-    parameters; else ``(seconds, "guess")`` from :data:`DEFAULT_SECONDS` (at the defaults) or
-    the estimate; ``(None, "unknown")`` without either."""
+    """``(seconds, "recorded")``: the newest earlier run of the chapter, scaled by its
+    ``# time:`` estimates; else ``(seconds, "guess")`` from :data:`DEFAULT_SECONDS` or the
+    estimate; else ``(None, "unknown")``."""
     records = []
     for path in plan.run_dir.parent.glob(f"{plan.chapter.name}-*/{RUN_RECORD}"):
         try:
@@ -189,7 +164,7 @@ def expected_seconds(plan: Plan) -> tuple[float | None, str]:
 
 
 def longest_first(plans: Iterable[Plan]) -> list[Plan]:
-    """Plans ordered by :func:`expected_seconds`, longest first (unknown last, in order)."""
+    """Plans by :func:`expected_seconds`, longest first (unknown last, in order)."""
     keyed = [(expected_seconds(p)[0], i, p) for i, p in enumerate(plans)]
     return [p for s, i, p in sorted(keyed, key=lambda k: (k[0] is None, -(k[0] or 0), k[1]))]
 
@@ -200,38 +175,27 @@ def dry_run(
     scheduler: str | None = None,
     jobs: int | None = None,
     noun: str = "chapter",
-    out: Callable[[str], None] = print,
 ) -> int:
-    """Print what :func:`run_plans` would do; execute and write nothing; return 0.
-
-    One row per plan: its parameters (``columns``, else those that differ from the
-    defaults), ``cached``, ``would execute`` or ``damaged (...)``, and the time
-    :func:`expected_seconds` expects; then "12 point(s): 4 cached, 8 to run, about 6 min on
-    2 worker(s)" (the runs placed longest first on the workers).
-    """
-    columns = None if columns is None else list(columns)
+    """Print, per plan, its parameters (``columns``, else those not at their defaults), its
+    state and expected time, then a total on the workers; execute nothing; return 0."""
     rows, todo, workers = [], [], 1 if scheduler else jobs or available_cores()
     for plan in plans:
-        defaults = plan.chapter.defaults
-        shown = (
-            columns
-            if columns is not None
-            else [k for k in defaults if plan.parameters[k] != defaults[k]]
+        defaults, problem = plan.chapter.defaults, plan.problem
+        shown = [k for k in defaults if plan.parameters[k] != defaults[k]]
+        params = ", ".join(
+            f"{k}={plan.parameters[k]!r}" for k in (shown if columns is None else columns)
         )
-        problem = plan.problem
         state = {None: "cached", "absent": "would execute"}.get(problem)
         seconds, source = expected_seconds(plan)
-        cost = "" if problem is None else "time unknown" if seconds is None else ""
+        cost = "" if problem is None else "time unknown"
         if problem is not None and seconds is not None:
             todo.append(seconds)
             cost = f"about {human('time', seconds)}" + " (guess)" * (source == "guess")
-        params = ", ".join(f"{k}={plan.parameters[k]!r}" for k in shown) or "defaults"
-        rows.append(
-            (plan.chapter.name, params, state or f"damaged ({problem}): would execute", cost)
-        )
+        state = state or f"damaged ({problem}): would execute"
+        rows.append((plan.chapter.name, params or "defaults", state, cost))
     widths = [max(len(r[i]) for r in rows) for i in range(3)] + [0]
     for row in rows:
-        out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     slots = [0.0] * workers
     for seconds in sorted(todo, reverse=True):
         slots[slots.index(min(slots))] += seconds
@@ -239,11 +203,8 @@ def dry_run(
     to_run = sum(r[2] != "cached" for r in rows)
     total = f", about {human('time', max(slots))} {where}" * bool(todo)
     unknown = f" ({to_run - len(todo)} without an estimate)" * (to_run > len(todo))
-    out(f"{len(plans)} {noun}(s): {len(plans) - to_run} cached, {to_run} to run{total}{unknown}")
+    print(f"{len(plans)} {noun}(s): {len(plans) - to_run} cached, {to_run} to run{total}{unknown}")
     return 0
-
-
-# --- publishing (on the client) --------------------------------------------------------
 
 
 class ChapterFailure(RuntimeError):
@@ -292,9 +253,9 @@ def _disk_error(exc: BaseException | None) -> OSError | None:
 def _publish(
     plan: Plan, result: Outcome, finalize: Callable[[Path, Path], None] | None, replace: bool
 ) -> Outcome:
-    """Publish a worker's result here: the run folder (with ``run.json``, what ``finalize``
-    adds and the manifest) on success, the partial notebook and log on failure. A run that
-    another process published first is reported as the one on disk."""
+    """Write a worker's result: the run folder (``run.json``, what ``finalize`` adds, the
+    manifest), or the partial notebook and log; a run published first by another process
+    is reported as the one on disk."""
     notebook, files = f"{plan.chapter.name}.ipynb", dict(result.files)
     error, full = result.error, result.traceback
     outcome = dataclasses.replace(result, files={}, plan=plan)
@@ -323,9 +284,6 @@ def _publish(
     return dataclasses.replace(outcome, error=error, traceback=full, partial=partial, log=log)
 
 
-# --- the driver ------------------------------------------------------------------------
-
-
 def _stale(plans: list[Plan], force: bool, log: Callable[[str], None], quiet: bool) -> list[Plan]:
     """The plans to execute: not cached, damaged (set aside, one line each) or forced."""
     for folder in {p.run_dir.parent for p in plans}:
@@ -344,7 +302,8 @@ def _stale(plans: list[Plan], force: bool, log: Callable[[str], None], quiet: bo
 
 
 class _Lines:
-    """The default progress report: a line per start and end, a heartbeat."""
+    """The default progress report: a line per start and end, and every ``heartbeat``
+    seconds the chapters still running."""
 
     def __init__(self, log: Callable[[str], None], heartbeat: float) -> None:
         self.log, self.heartbeat, self.finished = log, heartbeat, 0
@@ -352,26 +311,25 @@ class _Lines:
         self.announced: set[int] = set()
 
     def start(self, stale: Sequence[Plan]) -> None:
-        self.stale = stale
+        self.names = [p.chapter.name for p in stale]
 
     def tick(self, running: list[int], beat: bool = True) -> None:
         for index in sorted(set(running) - self.announced):
             self.announced.add(index)
-            self.log(f"{self.stale[index].chapter.name}: started")
+            self.log(f"{self.names[index]}: started")
         if beat and running and time.monotonic() - self.last >= self.heartbeat:
             self.last = time.monotonic()
-            names = ", ".join(self.stale[i].chapter.name for i in running)
+            names = ", ".join(self.names[i] for i in running)
             self.log(f"still running ({human('time', self.last - self.started)}): {names}")
 
     def outcome(self, index: int, outcome: Outcome) -> None:
         self.tick([index], beat=False)
         self.finished += 1
-        took, count = human("time", outcome.seconds), f"[{self.finished}/{len(self.stale)}]"
-        failed = f"FAILED after {took} {count}: {outcome.error}"
-        self.log(
-            f"{self.stale[index].chapter.name}: "
-            + (failed if outcome.error else f"done in {took} {count}")
-        )
+        took, count = human("time", outcome.seconds), f"[{self.finished}/{len(self.names)}]"
+        if outcome.error:
+            self.log(f"{self.names[index]}: FAILED after {took} {count}: {outcome.error}")
+        else:
+            self.log(f"{self.names[index]}: done in {took} {count}")
 
 
 def run_plans(
@@ -388,24 +346,10 @@ def run_plans(
     wait_for_workers: bool = False,
     noun: str = "run",
 ) -> list[Outcome]:
-    """Execute the plans whose run is not cached (longest first) and publish each run.
-
-    Cached plans are skipped unless ``force`` (the previous folder is replaced once the new
-    run is complete); damaged ones are set aside. Chapters run here (``jobs`` at once,
-    default the cores) or on the Dask cluster at ``scheduler`` (default
-    ``$DLNBOOK_SCHEDULER``; ``wait_for_workers``: wait for its first worker). ``timeout`` is
-    per cell; ``finalize(folder, executed_notebook)`` adds files (the page) before a folder
-    appears, and if it raises the run fails; ``stream_stderr`` copies the chapters' progress
-    bars here. ``log`` gets a line per chapter (up to date, started, done or FAILED), "still
-    running" every ``heartbeat`` seconds and, on Ctrl-C, what was kept (counting ``noun``);
-    ``progress`` (``start(stale plans)``, ``tick(running indices)``, ``outcome(index,
-    outcome)``) replaces the per-chapter lines.
-
-    Returns the outcomes in completion order. Raises :class:`ChapterFailure` after all ran if
-    any failed (the others stay cached), :class:`~dlnbook.executor.ExecutorError` for a bad,
-    unreachable or empty cluster, :class:`PublishError` if a finished run cannot be written,
-    ``KeyboardInterrupt`` on Ctrl-C (kernels stopped, finished runs kept).
-    """
+    """Execute the plans not cached (all if ``force``), longest first, publish each run and
+    return the outcomes. ``finalize(folder, notebook)`` adds the page before a folder appears;
+    ``progress`` (``start``, ``tick``, ``outcome``) replaces the lines in ``log``. Raises
+    :class:`ChapterFailure` once all ran if any failed; on Ctrl-C says what was kept."""
     stale = longest_first(_stale(list(plans), force, log, quiet=progress is not None))
     if not stale:
         return []
@@ -435,8 +379,8 @@ def run_plans(
 
 
 def prune_cache(plans: Iterable[Plan], keep: int = 3) -> list[Path]:
-    """Delete the older ``<chapter>-<hash>`` run folders beside each plan's, keeping the
-    newest ``keep`` (the plan's own folder included, and never deleted); return them."""
+    """Delete all but the newest ``keep`` run folders of each plan's chapter (never the plan's
+    own); return them."""
     deleted = []
     for plan in plans:
         pattern = re.compile(re.escape(plan.chapter.name) + r"-[0-9a-f]{12}")

@@ -1,12 +1,6 @@
-"""Sweeps: one chapter over a grid of parameters, each point exactly a ``dln-book run``.
-
-Every point is planned like ``dln-book run`` (same key, same ``runs/<chapter>-<hash>/``
-folder: sweeps and runs reuse each other's results) and executed by the one driver
-(:func:`dlnbook.runner.run_plans`). Once every point has finished or failed,
-:func:`dlnbook.sweeppage.write_sweep` writes the sweep's folder ``sweeps/<chapter>-<hash>/``
-(the hash covers the set of points) in one atomic step: ``points.csv`` (swept parameters,
-status ``done``/``reused``/``failed``, seconds, worker, run folder, error, every glued scalar)
-and ``index.html``, the offline page of the sweep.
+"""Sweeps: one chapter over a grid of parameters, each point exactly a ``dln-book run``
+through the one driver; then the sweep's folder ``sweeps/<chapter>-<hash>/`` (the hash covers
+the points) with ``points.csv`` and ``index.html`` (:mod:`dlnbook.sweeppage`).
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dlnbook.chapters import Chapter, ChapterError, effective_parameters, load_yaml, parse_override
+from dlnbook.chapters import Chapter, ChapterError, load_yaml, parse_override
 from dlnbook.glued import glued_values
 from dlnbook.rundirs import prune_stale
 from dlnbook.runner import ChapterFailure, Outcome, Plan, run_plans
@@ -40,10 +34,8 @@ _RANGE = re.compile(r"\s*([^:\[\]'\"]+):([^:\[\]'\"]+):(\d+)(:log)?\s*")
 
 
 def parse_axis(text: str, default: Any) -> tuple[str, list[Any]]:
-    """Name and values (not yet validated) of ``NAME=V1,V2,...`` (Python literals, as for
-    ``run``: ``[3, 2, 3]`` is one value of a list parameter), ``NAME=A:B:STEPS`` (evenly
-    spaced) or ``NAME=A:B:STEPS:log`` (geometric); integers when ``default`` is an int and
-    every value is integral. :class:`ChapterError` on a malformed or empty axis."""
+    """Name and values of ``NAME=V1,V2,...`` (Python literals; ``[3, 2]`` is one value),
+    ``NAME=A:B:STEPS`` or ``NAME=A:B:STEPS:log``; integers for an int ``default``."""
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
@@ -79,8 +71,7 @@ def parse_axis(text: str, default: Any) -> tuple[str, list[Any]]:
 
 
 def grid(axes: Mapping[str, Sequence[Any]], points: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
-    """Every combination of the axes, for every explicit point (or once without points);
-    duplicates kept once, in first-seen order."""
+    """Every combination of the axes for every explicit point, each once, in order."""
     seen: dict[str, dict[str, Any]] = {}
     for base in list(points) or [{}]:
         for combo in itertools.product(*axes.values()):
@@ -90,8 +81,7 @@ def grid(axes: Mapping[str, Sequence[Any]], points: Sequence[Mapping[str, Any]] 
 
 
 def _points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """Axes and explicit points of a YAML sweep file: ``NAME: [V1, V2, ...]`` entries (a
-    scalar is one value) or ``points: [{NAME: V, ...}, ...]``."""
+    """Axes (``NAME: [V1, ...]``) or explicit points (``points: [{NAME: V}]``) of a file."""
     data = load_yaml(path, "sweep file")
     if isinstance(data, dict) and set(data) == {"points"}:
         points = data["points"]
@@ -115,20 +105,14 @@ def _points_file(path: Path) -> tuple[dict[str, list[Any]], list[dict[str, Any]]
 def points_of(
     chapter: Chapter, items: Sequence[str], path: Path | None = None, yes: bool = False
 ) -> list[dict[str, Any]]:
-    """The overrides of every point: the ``-p`` axes ``items`` and the sweep file ``path``.
-
-    :class:`ChapterError` (exit 2) on a name given in both, an unknown name, nothing to
-    sweep, or more than :data:`MAX_POINTS` points unless ``yes``.
-    """
+    """The overrides of every point of the ``-p`` axes ``items`` and the sweep file ``path``
+    (more than :data:`MAX_POINTS` only if ``yes``)."""
     axes, explicit = _points_file(path) if path else ({}, [])
     for item in items:
         name, values = parse_axis(item, chapter.defaults.get(item.partition("=")[0].strip()))
         if name in axes or any(name in point for point in explicit):
             raise ChapterError(f"parameter {name!r} is given in {path} and with -p")
         axes[name] = values
-    for name in [*axes, *(n for p in explicit for n in p)]:
-        if name not in chapter.defaults:
-            effective_parameters(chapter, {name: None})  # the usual "has no parameter" line
     if not axes and not explicit:
         raise ChapterError("nothing to sweep: give -p NAME=V1,V2,... or --params FILE.yml")
     size = math.prod(len(v) for v in axes.values()) * max(1, len(explicit))
@@ -141,8 +125,8 @@ def points_of(
 
 @dataclass
 class Point:
-    """One point of a sweep (numbered from 1, its ``overrides`` and ``plan``) and what
-    became of it: ``status`` ``pending``, ``done``, ``reused`` or ``failed``."""
+    """One point (numbered from 1) and what became of it: ``status`` ``pending``, ``done``,
+    ``reused`` or ``failed``."""
 
     index: int
     overrides: dict[str, Any]
@@ -156,29 +140,31 @@ class Point:
 
 
 def sweep_folder(sweeps_dir: Path, chapter: Chapter, plans: Iterable[Plan]) -> Path:
-    """``<sweeps_dir>/<chapter>-<hash>``: the hash covers the set of points."""
     digest = hashlib.sha256("\n".join(sorted(p.key for p in plans)).encode()).hexdigest()
     return sweeps_dir.resolve() / f"{chapter.name}-{digest[:12]}"
 
 
 class _Progress:
-    """The ``progress`` of :func:`dlnbook.runner.run_plans`: one line on stderr (tqdm,
-    rewritten in place), the points done, running and failed and the time left."""
+    """The ``progress`` of :func:`dlnbook.runner.run_plans`: one tqdm line on stderr."""
 
     def __init__(self, points: Sequence[Point]) -> None:
         self.points = {p.plan.key: p for p in points}
-        self.running = self.failed = 0
+        self.failed = 0
         self.bar: Any = None
 
     def start(self, stale: Sequence[Plan]) -> None:
-        reused, form = len(self.points) - len(stale), "{desc}, ETA {remaining}"
-        self.bar = tqdm(total=len(self.points), initial=reused, file=sys.stderr, bar_format=form)
-        self.reused = reused
-        self.show()
+        self.reused, form = len(self.points) - len(stale), "{desc}, ETA {remaining}"
+        self.bar = tqdm(
+            total=len(self.points), initial=self.reused, file=sys.stderr, bar_format=form
+        )
+        self.tick(())
 
     def tick(self, running: Sequence[int]) -> None:
-        self.running = len(running)
-        self.show()
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        self.bar.set_description_str(
+            f"sweep: {self.bar.n - self.failed}/{self.bar.total} done{reused}, "
+            f"{len(running)} running, {self.failed} failed"
+        )
 
     def outcome(self, index: int, outcome: Outcome) -> None:
         point = self.points[outcome.plan.key]
@@ -186,21 +172,11 @@ class _Progress:
         point.seconds, point.worker = outcome.seconds, outcome.worker
         point.error, point.partial, point.log = outcome.error or "", outcome.partial, outcome.log
         self.failed += bool(outcome.error)
-        self.running = max(0, self.running - 1)
         self.bar.update(1)
-        self.show()
 
     def close(self) -> None:
-        self.running = 0
-        self.show()
+        self.tick(())
         self.bar.close()
-
-    def show(self) -> None:
-        reused = f" ({self.reused} reused)" if self.reused else ""
-        self.bar.set_description_str(
-            f"sweep: {self.bar.n - self.failed}/{self.bar.total} done{reused}, "
-            f"{self.running} running, {self.failed} failed"
-        )
 
 
 def run_sweep(
@@ -211,27 +187,21 @@ def run_sweep(
     log: Callable[[str], None] = print,
     **driver: Any,
 ) -> int:
-    """Execute the points that are not cached through :func:`dlnbook.runner.run_plans`
-    (``**driver``: its ``scheduler``, ``jobs``, ``force``, ``timeout``, ``finalize``,
-    ``wait_for_workers``), then write the sweep ``folder``. ``log`` gets the sweep's lines.
-
-    Returns 0 when every point succeeded, 1 when any failed; on Ctrl-C, raises
-    ``KeyboardInterrupt`` after one line saying what was kept (finished points stay in
-    ``runs/``; the sweep folder is not written).
-    """
+    """Execute the points through :func:`dlnbook.runner.run_plans` (``**driver``: its
+    arguments), then write the sweep ``folder``; return 1 if a point failed, else 0. On
+    Ctrl-C the finished points stay in ``runs/`` and the folder is not written."""
     progress = _Progress(points)
     prune_stale(folder.parent)  # what a killed sweep left behind
     try:
         run_plans([p.plan for p in points], log=log, progress=progress, noun="point", **driver)
     except ChapterFailure:
         pass  # recorded in the points
-    except BaseException:
+    finally:
         if progress.bar is not None:
             progress.close()
-        raise
     if progress.bar is None:  # nothing was executed
         progress.start([])
-    progress.close()
+        progress.close()
     for p in points:
         p.status = "reused" if p.status == "pending" else p.status
     write_sweep(folder, chapter, points, swept)
