@@ -34,12 +34,28 @@ SCHEDULER_ENV = "DLNBOOK_SCHEDULER"
 #: Seconds to wait for the first worker of a cluster before saying it has none.
 NO_WORKERS_TIMEOUT = 10.0
 _CONNECT_TIMEOUT = 4.0
+#: The kernel's own log in its scratch folder; quoted in the traceback of a failed run.
+KERNEL_LOG = "kernel.log"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss|ucx|inproc)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d+)/?")
 
 
 class ExecutorError(RuntimeError):
     """The executor cannot start (bad or unreachable scheduler, a cluster without workers)."""
+
+
+def _quiet_kernel_manager() -> type:
+    """A kernel manager whose kernel writes its own log (ipykernel's warnings, a traceback
+    while it shuts down) to ``kernel.log`` beside its working folder, not to this process's
+    stderr; the cells' output still comes back as Jupyter messages."""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            with open(Path(kw["cwd"]).parent / KERNEL_LOG, "ab") as log:  # the child keeps it
+                await super().start_kernel(**kw, stdout=log, stderr=log)
+
+    return QuietKernelManager
 
 
 @dataclass
@@ -118,6 +134,7 @@ def execute_task(
                 "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
             ],
             stderr_file=sys.stderr if stream_stderr else None,
+            kernel_manager_class=_quiet_kernel_manager(),
         )
         files = {
             p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()
@@ -125,7 +142,11 @@ def execute_task(
         return Outcome(dict(sorted(files.items())), time.monotonic() - start, worker)
     except Exception as exc:  # noqa: BLE001 - reported to the client, never cached
         partial = {output.name: output.read_bytes()} if output.is_file() else {}
-        return Outcome(partial, time.monotonic() - start, worker, *describe_error(exc))
+        error, text = describe_error(exc)
+        log = scratch / KERNEL_LOG
+        if log.is_file() and log.stat().st_size:
+            text += f"\n\nThe kernel's own log:\n{log.read_text(errors='replace')}"
+        return Outcome(partial, time.monotonic() - start, worker, error, text)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -79,7 +79,10 @@ def tiny_chapter(title: str = "Tiny chapter") -> nbformat.NotebookNode:
         TINY_PARAMETERS,
         TINY_CODE,
         new_code_cell(TINY_FIGURE, metadata=figure),
-        "if fail:\n    raise RuntimeError('tiny chapter failed on purpose')",
+        "if fail:\n"
+        "    import os\n\n"
+        "    os.write(2, b'noise of the kernel process')  # not a cell output: its own stderr\n"
+        "    raise RuntimeError('tiny chapter failed on purpose')",
         new_markdown_cell("{numref}`fig-tiny-loss` shows the loss."),
     )
 
@@ -326,6 +329,9 @@ def test_failing_chapter_exits_1_with_error_and_partial_notebook(book, tmp_path,
     assert Path(partial).name == Path(log).with_suffix(".ipynb").name  # named after the run
     assert re.fullmatch(r"01_tiny-[0-9a-f]{12}\.ipynb", Path(partial).name)
     assert "tiny chapter failed on purpose" in Path(log).read_text()
+    # the kernel process's own output is in the log, not on the terminal
+    assert "noise of the kernel process" in Path(log).read_text()
+    assert "noise of the kernel process" not in err
     executed = nbformat.read(partial, as_version=4)
     assert any(
         out.get("ename") == "RuntimeError" for c in executed.cells for out in c.get("outputs", [])
