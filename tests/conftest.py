@@ -1,3 +1,4 @@
+import fcntl
 import os
 import signal
 import socket
@@ -147,6 +148,56 @@ def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+# --- built once per test session, shared by the pytest-xdist workers ----------------------
+
+
+@contextmanager
+def once_per_session(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """The folder ``name`` in the session's temporary folder, which is shared by every
+    pytest-xdist worker of the session (``make test``), held under a file lock: the first
+    worker to get here builds into it while the others wait, and then read what it built.
+    The caller tells a finished build by a file it writes last."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield root / name
+
+
+#: Chapter 1 at small parameters (as ``dln-book run 1 -p steps=30 -p bottleneck_steps=30``).
+SMALL_1 = {"steps": 30, "bottleneck_steps": 30}
+
+
+@pytest.fixture(scope="session")
+def chapter1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``dln-book run 1 -p steps=30 -p bottleneck_steps=30 --runs-dir RUNS`` (a real chapter
+    through the command line, page included), then ``dln-book sweep`` of that one point with
+    ``--sweeps-dir SWEEPS`` (RUNS and SWEEPS siblings; the sweep reuses the run). Executed once
+    per session for every test that reads it (the run's page, its prose, a local sweep to
+    compare a cluster's with); tests must not write into it. Returns the run folder."""
+    with once_per_session(tmp_path_factory, "chapter-1") as root:
+        done = root / "run-folder.txt"
+        if not done.is_file():
+            root.mkdir(exist_ok=True)
+            dirs = ["--runs-dir", str(root / "runs")]
+            params = [f"-p{name}={value}" for name, value in SMALL_1.items()]
+            for command in (["run", "1", *params], ["sweep", "1", *params, "--workers", "1"]):
+                proc = subprocess.run(
+                    [str(BIN / "dln-book"), *command, *dirs]
+                    + (["--sweeps-dir", str(root / "sweeps")] if command[0] == "sweep" else []),
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    env={k: v for k, v in os.environ.items() if k != "DLNBOOK_SCHEDULER"},
+                )
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            (run_dir,) = published(root / "runs")
+            done.write_text(run_dir)
+        return root / "runs" / done.read_text()
 
 
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
