@@ -204,11 +204,14 @@ def chapter1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
 #: --dist loadgroup`` (``make test``), every test that uses one of them runs on the same worker,
-#: which builds it once. Other tests go to whichever worker is free. (The smoke book itself is
-#: built once for all workers: ``tests/book/conftest.py``.)
+#: which builds it once. Other tests go to whichever worker is free. Every test that opens
+#: Chromium is in one group: one browser for the session, not one per worker. (The smoke book
+#: and ``chapter1_run`` are built once for all workers: :func:`once_per_session`.)
 SHARED_FIXTURES = {
-    "site_pages": "smoke-site",  # every page of the smoke book, visited in Chromium
-    "published_book": "published-book",  # a mini book with its public addresses
+    "browser": "browser",  # headless Chromium (tests/book/conftest.py)
+    "site_pages": "browser",  # every page of the smoke book over HTTP, visited once
+    "file_pages": "browser",  # every page of the smoke book from disk, visited once
+    "published_book": "browser",  # a mini book with its public addresses
 }
 
 
