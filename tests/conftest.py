@@ -200,6 +200,30 @@ def chapter1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return root / "runs" / done.read_text()
 
 
+# --- numba's cache, filled once before the chapters run -------------------------------------
+
+#: Compiles the kernels of ``dlncore.compiled`` (what every chapter's gradient descent on a
+#: narrow chain calls), which numba caches in ``dlncore/__pycache__``.
+_COMPILE = """
+import dlncore as dc
+problem = dc.synthetic_problem(4, 3, 10, 2, seed=0)
+dc.gd(problem, dc.init.gaussian([4, 2, 3], 0.5, seed=0), 0.01, 5)
+"""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill numba's cache of ``dlncore.compiled`` once, in the main process, when it is missing
+    or older than the module (a fresh clone): otherwise every kernel started before one of them
+    has written it compiles the same kernels again (about 6 s of CPU each, several at once
+    under pytest-xdist)."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the main process did it
+        return
+    source = REPO / "dlncore" / "compiled.py"
+    index = list((REPO / "dlncore" / "__pycache__").glob("compiled._advance-*.nbi"))
+    if not index or min(p.stat().st_mtime for p in index) < source.stat().st_mtime:
+        subprocess.run([sys.executable, "-c", _COMPILE], cwd=REPO, check=True)
+
+
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
 
 #: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
