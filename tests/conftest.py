@@ -243,9 +243,11 @@ SHARED_FIXTURES = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
     ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
-    inert). Under pytest-xdist, the ``slow`` tests go first: the workers take tests in this
-    order (a group as one unit, the largest groups first), so the quick ones fill the end of
-    the run instead of a chapter execution starting last."""
+    inert). Under pytest-xdist the workers take tests in the order of ``items`` (a group as
+    one unit, the largest groups first), which is sorted here: the ``slow`` tests first, so
+    that the quick ones fill the end of the run instead of a chapter execution starting last;
+    among them those that wait for the smoke book last, so that the other workers compute
+    while the first one builds it."""
     for item in items:
         used = [
             SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES
@@ -253,4 +255,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if used and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(used[0]))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: the sort is stable
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=_order)
+
+
+def _order(item: pytest.Item) -> tuple[bool, bool]:
+    """Slow tests first, and among them those that need the smoke book last."""
+    fixtures = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("slow") is None, "smoke_book" in fixtures
