@@ -236,6 +236,7 @@ SHARED_FIXTURES = {
     "site_pages": "browser",  # every page of the smoke book over HTTP, visited once
     "file_pages": "browser",  # every page of the smoke book from disk, visited once
     "published_book": "browser",  # a mini book with its public addresses
+    "loaded_modules": "chapter-imports",  # tests/test_cache_key.py: one interpreter, forked
 }
 
 
