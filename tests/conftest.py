@@ -259,7 +259,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=_order)
 
 
-def _order(item: pytest.Item) -> tuple[bool, bool]:
-    """Slow tests first, and among them those that need the smoke book last."""
+#: The longest tests (each executes several chapters, or chapters in new environments),
+#: handed out before the other slow ones so that none of them ends the run. Only the order
+#: depends on these names.
+LONGEST = {
+    "test_sweeps_on_a_worker_without_the_checkout_match_local_sweeps",
+    "test_each_chapter_has_a_parameter_set_that_breaks_a_claim",
+    "test_each_chapter_runs_at_the_cheap_extremes_of_its_ranges",
+    "test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment",
+    "test_binder_environment_runs_a_chapter",
+}
+
+
+def _order(item: pytest.Item) -> tuple[bool, bool, bool]:
+    """Slow tests first (the longest of them first), those that need the smoke book last."""
     fixtures = getattr(item, "fixturenames", ())
-    return item.get_closest_marker("slow") is None, "smoke_book" in fixtures
+    slow = item.get_closest_marker("slow") is not None
+    return not slow, "smoke_book" in fixtures, item.originalname not in LONGEST
