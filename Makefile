@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dln-book-installed
 PYTEST_ARGS ?=
-# pytest-xdist workers: the suite waits much of its time (kernels starting, pip, sleeps in the
-# fault tests), so one worker more than the 2 cores of the project's machine; tests sharing an
-# expensive fixture (the smoke book) go to one worker (tests/conftest.py, xdist_group).
+# pytest-xdist workers: the suite waits part of its time (kernels starting, pip, Chromium, sleeps
+# in the fault tests), so one worker more than the 2 cores of the project's machine; the tests
+# of one expensive fixture (Chromium, the pages it visits) go to one worker, and what several
+# workers read (the smoke book, a chapter 1 run) is built once for all (tests/conftest.py).
 TEST_JOBS ?= 3
 
 .PHONY: book test lint env clean

@@ -1,3 +1,4 @@
+import fcntl
 import os
 import signal
 import socket
@@ -149,15 +150,93 @@ def dask_cluster(workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen]
             proc.wait(timeout=30)
 
 
+# --- built once per test session, shared by the pytest-xdist workers ----------------------
+
+
+@contextmanager
+def once_per_session(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """The folder ``name`` in the session's temporary folder, which is shared by every
+    pytest-xdist worker of the session (``make test``), held under a file lock: the first
+    worker to get here builds into it while the others wait, and then read what it built.
+    The caller tells a finished build by a file it writes last."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield root / name
+
+
+#: Chapter 1 at small parameters (as ``dln-book run 1 -p steps=30 -p bottleneck_steps=30``).
+SMALL_1 = {"steps": 30, "bottleneck_steps": 30}
+
+
+@pytest.fixture(scope="session")
+def chapter1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``dln-book run 1 -p steps=30 -p bottleneck_steps=30 --runs-dir RUNS`` (a real chapter
+    through the command line, page included), then ``dln-book sweep`` of that one point with
+    ``--sweeps-dir SWEEPS`` (RUNS and SWEEPS siblings; the sweep reuses the run). Executed once
+    per session for every test that reads it (the run's page, its prose, a local sweep to
+    compare a cluster's with); tests must not write into it. Returns the run folder."""
+    with once_per_session(tmp_path_factory, "chapter-1") as root:
+        done = root / "run-folder.txt"
+        if not done.is_file():
+            root.mkdir(exist_ok=True)
+            dirs = ["--runs-dir", str(root / "runs")]
+            params = [f"-p{name}={value}" for name, value in SMALL_1.items()]
+            for command in (["run", "1", *params], ["sweep", "1", *params, "--workers", "1"]):
+                proc = subprocess.run(
+                    [str(BIN / "dln-book"), *command, *dirs]
+                    + (["--sweeps-dir", str(root / "sweeps")] if command[0] == "sweep" else []),
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    env={k: v for k, v in os.environ.items() if k != "DLNBOOK_SCHEDULER"},
+                )
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            (run_dir,) = published(root / "runs")
+            done.write_text(run_dir)
+        return root / "runs" / done.read_text()
+
+
+# --- numba's cache, filled once before the chapters run -------------------------------------
+
+#: Compiles the kernels of ``dlncore.compiled`` (what every chapter's gradient descent on a
+#: narrow chain calls), which numba caches in ``dlncore/__pycache__``.
+_COMPILE = """
+import dlncore as dc
+problem = dc.synthetic_problem(4, 3, 10, 2, seed=0)
+dc.gd(problem, dc.init.gaussian([4, 2, 3], 0.5, seed=0), 0.01, 5)
+"""
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fill numba's cache of ``dlncore.compiled`` once, in the main process, when it is missing
+    or older than the module (a fresh clone): otherwise every kernel started before one of them
+    has written it compiles the same kernels again (about 6 s of CPU each, several at once
+    under pytest-xdist)."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the main process did it
+        return
+    source = REPO / "dlncore" / "compiled.py"
+    index = list((REPO / "dlncore" / "__pycache__").glob("compiled._advance-*.nbi"))
+    if not index or min(p.stat().st_mtime for p in index) < source.stat().st_mtime:
+        subprocess.run([sys.executable, "-c", _COMPILE], cwd=REPO, check=True)
+
+
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
 
 #: Session- or module-scoped fixtures that are expensive to build: under ``pytest -n N
 #: --dist loadgroup`` (``make test``), every test that uses one of them runs on the same worker,
-#: which builds it once. Other tests go to whichever worker is free. (The smoke book itself is
-#: built once for all workers: ``tests/book/conftest.py``.)
+#: which builds it once. Other tests go to whichever worker is free. Every test that opens
+#: Chromium is in one group: one browser for the session, not one per worker. (The smoke book
+#: and ``chapter1_run`` are built once for all workers: :func:`once_per_session`.)
 SHARED_FIXTURES = {
-    "site_pages": "smoke-site",  # every page of the smoke book, visited in Chromium
-    "published_book": "published-book",  # a mini book with its public addresses
+    "browser": "browser",  # headless Chromium (tests/book/conftest.py)
+    "site_pages": "browser",  # every page of the smoke book over HTTP, visited once
+    "file_pages": "browser",  # every page of the smoke book from disk, visited once
+    "published_book": "browser",  # a mini book with its public addresses
+    "loaded_modules": "chapter-imports",  # tests/test_cache_key.py: one interpreter, forked
 }
 
 
@@ -165,10 +244,35 @@ SHARED_FIXTURES = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
     ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
-    inert)."""
+    inert). Under pytest-xdist the workers take tests in the order of ``items`` (a group as
+    one unit, the largest groups first), which is sorted here: the ``slow`` tests first, so
+    that the quick ones fill the end of the run instead of a chapter execution starting last;
+    among them those that wait for the smoke book last, so that the other workers compute
+    while the first one builds it."""
     for item in items:
         used = [
             SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES
         ]
         if used and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(used[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: the sort is stable
+        items.sort(key=_order)
+
+
+#: The longest tests (each executes several chapters, or chapters in new environments),
+#: handed out before the other slow ones so that none of them ends the run. Only the order
+#: depends on these names.
+LONGEST = {
+    "test_sweeps_on_a_worker_without_the_checkout_match_local_sweeps",
+    "test_each_chapter_has_a_parameter_set_that_breaks_a_claim",
+    "test_each_chapter_runs_at_the_cheap_extremes_of_its_ranges",
+    "test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment",
+    "test_binder_environment_runs_a_chapter",
+}
+
+
+def _order(item: pytest.Item) -> tuple[bool, bool, bool]:
+    """Slow tests first (the longest of them first), those that need the smoke book last."""
+    fixtures = getattr(item, "fixturenames", ())
+    slow = item.get_closest_marker("slow") is not None
+    return not slow, "smoke_book" in fixtures, item.originalname not in LONGEST

@@ -40,12 +40,11 @@ from dlnbook.installcell import (
     pin_notebook,
 )
 from dlnbook.sweep import glued_values
+from tests.conftest import SMALL_1
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # this checkout's venv: the client of the cluster
 CHAPTER_1 = REPO / "chapters" / "01_setting.ipynb"
-#: Chapter 1 at small parameters (as profiles/smoke.yml).
-SMALL_1 = {"steps": 30, "bottleneck_steps": 30}
 
 
 # -- The install cell (fast) ----------------------------------------------------------------
@@ -311,9 +310,10 @@ SMALL_7 = {
     "output_steps": 20,
     "workers": 1,
 }
-#: The swept points: chapter -> parameter values (a `--params` file).
+#: The swept points: chapter -> parameter values (a `--params` file); one point each (what is
+#: compared does not depend on the number of points). Chapter 1's is ``chapter1_run``'s.
 SWEEPS = {
-    "1": {"steps": [30, 40], "bottleneck_steps": [30]},
+    "1": {k: [v] for k, v in SMALL_1.items()},
     "7": {"steps": [20], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}},
 }
 
@@ -397,7 +397,8 @@ def isolated_cluster(wheel, venv, tmp_path) -> Iterator[str]:
         stop(scheduler)
 
 
-def sweep(chapter: str, out: Path, scheduler: str | None) -> subprocess.CompletedProcess:
+def sweep(chapter: str, out: Path, scheduler: str | None) -> subprocess.Popen:
+    """``dln-book sweep CHAPTER`` of :data:`SWEEPS` into ``out``, started (see :func:`finish`)."""
     out.mkdir(parents=True, exist_ok=True)
     params = out / "points.yml"
     params.write_text(yaml.safe_dump(SWEEPS[chapter]))
@@ -405,7 +406,15 @@ def sweep(chapter: str, out: Path, scheduler: str | None) -> subprocess.Complete
     args += ["--runs-dir", str(out / "runs"), "--sweeps-dir", str(out / "sweeps")]
     args += ["--scheduler", scheduler] if scheduler else ["--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "DLNBOOK_SCHEDULER"}
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    with (out / "sweep.log").open("w") as log:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, out: Path) -> None:
+    """Wait for a sweep of :func:`sweep`; its output and failed points' logs if it failed."""
+    assert proc.wait(timeout=900) == 0, f"sweep into {out} failed:\n" + "\n".join(
+        p.read_text()[-3000:] for p in [out / "sweep.log", *(out / "runs").glob("failed/*.log")]
+    )
 
 
 def run_folders(out: Path) -> dict[str, Path]:
@@ -456,18 +465,16 @@ def assert_same_results(local: Path, remote: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", ["1", "7"])
-def test_sweep_on_a_worker_without_the_checkout_matches_a_local_sweep(
-    isolated_cluster, chapter, tmp_path
+def test_sweeps_on_a_worker_without_the_checkout_match_local_sweeps(
+    isolated_cluster, chapter1_run, tmp_path
 ):
-    remote = sweep(chapter, tmp_path / "remote", isolated_cluster)
-    assert remote.returncode == 0, f"remote sweep failed:\n{remote.stdout[-3000:]}\n" + (
-        "\n".join(
-            p.read_text()[-3000:] for p in (tmp_path / "remote" / "runs").glob("failed/*.log")
-        )
-    )
-    local = sweep(chapter, tmp_path / "local", None)
-    assert local.returncode == 0, f"local sweep failed:\n{local.stdout[-3000:]}"
-    points = len(SWEEPS[chapter]["steps"])
-    assert len(run_folders(tmp_path / "local")) == points
-    assert_same_results(tmp_path / "local", tmp_path / "remote")
+    """Chapters 1 and 7 swept on the isolated worker; the same points on this machine (chapter
+    1's: ``chapter1_run``, run once per session; chapter 7's alongside the remote sweeps)."""
+    local = sweep("7", tmp_path / "local-7", None)
+    for chapter in ("1", "7"):
+        out = tmp_path / f"remote-{chapter}"
+        finish(sweep(chapter, out, isolated_cluster), out)
+    finish(local, tmp_path / "local-7")
+    assert len(run_folders(tmp_path / "local-7")) == 1
+    assert_same_results(tmp_path / "local-7", tmp_path / "remote-7")
+    assert_same_results(chapter1_run.parent.parent, tmp_path / "remote-1")

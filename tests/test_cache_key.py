@@ -1,6 +1,8 @@
 """The cache key of a chapter run: what reruns a chapter and what does not (fast, no kernel)."""
 
 import functools
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -168,27 +170,58 @@ def code_cells(path: Path) -> list[str]:
     return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
-def loaded_modules(cells: list[str], tmp_path: Path) -> set[str]:
-    """The dlncore modules a fresh interpreter holds after running the chapter's import lines
-    (the independent, dynamic count that the static one must contain)."""
-    imports = [
+def import_lines(cells: list[str]) -> str:
+    """The chapter's lines that import dlncore."""
+    return "\n".join(
         line
         for cell in cells
         for line in cell.splitlines()
         if line.startswith(("import dlncore", "from dlncore"))
-    ]
-    script = "\n".join([*imports, "import sys", "print(' '.join(sorted(sys.modules)))"])
+    )
+
+
+#: Runs each chapter's import lines (JSON on stdin: name -> code) in a fork of one interpreter
+#: that holds no dlncore module, only the libraries dlncore imports (loaded once for all
+#: chapters), and prints the dlncore modules each fork then holds: ``name module module ...``.
+FORK_PER_CHAPTER = """
+import json, os, sys
+import matplotlib.pyplot, numba, numpy, pandas, scipy.integrate, scipy.optimize, seaborn
+assert not [m for m in sys.modules if m.split(".")[0] == "dlncore"]
+for name, code in json.loads(sys.stdin.read()).items():
+    pid = os.fork()
+    if pid == 0:
+        exec(compile(code, name, "exec"), {})
+        held = [m for m in sorted(sys.modules) if m.split(".")[0] == "dlncore"]
+        print(name, *held, flush=True)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0, name
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded_modules(tmp_path_factory) -> dict[str, set[str]]:
+    """Chapter -> the dlncore modules an interpreter holds after running the chapter's import
+    lines (the independent, dynamic count that the static one must contain)."""
+    code = {path.stem: import_lines(code_cells(path)) for path in CHAPTERS}
+    env = {**os.environ, "MPLBACKEND": "agg", "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+        [sys.executable, "-c", FORK_PER_CHAPTER],
+        input=json.dumps(code),
+        cwd=tmp_path_factory.mktemp("imports"),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    return {m for m in out.split() if m == "dlncore" or m.startswith("dlncore.")}
+    found = {name: set(modules) for name, *modules in map(str.split, out.splitlines())}
+    assert sorted(found) == sorted(code)
+    return found
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_modules_contain_what_the_chapter_imports(path, tmp_path):
-    cells = code_cells(path)
-    static = set(chapter_modules(cells, REPO / "dlncore"))
-    dynamic = loaded_modules(cells, tmp_path)
+def test_chapter_modules_contain_what_the_chapter_imports(path, loaded_modules):
+    static = set(chapter_modules(code_cells(path), REPO / "dlncore"))
+    dynamic = loaded_modules[path.stem]
     assert "dlncore.plotting" in dynamic  # the import lines were found and run
     assert dynamic <= static, dynamic - static
     # imported inside a function of dlncore.descent (a lazy import), never at import time

@@ -357,26 +357,26 @@ def test_failed_forced_rerun_keeps_the_previous_run(book, runs, capfd, monkeypat
 
 
 @pytest.mark.slow
-def test_run_a_real_chapter_with_smoke_values(tmp_path, capfd):
-    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yml").read_text())
-    chapters = {c.name: c for c in discover_chapters(REPO / "chapters")}
-    name = "01_setting" if "01_setting" in chapters else next(iter(chapters))
-    overrides = [f"{k}={v!r}" for k, v in smoke.get(name, {}).items()]
-    seed = next(p.name for p in chapters[name].parameters if p.name.startswith("seed"))
-    run_dir, out = run_ok(REPO, tmp_path, capfd, name, "-p", *overrides, f"{seed}=5")
-    params = json.loads((run_dir / "parameters.json").read_text())
-    assert params[seed] == 5
-    nb = json.loads(chapters[name].path.read_text())
+def test_run_a_real_chapter(chapter1_run):
+    """``dln-book run 1 -p steps=30 -p bottleneck_steps=30`` (run once per session for the
+    tests that read it: ``chapter1_run`` in ``tests/conftest.py``)."""
+    name = "01_setting"
+    assert re.fullmatch(rf"{name}-[0-9a-f]{{12}}", chapter1_run.name)
+    params = json.loads((chapter1_run / "parameters.json").read_text())
+    assert (params["steps"], params["bottleneck_steps"]) == (30, 30)
+    assert params == {**load_chapter(REPO / "chapters" / f"{name}.ipynb").defaults, **params}
+    nb = json.loads((REPO / "chapters" / f"{name}.ipynb").read_text())
     figures = [
         c["metadata"]["mystnb"]["figure"]["name"]
         for c in nb["cells"]
         if c.get("metadata", {}).get("mystnb", {}).get("figure")
     ]
+    assert figures
     for fig in figures:
         for ext in ("png", "svg"):
-            assert (run_dir / "figures" / f"{fig}.{ext}").stat().st_size > 0
-    assert (run_dir / "html" / f"{name}.html").stat().st_size > 0
-    assert not (REPO / "runs" / run_dir.name).exists()
+            assert (chapter1_run / "figures" / f"{fig}.{ext}").stat().st_size > 0
+    assert (chapter1_run / "html" / f"{name}.html").stat().st_size > 0
+    assert not (REPO / "runs" / chapter1_run.name).exists()
 
 
 # --- build -----------------------------------------------------------------------------

@@ -210,17 +210,13 @@ def test_placeholders_are_found_in_what_the_page_shows(tmp_path):
 
 
 @pytest.mark.slow
-def test_chapter_1_says_not_reached_when_the_budget_is_too_small(tmp_path):
-    """The issue's rerun: ``dln-book run 1 -p steps=30 -p bottleneck_steps=30``."""
-    from dlnbook.chapters import discover_chapters
-    from dlnbook.runner import plan_runs, run_plans
-
-    chapter = [c for c in discover_chapters(REPO / "chapters") if c.name == "01_setting"]
-    profile = {"01_setting": {"steps": 30, "bottleneck_steps": 30}}
-    (plan,) = plan_runs(chapter, profile, tmp_path)
-    run_plans([plan], jobs=1, log=lambda line: None)
-    shown = {key: text for key, _, text in rendered_prose(plan.executed_notebook)}
-    assert placeholders(plan.executed_notebook) == []
+def test_chapter_1_says_not_reached_when_the_budget_is_too_small(chapter1_run):
+    """The issue's rerun: ``dln-book run 1 -p steps=30 -p bottleneck_steps=30`` (executed once
+    per session: ``chapter1_run`` in ``tests/conftest.py``)."""
+    notebook = chapter1_run / "01_setting.ipynb"
+    assert json.loads((chapter1_run / "parameters.json").read_text())["steps"] == 30
+    shown = {key: text for key, _, text in rendered_prose(notebook)}
+    assert placeholders(notebook) == []
     # N = 1 comes within 1 % of its minimum after 17 iterations, but not within `tolerance`
     assert shown["ch1-first-outcome"] == (
         "No depth reaches the global minimum of its network within 30 iterations."

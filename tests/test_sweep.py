@@ -20,14 +20,21 @@ import nbformat
 import numpy as np
 import psutil
 import pytest
-import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from dlnbook.chapters import ChapterError
 from dlnbook.cli import main
 from dlnbook.export import SHARED_DIR
 from dlnbook.sweep import glued_values, grid, parse_axis
-from tests.conftest import BIN, REPO, chapter_notebook, dask_cluster, free_port, one_chapter_book
+from tests.conftest import (
+    BIN,
+    REPO,
+    SMALL_1,
+    chapter_notebook,
+    dask_cluster,
+    free_port,
+    one_chapter_book,
+)
 
 POINT_PARAMETERS = """\
 seed = 0  # seed of the data [>= 0]
@@ -281,53 +288,49 @@ def test_failing_point_is_recorded_and_the_others_go_on(tmp_path, capfd):
 # --- a real cluster --------------------------------------------------------------------
 
 
-def smoke_args(book_args: list[str]) -> list[str]:
-    smoke = yaml.safe_load((REPO / "profiles" / "smoke.yml").read_text())["01_setting"]
-    return [*book_args, *(f"-p{k}={v!r}" for k, v in smoke.items())]
-
-
 @pytest.mark.slow
-def test_sweep_on_a_cluster_matches_a_local_cluster_bit_for_bit(tmp_path, capfd):
-    base = ["--book", str(REPO), "sweep", "1", "-p", "seed_init=1,2"]
-    folders = {}
+def test_sweep_on_a_cluster_matches_a_local_sweep_bit_for_bit(tmp_path, capfd, chapter1_run):
+    """Chapter 1 swept on a two-worker cluster against the same point swept on this machine
+    (``chapter1_run``: run, then swept, once per session)."""
+    local = chapter1_run.parent.parent  # runs/ and sweeps/ as below
+    params = [f"-p{name}={value!r}" for name, value in SMALL_1.items()]
+    a = tmp_path / "a"
     with dask_cluster() as (address, _):
-        a = tmp_path / "a"
         dirs = ["--runs-dir", str(a / "runs"), "--sweeps-dir", str(a / "sweeps")]
-        assert main([*smoke_args(base), "--scheduler", address, *dirs]) == 0
-        folders["cluster"] = sweep_dir(capfd.readouterr().out)
-    b = tmp_path / "b"
-    dirs = ["--runs-dir", str(b / "runs"), "--sweeps-dir", str(b / "sweeps")]
-    assert main([*smoke_args(base), "--workers", "2", *dirs]) == 0
-    folders["local"] = sweep_dir(capfd.readouterr().out)
-    assert folders["cluster"].name == folders["local"].name
-    rows = {k: read_csv(f / "points.csv") for k, f in folders.items()}
-    assert len(rows["local"]) == 2 and {r["status"] for r in rows["cluster"]} == {"done"}
+        assert (
+            main(["--book", str(REPO), "sweep", "1", *params, "--scheduler", address, *dirs]) == 0
+        )
+        cluster = sweep_dir(capfd.readouterr().out)
+    (folder,) = (local / "sweeps").iterdir()
+    assert cluster.name == folder.name
+    rows = {"cluster": read_csv(cluster / "points.csv"), "local": read_csv(folder / "points.csv")}
+    assert [r["status"] for r in rows["cluster"]] == ["done"]
+    assert [r["status"] for r in rows["local"]] == ["reused"]  # the run of chapter1_run
     assert all(r["worker"].startswith("tcp://127.0.0.1:") for r in rows["cluster"])
     for r in (*rows["cluster"], *rows["local"]):
-        del r["seconds"], r["worker"]
+        del r["seconds"], r["worker"], r["status"]
     assert rows["cluster"] == rows["local"]  # parameters, run folders, glued values (repr)
     assert len(rows["local"][0]) > 8 + 10  # chapter 1 glues more than ten scalars
     runs = {
-        k: sorted(p.name for p in (tmp_path / k / "runs").iterdir() if p.name != SHARED_DIR)
-        for k in "ab"
+        k: sorted(p.name for p in (root / "runs").iterdir() if p.name != SHARED_DIR)
+        for k, root in (("a", a), ("local", local))
     }
-    assert runs["a"] == runs["b"] and len(runs["a"]) == 2
-    for name in runs["a"]:
-        files = {
-            k: sorted(
-                p.relative_to(tmp_path / k / "runs" / name)
-                for p in (tmp_path / k / "runs" / name).rglob("*")
-            )
-            for k in "ab"
-        }
-        assert files["a"] == files["b"]
-        for npz in (tmp_path / "a" / "runs" / name).rglob("*.npz"):
-            other = tmp_path / "b" / "runs" / name / npz.relative_to(tmp_path / "a" / "runs" / name)
-            with np.load(npz) as x, np.load(other) as y:
-                assert x.files == y.files
-                for key in x.files:
-                    if x[key].dtype.kind in "fiucb":  # numbers; text holds timings
-                        np.testing.assert_array_equal(x[key], y[key], strict=True)
+    assert runs["a"] == runs["local"] == [chapter1_run.name]
+    files = {
+        k: sorted(
+            p.relative_to(root / "runs" / chapter1_run.name)
+            for p in (root / "runs" / chapter1_run.name).rglob("*")
+        )
+        for k, root in (("a", a), ("local", local))
+    }
+    assert files["a"] == files["local"]
+    for npz in chapter1_run.rglob("*.npz"):
+        other = a / "runs" / chapter1_run.name / npz.relative_to(chapter1_run)
+        with np.load(npz) as x, np.load(other) as y:
+            assert x.files == y.files
+            for key in x.files:
+                if x[key].dtype.kind in "fiucb":  # numbers; text holds timings
+                    np.testing.assert_array_equal(x[key], y[key], strict=True)
 
 
 def kernel_of(worker: subprocess.Popen) -> psutil.Process | None:

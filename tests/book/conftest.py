@@ -3,7 +3,6 @@ serving a built book over HTTP under a sub-path, and reading it in headless Chro
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -24,6 +23,8 @@ import nbformat
 import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from tests.conftest import once_per_session
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "profiles" / "smoke.yml"
@@ -90,17 +91,12 @@ def smoke_book(tmp_path_factory) -> Build:
     temporary folder. Under pytest-xdist (``make test``) the first worker that needs it builds
     it into the session's shared temporary folder while the others wait on a lock, and every
     worker reads the same build; tests must not write into it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # shared by the workers of this session
-    record = root / "smoke-book.json"
-    with (root / "smoke-book.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with once_per_session(tmp_path_factory, "smoke-book") as out:
+        record = out.with_suffix(".json")
         if record.is_file():
             saved = json.loads(record.read_text())
             result = Build(**{**saved, "build_dir": Path(saved["build_dir"])})
         else:
-            out = root / "smoke-book"
             out.mkdir()
             result = build_book(REPO, out, SMOKE)
             record.write_text(json.dumps({**vars(result), "build_dir": str(result.build_dir)}))

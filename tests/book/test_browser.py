@@ -30,10 +30,8 @@ def test_browser_starts_without_network(browser):
 
 
 @pytest.mark.parametrize("page", ["intro.html", *CHAPTER_PAGES])
-def test_page_renders_offline_with_figures_and_math(browser, smoke_book, page):
-    browser.open((smoke_book.html / page).as_uri())
-    report = browser.inspect()
-    requests = browser.requests()
+def test_page_renders_offline_with_figures_and_math(file_pages, page):
+    report, requests, _ = file_pages[page]
     remote = [r.url for r in requests if not r.url.startswith(LOCAL_SCHEMES)]
     assert not remote, f"{page} requested network resources: {remote}"
     failed = [(r.url, r.error) for r in requests if r.error]
@@ -78,21 +76,32 @@ def _alt_texts(page: str) -> set[str]:
 MIN_TICK_PX = 10.0  # tick labels on the page at a 1300 px window
 
 
+@pytest.fixture(scope="module")
+def file_pages(browser, smoke_book) -> dict[str, tuple[dict, list, dict]]:
+    """Every page of the book opened once from disk at a 1300 px window: page -> what
+    :meth:`Browser.inspect` reported (after MathJax), the page's requests, and what
+    :data:`AUDIT_PAGE` measured. Read by the two tests below."""
+    size = browser.driver.get_window_size()
+    browser.driver.set_window_size(1300, 2000)
+    visits = {}
+    try:
+        for page in _toc_pages():
+            browser.open((smoke_book.html / page).as_uri())
+            report = browser.inspect()  # waits for MathJax
+            visits[page] = (report, browser.requests(), browser.run(AUDIT_PAGE))
+    finally:
+        browser.driver.set_window_size(size["width"], size["height"])
+    return visits
+
+
 @pytest.mark.parametrize("page", _toc_pages())
-def test_page_reads_well_at_reading_width(browser, smoke_book, page):
+def test_page_reads_well_at_reading_width(file_pages, page):
     """At a 1300 px window: no TeX left as text, no MathJax error, no formula wider than its
     box; every figure has its caption as alt text, is served at twice its displayed width
     unless it is an SVG, and shows tick labels of at least 10 px (an SVG's text measured; a
     PNG's from the book style's tick size, the resolution it declares and its scale on the
     page); the code of a chapter is folded except the cells tagged ``show-input``."""
-    size = browser.driver.get_window_size()
-    browser.driver.set_window_size(1300, 2000)
-    try:
-        browser.open((smoke_book.html / page).as_uri())
-        browser.inspect()  # waits for MathJax
-        report = browser.run(AUDIT_PAGE)
-    finally:
-        browser.driver.set_window_size(size["width"], size["height"])
+    report = file_pages[page][2]
     assert report["raw"] == [], f"{page}: TeX delimiters left in the text: {report['raw']}"
     assert report["errors"] == [], f"{page}: MathJax errors: {report['errors']}"
     assert report["overflowing"] == [], f"{page}: formulas wider than their box (px): " + str(

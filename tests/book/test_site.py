@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ from tests.book.conftest import (
     tiny_chapter,
 )
 
-BIN = Path(sys.executable).parent
 CHAPTERS = sorted(p.stem for p in (REPO / "chapters").glob("*.ipynb"))
 LOCAL_SCHEMES = ("data:", "blob:", "about:")
 SITE_URL = "https://owner.github.io/dln-book/"
@@ -351,19 +348,6 @@ def test_published_book_has_base_url_sitemap_and_link_preview(published_book):
 # --- the pages of `dln-book run` and `dln-book sweep`, opened from disk ------------------------
 
 FILE_SCHEMES = ("file:", "data:", "blob:", "about:")
-
-
-@pytest.fixture(scope="module")
-def chapter1_run(tmp_path_factory) -> Path:
-    """``dln-book run 1 -p steps=30 -p bottleneck_steps=30`` into a fresh runs folder."""
-    runs = tmp_path_factory.mktemp("runs")
-    cmd = [str(BIN / "dln-book"), "run", "1", "-p", "steps=30", "-p", "bottleneck_steps=30"]
-    proc = subprocess.run(
-        [*cmd, "--runs-dir", str(runs)], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = [p for p in runs.iterdir() if p.name.startswith("01_setting-")]
-    return run_dir
 
 
 def folder_bytes(folder: Path) -> int:
