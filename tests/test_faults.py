@@ -500,7 +500,8 @@ def test_a_cluster_without_workers_is_reported_within_10_s(book, tmp_path):
         cmd += ["--scheduler", address, "--runs-dir", tmp_path / "runs"]
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert time.monotonic() - start < 15
+    # 10 s of waiting, plus the start of dln-book and of its Dask client on a busy machine
+    assert time.monotonic() - start < 20
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"dln-book: error: the cluster at {address} has no workers (waited 10 s); start "
