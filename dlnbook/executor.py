@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ class ExecutorError(RuntimeError):
     """The executor cannot start (bad or unreachable scheduler, a cluster without workers)."""
 
 
+@functools.cache
 def _quiet_kernel_manager() -> type:
     """A kernel manager whose kernel writes its own log (ipykernel's warnings, a traceback
     while it shuts down) to ``kernel.log`` beside its working folder, not to this process's
@@ -129,7 +131,7 @@ def execute_task(
             progress_bar=False,
             log_output=False,
             execution_timeout=None if timeout is None else math.ceil(timeout),
-            extra_arguments=[  # CRITICAL: no TCP-transport or "KeyboardInterrupt caught" lines
+            extra_arguments=[  # CRITICAL: kernel.log without TCP-transport or Ctrl-C notices
                 "--IPKernelApp.log_level=CRITICAL",
                 "--IPKernelApp.exec_lines=__import__('dlnbook.kernel_guard')",
             ],
