@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["PACKAGE", "chapter_digest", "chapter_modules", "code_digest", "code_fingerprint"]
@@ -61,19 +62,26 @@ def _hidden(parts: Iterable[str]) -> bool:
     return any(p.startswith(".") or p == "__pycache__" for p in parts)
 
 
+@dataclass(frozen=True)
 class _Package:
-    """The modules of the package ``name`` whose sources are in ``root``, by dotted name."""
+    """The modules of the package ``name`` whose sources are in ``root``, by dotted name;
+    ``layout``: the paths of its ``*.py`` files below ``root``."""
 
-    def __init__(self, root: Path, name: str) -> None:
-        self.root, self.name = root, name
+    root: Path
+    name: str
+    layout: frozenset[str]
+
+    @classmethod
+    def at(cls, root: Path, name: str) -> _Package:
+        files = root.rglob("*.py") if root.is_dir() else ()
+        return cls(root, name, frozenset(p.relative_to(root).as_posix() for p in files))
 
     def file(self, module: str) -> Path | None:
         parts = module.split(".")
-        base = self.root.joinpath(*parts[1:])
         if parts[0] == self.name:
-            for path in (base / "__init__.py", base.with_suffix(".py")):
-                if path.is_file():
-                    return path
+            for path in ("/".join([*parts[1:], "__init__.py"]), "/".join(parts[1:]) + ".py"):
+                if path in self.layout:
+                    return self.root / path
         return None
 
     def with_parents(self, module: str) -> list[str]:
@@ -139,9 +147,16 @@ class _Package:
         while todo:
             if (name := todo.pop()) not in seen:
                 seen.add(name)
-                tree = _parse_module(self.file(name).read_bytes())
-                todo.extend(() if tree is None else self.imports(tree, name) - seen)
+                todo.extend(_module_imports(self, name, self.file(name).read_bytes()) - seen)
         return seen
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_imports(lib: _Package, module: str, source: bytes) -> frozenset[str]:
+    """:meth:`_Package.imports` of a module's source (cached: each chapter of a book walks
+    the same modules)."""
+    tree = _parse_module(source)
+    return frozenset(() if tree is None else lib.imports(tree, module))
 
 
 def chapter_modules(
@@ -149,7 +164,7 @@ def chapter_modules(
 ) -> list[str]:
     """Sorted dotted names of the modules of ``package`` (sources in ``core_dir``) that a
     chapter with these code cells runs: the package's core and what the cells import."""
-    lib = _Package(Path(core_dir), package)
+    lib = _Package.at(Path(core_dir), package)
     trees = [tree for tree in map(_parse_cell, code_cells) if tree is not None]
     # one namespace: a module imported in one cell is used in the next ones
     chapter = ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
@@ -159,7 +174,7 @@ def chapter_modules(
 def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE) -> str:
     """SHA-256 of the modules :func:`chapter_modules` finds (path and fingerprint) and of
     their packages' data files (path and bytes)."""
-    lib = _Package(Path(core_dir), package)
+    lib = _Package.at(Path(core_dir), package)
     digest = hashlib.sha256()
     for name in chapter_modules(code_cells, core_dir, package):
         path = lib.file(name)
