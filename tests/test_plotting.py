@@ -66,6 +66,29 @@ def test_set_style_shows_inline_figures_at_twice_their_size_in_a_kernel():
         InteractiveShell.clear_instance()
 
 
+def test_save_figure_in_a_kernel_shows_the_saved_png_once_and_closes_the_figure(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    try:
+        dc.plotting.set_style()
+        fig, ax = plt.subplots(figsize=(4.0, 3.0))
+        ax.plot([1, 10, 100], [1.0, 0.1, 0.01])
+        dc.plotting.loss_axes(ax)
+        inline, inline_metadata = shell.display_formatter.format(fig)  # what it showed before
+        with capture_output() as shown:
+            dc.plotting.save_figure(fig, "fig", tmp_path)
+        (output,) = shown.outputs
+        png = base64.b64decode(output.data["image/png"])
+        assert png == (tmp_path / "fig.png").read_bytes()  # drawn once for the file and the page
+        assert png == base64.b64decode(inline["image/png"])
+        assert output.metadata["image/png"] == inline_metadata["image/png"]
+        assert not plt.fignum_exists(fig.number)  # not drawn again at the end of the cell
+    finally:
+        InteractiveShell.clear_instance()
+
+
 @pytest.mark.parametrize(
     ("n", "panel", "shape", "size"),
     [
