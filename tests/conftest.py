@@ -211,17 +211,38 @@ dc.gd(problem, dc.init.gaussian([4, 2, 3], 0.5, seed=0), 0.01, 5)
 """
 
 
+_warm_up: list[subprocess.Popen] = []
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fill numba's cache of ``dlncore.compiled`` once, in the main process, when it is missing
     or older than the module (a fresh clone): otherwise every kernel started before one of them
     has written it compiles the same kernels again (about 6 s of CPU each, several at once
-    under pytest-xdist)."""
+    under pytest-xdist). It compiles while the tests are collected; no test starts before it
+    ended (:func:`_compiled`)."""
     if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the main process did it
         return
     source = REPO / "dlncore" / "compiled.py"
     index = list((REPO / "dlncore" / "__pycache__").glob("compiled._advance-*.nbi"))
     if not index or min(p.stat().st_mtime for p in index) < source.stat().st_mtime:
-        subprocess.run([sys.executable, "-c", _COMPILE], cwd=REPO, check=True)
+        _warm_up.append(subprocess.Popen([sys.executable, "-c", _COMPILE], cwd=REPO))
+
+
+def _compiled() -> None:
+    while _warm_up:
+        if _warm_up.pop().wait() != 0:
+            pytest.exit("compiling dlncore.compiled failed (see above)", returncode=1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Without pytest-xdist: the tests start after the collection."""
+    _compiled()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Under pytest-xdist: the main process hands out tests once every worker collected."""
+    _compiled()
 
 
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
