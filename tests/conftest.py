@@ -215,16 +215,12 @@ _warm_up: list[subprocess.Popen] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fill numba's cache of ``dlncore.compiled`` once, in the main process, when it is missing
-    or older than the module (a fresh clone): otherwise every kernel started before one of them
-    has written it compiles the same kernels again (about 6 s of CPU each, several at once
-    under pytest-xdist). It compiles while the tests are collected; no test starts before it
+    """Fill numba's cache of ``dlncore.compiled`` once, in the main process, while the tests
+    are collected (it only loads the cache when that is filled already): otherwise, on a fresh
+    clone, every kernel started before one of them has written it compiles the same kernels
+    again (about 6 s of CPU each, several at once under pytest-xdist). No test starts before it
     ended (:func:`_compiled`)."""
-    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the main process did it
-        return
-    source = REPO / "dlncore" / "compiled.py"
-    index = list((REPO / "dlncore" / "__pycache__").glob("compiled._advance-*.nbi"))
-    if not index or min(p.stat().st_mtime for p in index) < source.stat().st_mtime:
+    if not hasattr(session.config, "workerinput"):  # not in a pytest-xdist worker
         _warm_up.append(subprocess.Popen([sys.executable, "-c", _COMPILE], cwd=REPO))
 
 
