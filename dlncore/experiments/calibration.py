@@ -496,21 +496,38 @@ def _shown(value: float) -> str:
     return f"{value:.3g}" if np.isfinite(value) else "n/a"
 
 
+#: How the sentence of :func:`standing` names the stages of the search.
+_STAGES = {"grid": "grid screen", "refine": "refinement", "confirm": "confirmation"}
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``."""
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
     """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
     same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
     screened = sorted((r for r in search_rows if r["stage"] != "confirm"), key=_rank)
     if not same:
         return f"These parameters are not among the {len(screened)} candidates of the search."
-    parts = "; ".join(f"{r['stage']} at step {r['factor']:g} η: {r['distance']:.3f}" for r in same)
-    sentence = f"These parameters have distance {parts} in the stored search"
-    ranks = [i + 1 for i, r in enumerate(screened) if r in same]
-    if ranks:
-        sentence += f", rank {ranks[0]} of the {len(screened)} screened candidates"
+    runs = [
+        f"{float(r['distance']):.3f} "
+        + ("at the published step η" if float(r["factor"]) == 1 else f"at step {r['factor']:g} η")
+        + f" ({_STAGES.get(r['stage'], r['stage'])})"
+        for r in same
+    ]
+    listed = ", ".join(runs[:-1]) + " and " + runs[-1] if len(runs) > 1 else runs[0]
+    sentence = f"In the stored search these parameters have distance {listed}"
     finalists = sorted((r for r in search_rows if r["stage"] == "confirm"), key=_rank)
-    ranks = [i + 1 for i, r in enumerate(finalists) if r in same]
+    ranks = []
+    for group, name in ((screened, "screened candidates"), (finalists, "finalists")):
+        places = [i + 1 for i, r in enumerate(group) if r in same]
+        if places:
+            ranks.append(f"{_ordinal(places[0])} of the {len(group)} {name}")
     if ranks:
-        sentence += f" and {ranks[0]} of the {len(finalists)} finalists"
+        sentence += "; they rank " + " and ".join(ranks)
     return sentence + "."
 
 
