@@ -51,24 +51,36 @@ _PAGE_STYLE = (
 )
 
 
-def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """How the book numbers around ``chapter``: figures and each kind of ``prf:`` statement
-    (not proofs or ``:nonumber:`` ones) continuously over the pages of ``_toc.yml``.
+def book_numbering(book: Path, chapter: Path) -> tuple[int | None, dict[str, int], dict[str, str]]:
+    """How the book numbers figures and each kind of ``prf:`` statement (not proofs or
+    ``:nonumber:`` ones) around ``chapter``, as Sphinx does over the pages of ``_toc.yml``: per
+    chapter in a numbered part (``Fig. 2.1``), continuously over the other pages (``Fig. 3``).
 
     Returns
     -------
+    number : int or None
+        The chapter's number in its numbered part, None when it is not in one.
     offsets : dict
-        Kind (``"figure"``, ``"theorem"``, ...) -> how many the pages before the chapter hold.
+        Kind (``"figure"``, ``"theorem"``, ...) -> how many the unnumbered pages before the
+        chapter hold (its numbers continue theirs when ``number`` is None).
     others : dict
-        Label of a statement on another page -> its name in the book (``"Proposition 3"``).
+        Label of a statement on another page -> its name in the book (``"Proposition 3.1"``).
     """
     from sphinx_external_toc.parsing import parse_toc_yaml
 
-    counters: dict[str, int] = {}
+    toc = Path(book) / "_toc.yml"
+    site = parse_toc_yaml(toc) if toc.is_file() else None
+    numbers = {  # each numbered part counts its chapters from 1
+        str(item): i
+        for part in (site.root.subtrees if site else [])
+        if part.numbered
+        for i, item in enumerate(part.items, start=1)
+    }
+    counters: dict[tuple[str, int | None], int] = {}
+    own: int | None = None
     offsets: dict[str, int] = {}
     others: dict[str, str] = {}
-    toc = Path(book) / "_toc.yml"
-    for doc in parse_toc_yaml(toc) if toc.is_file() else []:  # the pages, in order
+    for doc in site or []:  # the pages, in order
         path = (toc.parent / f"{doc}.ipynb").resolve()
         if path.is_file():
             nb = json.loads(path.read_text(encoding="utf-8"))
@@ -76,8 +88,10 @@ def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str,
             nb = {"cells": [{"cell_type": "markdown", "source": path.read_text("utf-8")}]}
         else:
             continue
+        number = numbers.get(doc)
         if path == chapter.resolve():
-            offsets = dict(counters)
+            own = number
+            offsets = {kind: n for (kind, prefix), n in counters.items() if prefix is None}
         items = [("figure", "") for _ in figure_cells(nb)]
         for cell in nb.get("cells", []):
             if cell.get("cell_type") == "markdown":
@@ -86,10 +100,10 @@ def book_numbering(book: Path, chapter: Path) -> tuple[dict[str, int], dict[str,
                     if kind != "proof" and "nonumber" not in options:
                         items.append((kind, options.get("label", "").strip()))
         for kind, label in items:
-            counters[kind] = counters.get(kind, 0) + 1
+            count = counters[kind, number] = counters.get((kind, number), 0) + 1
             if label and path != chapter.resolve():
-                others[label] = f"{kind.title()} {counters[kind]}"
-    return offsets, others
+                others[label] = f"{kind.title()} " + (f"{number}.{count}" if number else f"{count}")
+    return own, offsets, others
 
 
 def _page_config(book: Path, srcdir: Path, name: str) -> dict:
@@ -190,12 +204,12 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     box = next(i for i, c in enumerate(nb["cells"]) if c.get("id") == "dlnbook-parameters")
     banner = {"cell_type": "markdown", "id": "dlnbook-rerun", "metadata": {}}
     nb["cells"].insert(box, {**banner, "source": rerun_banner(plan, nb)})
-    offsets, others = book_numbering(book, chapter)
+    number, offsets, others = book_numbering(book, chapter)
     # a page of its own cannot link to another page: such a {prf:ref} reads as in the book
     nb = json.loads(_PRF_REF.sub(lambda m: others.get(m[1].strip(), m[0]), json.dumps(nb)))
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         out = Path(tmp) / "out"
-        config = _sphinx_page(nb, name, book, offsets, Path(tmp))
+        config = _sphinx_page(nb, name, book, (number, offsets), Path(tmp))
         mathjax = config.get("mathjax_path", "")
         assets = shared_assets(out / "_static", plan.run_dir.parent / SHARED_DIR, mathjax)
         static = os.path.relpath(assets, final).replace(os.sep, "/")
@@ -212,19 +226,25 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     return target / f"{name}.html"
 
 
-def _sphinx_page(nb: dict, name: str, book: Path, offsets: dict[str, int], tmp: Path) -> dict:
+def _sphinx_page(
+    nb: dict, name: str, book: Path, numbering: tuple[int | None, dict[str, int]], tmp: Path
+) -> dict:
     """Build ``nb`` as the one document of a Sphinx site in ``tmp / "out"`` with the book's
-    configuration (returned) and its numbering continued (``offsets``: kind -> items on the
-    pages before); warnings go to stderr."""
+    configuration (returned) and numbered as in the book (``numbering``: the chapter's number
+    in its numbered part, else the offsets, kind -> items on the pages before, of
+    :func:`book_numbering`); warnings go to stderr."""
+    number, offsets = numbering
     from sphinx.application import Sphinx
     from sphinx.util.console import strip_escape_sequences
     from sphinx.util.docutils import docutils_namespace, patch_docutils
 
-    def shift_numbers(app: Sphinx, env: Any) -> list[str]:  # continue the book's numbering
+    def shift_numbers(app: Sphinx, env: Any) -> list[str]:  # number as the book does
         for numbers in env.toc_fignumbers.values():
             for kind, by_id in numbers.items():
-                for target, number in by_id.items():
-                    by_id[target] = (number[0] + offsets.get(kind, 0), *number[1:])
+                for target, n in by_id.items():
+                    by_id[target] = (
+                        (number, *n) if number else (n[0] + offsets.get(kind, 0), *n[1:])
+                    )
         return []
 
     srcdir = tmp / "src"

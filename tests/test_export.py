@@ -23,8 +23,6 @@ from dlnbook.glued import checks, count_checks, glue_descriptions
 from dlnbook.runner import plan_points, plan_runs
 from tests.conftest import chapter_notebook
 
-# Sphinx runs in this process; an extension of Jupyter Book uses a docutils API it deprecates
-pytestmark = pytest.mark.filterwarnings("ignore:nodes.Node.traverse:PendingDeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
 # a 1x1 PNG
 PNG = (
@@ -112,6 +110,20 @@ def run(tmp_path):
     plan.run_dir.mkdir(parents=True)
     nbformat.write(nb, plan.executed_notebook)
     return plan
+
+
+def test_page_numbers_per_chapter_in_a_numbered_part(run):
+    book = run.chapter.path.parent.parent
+    (book / "_toc.yml").write_text(  # as the book's: its chapters in a numbered part
+        "format: jb-book\nroot: intro\nparts:\n  - numbered: true\n    chapters:\n"
+        "      - file: chapters/01_first\n      - file: chapters/02_tiny\n"
+    )
+    html = write_page(run, run.executed_notebook, run.run_dir / "html").read_text()
+    assert re.search(r'<span class="caption-number">Fig\. 2\.1 </span>', html)
+    assert re.search(r'<span class="std std-numref">Fig\. 2\.1</span>', html)
+    assert re.search(r'<span class="caption-number">Theorem 2\.1 </span>', html)
+    assert re.search(r">Theorem 2\.1</a>, Lemma 1\.1 and", html)  # lem-first: chapter 1's
+    assert "by Theorem 1.1." in html
 
 
 def test_page_shows_what_the_book_shows(run, capfd):

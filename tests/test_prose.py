@@ -101,6 +101,14 @@ def test_extremes_skip_what_was_not_measured_without_warning():
     assert math.isnan(low) and math.isnan(high)
 
 
+def test_held_up_to_stops_at_the_first_failure():
+    assert prose.held_up_to([1, 2, 3, 4], [True, True, False, True]) == 2.0
+    assert prose.held_up_to([4.0, 1.0, 2.0], [True, True, True]) == 4.0  # any order
+    assert prose.held_up_to([3.0, 1.0, 2.0], [True, True, False]) == 1.0
+    assert math.isnan(prose.held_up_to([1, 2], [False, True]))
+    assert math.isnan(prose.held_up_to([], []))
+
+
 def test_listing_and_per_depth():
     assert prose.listing([]) == "none"
     assert prose.listing(["a"]) == "a"

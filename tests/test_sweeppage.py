@@ -20,8 +20,6 @@ from dlnbook.sweep import Point, sweep_folder
 from dlnbook.sweeppage import _geometric, _panel, read_point, write_sweep
 
 matplotlib.use("Agg")
-# Sphinx renders a page in this process; an extension of Jupyter Book uses a deprecated API
-pytestmark = pytest.mark.filterwarnings("ignore:nodes.Node.traverse:PendingDeprecationWarning")
 
 # a 1x1 PNG
 PNG = base64.b64decode(

@@ -54,6 +54,20 @@ def extremes(values: Iterable[float]) -> tuple[float, float]:
     return (min(finite), max(finite)) if finite else (math.nan, math.nan)
 
 
+def held_up_to(values: Sequence[float], held: Sequence[bool]) -> float:
+    """The largest of ``values`` such that ``held`` is true there and at every smaller value:
+    what "for every value up to x" may say; ``nan`` when it fails at the smallest.
+
+    ``held_up_to([1, 2, 3, 4], [True, True, False, True]) == 2.0`` (not 4).
+    """
+    largest = math.nan
+    for value, ok in sorted(zip(values, held, strict=True), key=lambda pair: pair[0]):
+        if not ok:
+            break
+        largest = float(value)
+    return largest
+
+
 def listing(items: Iterable[str], conjunction: str = "and") -> str:
     """``"a"``, ``"a and b"``, ``"a, b and c"``; ``"none"`` for no items."""
     items = list(items)
