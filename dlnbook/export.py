@@ -36,7 +36,10 @@ _PRF_BLOCK = re.compile(
 )
 _OPTION = re.compile(r"^[ \t]*:(\w+):[ \t]*(.*)$", re.M)
 _PRF_REF = re.compile(r"\{prf:ref\}`([^`<>]+)`")
-_BIBLIOGRAPHY = "## References\n\n```{bibliography}\n:filter: docname in docnames\n```\n"
+#: The references of a run's page: a rubric, not a section (the book's chapter has none).
+_BIBLIOGRAPHY = (
+    "```{rubric} References\n```\n\n```{bibliography}\n:filter: docname in docnames\n```\n"
+)
 _STATIC_REF = re.compile(r'((?:src|href)=")_static/')
 _DROP = re.compile(
     r'\s*<link rel="(?:index|search)"[^>]*>|\s*<script src="searchindex\.js"></script>'
@@ -226,6 +229,25 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     return target / f"{name}.html"
 
 
+def _section_numbers(node: Any, stack: list[int]) -> dict[str, tuple[int, ...]]:
+    """Anchor -> section number of the headings in a page's table of contents ``node``,
+    counting from ``stack`` as Sphinx does under a numbered toctree (the title gets the
+    chapter's number, its sections ``(number, i)``, ...)."""
+    from docutils import nodes
+    from sphinx import addnodes
+
+    numbers: dict[str, tuple[int, ...]] = {}
+    for child in node.children:
+        if isinstance(child, nodes.bullet_list):
+            numbers |= _section_numbers(child, [*stack, 0])
+        elif isinstance(child, nodes.list_item | addnodes.only):
+            numbers |= _section_numbers(child, stack)  # shares ``stack``: siblings count on
+        elif isinstance(child, addnodes.compact_paragraph) and "skip_section_number" not in child:
+            stack[-1] += 1
+            numbers[child[0]["anchorname"]] = tuple(stack)
+    return numbers
+
+
 def _sphinx_page(
     nb: dict, name: str, book: Path, numbering: tuple[int | None, dict[str, int]], tmp: Path
 ) -> dict:
@@ -245,6 +267,8 @@ def _sphinx_page(
                     by_id[target] = (
                         (number, *n) if number else (n[0] + offsets.get(kind, 0), *n[1:])
                     )
+        if number:  # headings as in a numbered part: "2.", "2.1."
+            env.toc_secnumbers[name] = _section_numbers(env.tocs[name], [number - 1])
         return []
 
     srcdir = tmp / "src"

@@ -124,6 +124,8 @@ def test_page_numbers_per_chapter_in_a_numbered_part(run):
     assert re.search(r'<span class="caption-number">Theorem 2\.1 </span>', html)
     assert re.search(r">Theorem 2\.1</a>, Lemma 1\.1 and", html)  # lem-first: chapter 1's
     assert "by Theorem 1.1." in html
+    assert '<h1><span class="section-number">2. </span>Tiny chapter' in html  # headings too
+    assert re.findall(r'class="section-number">([0-9.]+) ', html) == ["2."]  # references: none
 
 
 def test_page_shows_what_the_book_shows(run, capfd):
