@@ -151,6 +151,13 @@ class _Package:
                 todo.extend(_module_imports(self, name, self.file(name).read_bytes()) - seen)
         return seen
 
+    def chapter_modules(self, code_cells: Iterable[str]) -> list[str]:
+        """:func:`chapter_modules` of this package."""
+        trees = [tree for tree in map(_parse_cell, code_cells) if tree is not None]
+        # one namespace: a module imported in one cell is used in the next ones
+        chapter = ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
+        return sorted(self.closure({self.name} | self.imports(chapter, None)))
+
 
 @functools.lru_cache(maxsize=1024)
 def _module_imports(lib: _Package, module: str, source: bytes) -> frozenset[str]:
@@ -165,11 +172,7 @@ def chapter_modules(
 ) -> list[str]:
     """Sorted dotted names of the modules of ``package`` (sources in ``core_dir``) that a
     chapter with these code cells runs: the package's core and what the cells import."""
-    lib = _Package.at(Path(core_dir), package)
-    trees = [tree for tree in map(_parse_cell, code_cells) if tree is not None]
-    # one namespace: a module imported in one cell is used in the next ones
-    chapter = ast.Module(body=[stmt for tree in trees for stmt in tree.body], type_ignores=[])
-    return sorted(lib.closure({package} | lib.imports(chapter, None)))
+    return _Package.at(Path(core_dir), package).chapter_modules(code_cells)
 
 
 def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = PACKAGE) -> str:
@@ -177,7 +180,7 @@ def code_digest(code_cells: Iterable[str], core_dir: str | Path, package: str = 
     their packages' data files (path and bytes)."""
     lib = _Package.at(Path(core_dir), package)
     digest = hashlib.sha256()
-    for name in chapter_modules(code_cells, core_dir, package):
+    for name in lib.chapter_modules(code_cells):
         path = lib.file(name)
         digest.update(path.relative_to(lib.root).as_posix().encode() + b"\0")
         digest.update(code_fingerprint(path.read_bytes()).encode() + b"\0")

@@ -109,6 +109,22 @@ def test_held_up_to_stops_at_the_first_failure():
     assert math.isnan(prose.held_up_to([], []))
 
 
+def test_ordinal():
+    assert [prose.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "101st",
+        "111th",
+    ]
+
+
 def test_listing_and_per_depth():
     assert prose.listing([]) == "none"
     assert prose.listing(["a"]) == "a"

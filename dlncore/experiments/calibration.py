@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dlncore.data import synthetic_data
+from dlncore.experiments import prose
 from dlncore.experiments.journal import (
     Experiment,
     journal_init,
@@ -500,12 +501,6 @@ def _shown(value: float) -> str:
 _STAGES = {"grid": "grid screen", "refine": "refinement", "confirm": "confirmation"}
 
 
-def _ordinal(n: int) -> str:
-    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``."""
-    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
 def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
     """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
     same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
@@ -518,16 +513,15 @@ def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
         + f" ({_STAGES.get(r['stage'], r['stage'])})"
         for r in same
     ]
-    listed = ", ".join(runs[:-1]) + " and " + runs[-1] if len(runs) > 1 else runs[0]
-    sentence = f"In the stored search these parameters have distance {listed}"
+    sentence = f"In the stored search these parameters have distance {prose.listing(runs)}"
     finalists = sorted((r for r in search_rows if r["stage"] == "confirm"), key=_rank)
     ranks = []
     for group, name in ((screened, "screened candidates"), (finalists, "finalists")):
         places = [i + 1 for i, r in enumerate(group) if r in same]
         if places:
-            ranks.append(f"{_ordinal(places[0])} of the {len(group)} {name}")
+            ranks.append(f"{prose.ordinal(places[0])} of the {len(group)} {name}")
     if ranks:
-        sentence += "; they rank " + " and ".join(ranks)
+        sentence += "; they rank " + prose.listing(ranks)
     return sentence + "."
 
 

@@ -78,6 +78,12 @@ def listing(items: Iterable[str], conjunction: str = "and") -> str:
     return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``21st``."""
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def per_depth(values: Sequence[str], depths: Sequence[int]) -> str:
     """``"3 (N = 2), 5 (N = 3)"``: one already formatted value per depth, in order."""
     if len(values) != len(depths):
