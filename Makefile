@@ -34,8 +34,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+# Bytecode caches on even where the machine turns them off (PYTHONDONTWRITEBYTECODE): the suite
+# starts some 150 Python processes (kernels, commands, builds) that import the project, and the
+# workers rewrite every test module's asserts; without the caches each does it again.
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf _build

@@ -280,11 +280,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #: handed out before the other slow ones so that none of them ends the run. Only the order
 #: depends on these names.
 LONGEST = {
-    "test_sweeps_on_a_worker_without_the_checkout_match_local_sweeps",
+    "test_a_sweep_on_a_worker_without_the_checkout_matches_a_local_sweep",
     "test_each_chapter_has_a_parameter_set_that_breaks_a_claim",
     "test_each_chapter_runs_at_the_cheap_extremes_of_its_ranges",
     "test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment",
-    "test_binder_environment_runs_a_chapter",
 }
 
 

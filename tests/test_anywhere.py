@@ -1,13 +1,14 @@
 """Chapters run anywhere: from a wheel in a venv of their own, in Colab, on Binder, and on a Dask
 worker that cannot see this checkout (issue 18).
 
-The slow tests share one fixture, :func:`wheel`: the wheel of this checkout
-(``pip wheel --no-deps``, built once from a copy of the sources). Each of them gets a fresh
-venv of its own holding only the pinned requirements (``requirements.txt``), not the package:
-a stand-in for Colab (the install cell brings the package), for Binder (``postBuild`` installs
-the checkout) and for a worker's environment (the wheel installed into it). Such a venv is made
-in seconds by :func:`pinned_venv`, from the files that ``pip install -r requirements.txt`` put
-into this checkout's venv, rather than in about two minutes by pip from the package index.
+The Colab and worker tests share one fixture, :func:`wheel`: the wheel of this checkout
+(``pip wheel --no-deps`` of a copy of the sources, built once per session). Each slow test gets
+a fresh venv of its own holding only the pinned requirements (``requirements.txt``), not the
+package: a stand-in for Colab (the install cell brings the package), for Binder (``postBuild``
+installs the checkout) and for a worker's environment (the wheel installed into it). Such a venv
+is made in seconds by :func:`pinned_venv`, from the files that ``pip install -r
+requirements.txt`` put into this checkout's venv, rather than in about two minutes by pip from
+the package index.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dlnbook.installcell import (
     pin_notebook,
 )
 from dlnbook.sweep import glued_values
-from tests.conftest import SMALL_1
+from tests.conftest import SMALL_1, once_per_session
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # this checkout's venv: the client of the cluster
@@ -214,12 +215,16 @@ def module_file(venv: Path, module: str, cwd: Path) -> str | None:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
-    """Built once: ``pip wheel --no-deps`` of a copy of the sources."""
-    root = tmp_path_factory.mktemp("wheel")
-    source = copy_sources(root / "source")
-    pip(Path(sys.prefix), "wheel", "--quiet", "--no-deps", "-w", str(root / "dist"), str(source))
-    (found,) = (root / "dist").glob("dln_book-*.whl")
-    return found
+    """``pip wheel --no-deps`` of a copy of the sources, built once for all pytest-xdist
+    workers (:func:`~tests.conftest.once_per_session`)."""
+    with once_per_session(tmp_path_factory, "wheel") as root:
+        dist = root / "dist"
+        if not dist.is_dir():
+            source, tmp = copy_sources(root / "source"), root / "tmp"
+            pip(Path(sys.prefix), "wheel", "--quiet", "--no-deps", "-w", str(tmp), str(source))
+            tmp.rename(dist)  # whole or absent
+        (found,) = dist.glob("dln_book-*.whl")
+        return found
 
 
 @pytest.fixture
@@ -265,7 +270,7 @@ def test_colab_install_cell_installs_the_pinned_package_into_a_bare_environment(
 
 
 @pytest.mark.slow
-def test_binder_environment_runs_a_chapter(venv, tmp_path):
+def test_binder_environment_imports_the_checkout_and_its_install_cell_does_nothing(venv, tmp_path):
     # what Binder (repo2docker) does: runtime.txt's Python, `pip install -r
     # binder/requirements.txt`, then binder/postBuild from the repository's root
     assert (REPO / "binder" / "runtime.txt").read_text().strip() == (
@@ -286,11 +291,20 @@ def test_binder_environment_runs_a_chapter(venv, tmp_path):
     )
     assert json.loads(report.read_text())["install"] == []
     subprocess.run(["bash", "binder/postBuild"], cwd=source, env=clean_env(venv), check=True)
+    where = module_file(venv, "dlncore", tmp_path)
+    assert where is not None and Path(where).is_relative_to(source)  # the checkout, editable
+    # chapter 1 up to its imports (the install cell, the parameters, `import dlncore.plotting`
+    # and the style): the rest runs in the checkout's own environment in many tests, and in a
+    # fresh venv in the Colab test above
+    start = read(source / "chapters" / "01_setting.ipynb")
+    sources = ["".join(cell["source"]) for cell in start["cells"]]
+    imports = next(i for i, text in enumerate(sources) if "import dlncore" in text)
+    start["cells"] = start["cells"][: imports + 1]
+    (tmp_path / "start.ipynb").write_text(json.dumps(start))
     output = tmp_path / "out.ipynb"
-    papermill(venv, source / "chapters" / "01_setting.ipynb", output, SMALL_1, tmp_path)
+    papermill(venv, tmp_path / "start.ipynb", output, SMALL_1, tmp_path)
     install = code_cells(read(output))[0]
     assert install["outputs"] == [], "the install cell installed something on Binder"
-    assert glued_values(output)["ch1-never-below"] in {"yes", "no"}
 
 
 # -- A worker that cannot see the checkout (slow) --------------------------------------------
@@ -310,12 +324,9 @@ SMALL_7 = {
     "output_steps": 20,
     "workers": 1,
 }
-#: The swept points: chapter -> parameter values (a `--params` file); one point each (what is
-#: compared does not depend on the number of points). Chapter 1's is ``chapter1_run``'s.
-SWEEPS = {
-    "1": {k: [v] for k, v in SMALL_1.items()},
-    "7": {"steps": [20], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}},
-}
+#: The swept point of chapter 7 (a `--params` file): one point (what is compared does not
+#: depend on the number of points).
+SWEEP_7 = {"steps": [20], **{k: v if isinstance(v, list) else [v] for k, v in SMALL_7.items()}}
 
 
 def unshare_permitted() -> str | None:
@@ -397,12 +408,12 @@ def isolated_cluster(wheel, venv, tmp_path) -> Iterator[str]:
         stop(scheduler)
 
 
-def sweep(chapter: str, out: Path, scheduler: str | None) -> subprocess.Popen:
-    """``dln-book sweep CHAPTER`` of :data:`SWEEPS` into ``out``, started (see :func:`finish`)."""
+def sweep(out: Path, scheduler: str | None) -> subprocess.Popen:
+    """``dln-book sweep 7`` of :data:`SWEEP_7` into ``out``, started (see :func:`finish`)."""
     out.mkdir(parents=True, exist_ok=True)
     params = out / "points.yml"
-    params.write_text(yaml.safe_dump(SWEEPS[chapter]))
-    args = [str(BIN / "dln-book"), "sweep", chapter, "--params", str(params)]
+    params.write_text(yaml.safe_dump(SWEEP_7))
+    args = [str(BIN / "dln-book"), "sweep", "7", "--params", str(params)]
     args += ["--runs-dir", str(out / "runs"), "--sweeps-dir", str(out / "sweeps")]
     args += ["--scheduler", scheduler] if scheduler else ["--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "DLNBOOK_SCHEDULER"}
@@ -465,16 +476,12 @@ def assert_same_results(local: Path, remote: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sweeps_on_a_worker_without_the_checkout_match_local_sweeps(
-    isolated_cluster, chapter1_run, tmp_path
-):
-    """Chapters 1 and 7 swept on the isolated worker; the same points on this machine (chapter
-    1's: ``chapter1_run``, run once per session; chapter 7's alongside the remote sweeps)."""
-    local = sweep("7", tmp_path / "local-7", None)
-    for chapter in ("1", "7"):
-        out = tmp_path / f"remote-{chapter}"
-        finish(sweep(chapter, out, isolated_cluster), out)
-    finish(local, tmp_path / "local-7")
-    assert len(run_folders(tmp_path / "local-7")) == 1
-    assert_same_results(tmp_path / "local-7", tmp_path / "remote-7")
-    assert_same_results(chapter1_run.parent.parent, tmp_path / "remote-1")
+def test_a_sweep_on_a_worker_without_the_checkout_matches_a_local_sweep(isolated_cluster, tmp_path):
+    """Chapter 7 (it reads the package's data files and starts processes of its own) swept on
+    the isolated worker, and the same point on this machine at the same time."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    procs = {local: sweep(local, None), remote: sweep(remote, isolated_cluster)}
+    for out, proc in procs.items():
+        finish(proc, out)
+    assert len(run_folders(local)) == 1
+    assert_same_results(local, remote)

@@ -381,18 +381,24 @@ def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
 def test_a_long_chapter_does_not_hold_the_others_behind_it(tmp_path):
     """Six chapters on two local workers, the third slow: the quick ones after it finish on
     the free worker while it runs (Dask would otherwise assign them at submission, behind it
-    or beside it, as a cold book build with chapter 7 showed)."""
+    or beside it, as a cold book build with chapter 7 showed). The slow one lasts until the five
+    quick ones are published, or 60 s if they wait behind it (then it does not end last)."""
     from dlnbook.chapters import load_chapter
     from dlnbook.runner import plan_runs, run_plans
 
     (tmp_path / "chapters").mkdir()
+    runs = tmp_path / "runs"
+    slow = (  # until five runs are published (a folder appears whole when its run is done)
+        "import time\nfrom pathlib import Path\nend = time.monotonic() + 60\n"
+        f"while len(list(Path({str(runs)!r}).glob('0*'))) < 5 and time.monotonic() < end:\n"
+        "    time.sleep(0.1)"
+    )
     chapters = []
-    for i, pause in enumerate([0.0, 0.0, 20.0, 0.0, 0.0, 0.0], start=1):
-        nb = point_chapter()
-        nb.cells[1].source = POINT_PARAMETERS.replace("pause = 0.0", f"pause = {pause}")
+    for i in range(1, 7):
+        nb = chapter_notebook("# Point", POINT_PARAMETERS, slow if i == 3 else "x = 1")
         path = tmp_path / "chapters" / f"0{i}_point.ipynb"
         nbformat.write(nb, path)
         chapters.append(load_chapter(path))
-    outcomes = run_plans(plan_runs(chapters, {}, tmp_path / "runs"), jobs=2, log=lambda m: None)
+    outcomes = run_plans(plan_runs(chapters, {}, runs), jobs=2, log=lambda m: None)
     assert [o.error for o in outcomes] == [None] * 6
     assert outcomes[-1].plan.chapter.name == "03_point"  # the slow one, last
