@@ -30,7 +30,8 @@ def install_cell_source(source: str = PLACEHOLDER) -> str:
         raise ValueError(f"invalid package source {source!r}: no quotes or newlines")
     return (
         "# Installs the book's package where it is missing (Colab); does nothing where it is\n"
-        "# installed. Pinned to the book's repository at the commit the book was built from.\n"
+        "# installed. A published book pins it to its repository at the commit it was built\n"
+        "# from; a local build keeps the placeholders OWNER and COMMIT.\n"
         "import importlib.util\n"
         "import subprocess\n"
         "import sys\n"
