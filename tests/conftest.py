@@ -262,10 +262,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark each test that uses a fixture of :data:`SHARED_FIXTURES` with its
     ``xdist_group`` (without pytest-xdist, or without ``--dist loadgroup``, the mark is
     inert). Under pytest-xdist the workers take tests in the order of ``items`` (a group as
-    one unit, the largest groups first), which is sorted here: the ``slow`` tests first, so
-    that the quick ones fill the end of the run instead of a chapter execution starting last;
-    among them those that wait for the smoke book last, so that the other workers compute
-    while the first one builds it."""
+    one unit, the largest groups first), which is sorted here: the ``slow`` and ``waits``
+    tests first, so that the quick ones fill the end of the run instead of a chapter execution
+    starting last, and what mostly waits (a timeout, a killed worker) overlaps the chapters'
+    computing rather than leaving a core idle; among them those that wait for the smoke book
+    last, so that the other workers compute while the first one builds it."""
     for item in items:
         used = [
             SHARED_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURES
@@ -287,8 +288,10 @@ LONGEST = {
 }
 
 
-def _order(item: pytest.Item) -> tuple[bool, bool, bool]:
-    """Slow tests first (the longest of them first), those that need the smoke book last."""
+def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
+    """Slow and waiting tests first (the longest first, then those that wait), those that
+    need the smoke book last."""
     fixtures = getattr(item, "fixturenames", ())
-    slow = item.get_closest_marker("slow") is not None
-    return not slow, "smoke_book" in fixtures, item.originalname not in LONGEST
+    waits = item.get_closest_marker("waits") is not None
+    early = waits or item.get_closest_marker("slow") is not None
+    return not early, "smoke_book" in fixtures, item.originalname not in LONGEST, not waits

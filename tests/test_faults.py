@@ -195,6 +195,7 @@ def test_stopping_a_run(book, tmp_path, name, signals, exit_code, within):
         assert line.startswith("interrupted: kept 0 finished run(s), stopped 1 unfinished")
 
 
+@pytest.mark.waits
 def test_killed_forced_rerun_keeps_the_previous_run_and_the_next_run_works(book, tmp_path):
     runs = tmp_path / "runs"
     marker = tmp_path / "running"
@@ -494,6 +495,7 @@ def test_tls_without_certificates_exits_2_with_one_line(book, tmp_path):
     assert line.startswith("dln-book: error: cannot ") and address in line, line
 
 
+@pytest.mark.waits
 def test_a_cluster_without_workers_is_reported_within_10_s(book, tmp_path):
     with dask_cluster(workers=0) as (address, _):
         cmd = [BIN / "dln-book", "--book", book, "sweep", "1", "-p", "seed=1,2"]

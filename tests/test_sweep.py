@@ -180,6 +180,7 @@ def test_bad_sweep_file_exits_2(book, tmp_path, capfd):
     assert not runs.exists() and not (book / "sweeps").exists()
 
 
+@pytest.mark.waits
 def test_unreachable_scheduler_is_a_clear_error_within_10_s(book, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
@@ -341,6 +342,7 @@ def kernel_of(worker: subprocess.Popen) -> psutil.Process | None:
     return next((c for c in children if "ipykernel" in " ".join(c.cmdline())), None)
 
 
+@pytest.mark.waits
 @pytest.mark.slow
 def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
     runs, sweeps = tmp_path / "runs", tmp_path / "sweeps"
@@ -377,6 +379,7 @@ def test_a_worker_killed_mid_point_loses_nothing(book, tmp_path):
         }
 
 
+@pytest.mark.waits
 @pytest.mark.slow
 def test_a_long_chapter_does_not_hold_the_others_behind_it(tmp_path):
     """Six chapters on two local workers, the third slow: the quick ones after it finish on
