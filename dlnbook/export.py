@@ -17,7 +17,7 @@ from typing import Any
 
 from dlnbook.chapters import load_chapter
 from dlnbook.glued import checks, count_checks, figure_cells
-from dlnbook.pagerules import fmt_value, render_executed, rerun_command
+from dlnbook.pagerules import caption_alt_texts, fmt_value, render_executed, rerun_command
 from dlnbook.rundirs import prune_stale, publish_run
 from dlnbook.runner import RUN_RECORD, Plan
 
@@ -288,6 +288,7 @@ def _sphinx_page(
             dirs = (srcdir, None, tmp / "out", tmp / "doctrees", "html", config)
             app = Sphinx(*dirs, status=None, warning=warnings, freshenv=True)
             app.connect("env-get-updated", shift_numbers, priority=900)
+            app.connect("doctree-resolved", caption_alt_texts)
             app.build()
     except Exception as exc:
         raise RuntimeError(f"rendering the page of {name} failed: {exc}") from exc

@@ -1,13 +1,14 @@
 """What a chapter page shows, in the book (:mod:`dlnbook.sphinx_ext`) and on a run's page
 (:mod:`dlnbook.export`): the current text with the outputs of the run, a parameters box, code
-folded but for the cells that teach, figures with alt text. Loads no Sphinx."""
+folded but for the cells that teach, figures with their caption as alt text. Loads no Sphinx."""
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from typing import TYPE_CHECKING, Any
+
+from docutils import nodes
 
 from dlnbook.chapters import meaning_without_range
 from dlnbook.glued import figure_cells
@@ -17,14 +18,13 @@ if TYPE_CHECKING:
 
     from dlnbook.runner import Plan
 
-__all__ = ["SHOW_INPUT", "alt_text", "apply_page_rules", "figure_problems", "fmt_value"]
+__all__ = ["SHOW_INPUT", "apply_page_rules", "caption_alt_texts", "figure_problems", "fmt_value"]
 __all__ += ["parameters_box", "render_executed", "rerun_command"]
 
 #: Tag of a code cell whose input stays visible on the page (the chapter's central call).
 SHOW_INPUT = "show-input"
 
 _KEEP = ("remove-cell", "remove-input", "hide-cell", "hide-input", "parameters", SHOW_INPUT)
-_ROLE = re.compile(r"\{[a-z:-]+\}`([^`]*)`")
 
 
 def fmt_value(value: Any) -> str:
@@ -125,18 +125,21 @@ def figure_problems(nb: dict[str, Any]) -> list[str]:
     return problems
 
 
-def alt_text(caption: str) -> str:
-    """A MyST caption as plain text for an image's ``alt``: no ``$`` or backticks, a role
-    shown by its explicit title or its target, whitespace collapsed."""
-    text = _ROLE.sub(lambda m: m[1].split("<")[0].strip() or m[1], caption).replace("$", "")
-    return " ".join(text.replace("`", "").split())
+def caption_alt_texts(app: object, doctree: nodes.document, docname: str) -> None:
+    """Sphinx's ``doctree-resolved``: the image of each figure without an ``alt`` gets its
+    caption as it reads on the page, references resolved ("Fig. 3.3", "Proposition 1.1"),
+    math as its TeX source, whitespace collapsed."""
+    for figure in doctree.findall(nodes.figure):
+        caption = next(iter(figure.findall(nodes.caption)), None)
+        for image in figure.findall(nodes.image) if caption is not None else ():
+            image.setdefault("alt", " ".join(caption.astext().split()))
 
 
 def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
     """Remove the ``parameters`` cell of a chapter notebook (JSON, changed in place and
     returned), fold its code but for the cells tagged :data:`SHOW_INPUT` or already
-    ``remove-*``/``hide-*``, give figure images their caption as alt text, and let images
-    that state a display width (retina PNGs) keep their aspect ratio when scaled."""
+    ``remove-*``/``hide-*``, and let images that state a display width (retina PNGs) keep
+    their aspect ratio when scaled."""
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
@@ -150,8 +153,4 @@ def apply_page_rules(nb: dict[str, Any]) -> dict[str, Any]:
             for shown in output.get("metadata", {}).values():
                 if isinstance(shown, dict) and "width" in shown:
                     shown.pop("height", None)
-        mystnb = metadata.get("mystnb", {})
-        caption = mystnb.get("figure", {}).get("caption")
-        if caption and "alt" not in mystnb.get("image", {}):
-            mystnb.setdefault("image", {})["alt"] = alt_text(caption)
     return nb

@@ -17,7 +17,7 @@ from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
 from dlnbook.chapters import ChapterError, check_profile, discover_chapters, load_profile
-from dlnbook.pagerules import figure_problems, render_executed
+from dlnbook.pagerules import caption_alt_texts, figure_problems, render_executed
 from dlnbook.runner import (
     PLANS_ENV,
     ChapterFailure,
@@ -196,4 +196,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", _start_render)
     app.connect("build-finished", _finish_render, priority=900)  # after every other handler
     app.connect("html-page-context", add_executed_download, priority=900)  # after the theme's
+    app.connect("doctree-resolved", caption_alt_texts)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

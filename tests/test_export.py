@@ -126,6 +126,8 @@ def test_page_numbers_per_chapter_in_a_numbered_part(run):
     assert "by Theorem 1.1." in html
     assert '<h1><span class="section-number">2. </span>Tiny chapter' in html  # headings too
     assert re.findall(r'class="section-number">([0-9.]+) ', html) == ["2."]  # references: none
+    # the figure's alt text: its caption as the page reads it, references resolved
+    assert re.findall(r'<img alt="([^"]*)"', html) == ["Loss, gap 0.000123, by Theorem 1.1."]
 
 
 def test_page_shows_what_the_book_shows(run, capfd):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from dlnbook.pagerules import SHOW_INPUT, alt_text, apply_page_rules
+from dlnbook.pagerules import SHOW_INPUT, apply_page_rules
 
 
 def _code(tags=None, mystnb=None):
@@ -39,25 +39,6 @@ def test_code_is_folded_except_the_cells_that_teach():
     ]
     again = apply_page_rules(copy.deepcopy(nb))
     assert again == nb  # applying twice adds nothing
-
-
-def test_figure_images_get_their_caption_as_alt_text():
-    caption = (
-        r"Loss $L^N(W(k))$ for the runs of {numref}`fig-first-run`; see {prf:ref}`Lemma <lem-x>`."
-    )
-    figure = _code(mystnb={"figure": {"name": "fig-a", "caption": caption}})
-    chosen = _code(mystnb={"figure": {"caption": "c"}, "image": {"alt": "kept"}})
-    plain = _code()
-    nb = apply_page_rules({"cells": [figure, chosen, plain]})
-    alts = [c["metadata"].get("mystnb", {}).get("image", {}).get("alt") for c in nb["cells"]]
-    assert alts == ["Loss L^N(W(k)) for the runs of fig-first-run; see Lemma.", "kept", None]
-
-
-def test_alt_text_collapses_whitespace_and_code_marks():
-    assert (
-        alt_text("The bound  `dc.step_size_bound`,\n $\\eta$ ")
-        == "The bound dc.step_size_bound, \\eta"
-    )
 
 
 def test_images_with_a_display_width_keep_their_aspect_ratio():
