@@ -549,3 +549,22 @@ def test_screen_error_table_names_features_and_leaves_out_runs_without_a_dip():
     assert table["loss part of the distance"]["error"] == "difference"
     assert all(isinstance(v, str) for r in table.values() for v in r.values())
     assert cal.screen_error_table([r for r in rows if r["stage"] != "confirm"], [2]) == []
+
+
+def test_search_sentences_say_only_what_applies():
+    text = cal.search_sentences(121, 8.538, 0, 3, 0.0857, False)
+    assert text == (
+        "The 121 screened candidates range up to distance 8.54; none of them diverged at the "
+        "larger screening step. Rerunning the 3 finalists at the confirmation step changed their "
+        "distance by at most 0.086, and the confirmation ranks them in a different order than "
+        "the screening."
+    )
+    same = cal.search_sentences(10, 2.0, 2, 2, 0.1, True)
+    assert '; 2 of them diverged at the larger screening step (distance "nan"' in same
+    assert same.endswith("ranks them in the same order as the screening.")
+    assert cal.search_sentences(10, 2.0, 0, 1, 0.1, None).endswith(
+        "Rerunning the finalist at the confirmation step changed its distance by at most 0.1."
+    )
+    none = cal.search_sentences(10, 2.0, 0, 0, float("nan"), None)
+    assert none.endswith("larger screening step. No finalist was rerun at the confirmation step.")
+    assert "n/a" not in none

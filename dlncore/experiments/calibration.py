@@ -568,6 +568,55 @@ def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
     return sentence + "."
 
 
+def search_sentences(
+    screened: int, worst: float, diverged: int, rerun: int, gap: float, same_order: bool | None
+) -> str:
+    """What the appendix says about the search after naming the final choice.
+
+    Parameters
+    ----------
+    screened : int
+        Screened candidates (grid and refinement).
+    worst : float
+        Their largest finite distance.
+    diverged : int
+        How many of them diverged at the screening step (distance ``nan``).
+    rerun : int
+        Finalists rerun at the confirmation step.
+    gap : float
+        Largest change of a finalist's distance between the two steps (``nan`` if none).
+    same_order : bool or None
+        Whether the confirmation ranks the finalists as the screening does; ``None`` with
+        fewer than two finalists (no order to compare).
+
+    Returns
+    -------
+    str
+        Sentences that say only what applies, e.g. "none of them diverged" rather than "0 of
+        them diverged (… listed last …)".
+    """
+    text = f"The {screened} screened candidates range up to distance {prose.number(worst)}"
+    if diverged == 0:
+        text += "; none of them diverged at the larger screening step."
+    else:
+        text += (
+            f'; {diverged} of them diverged at the larger screening step (distance "nan", '
+            "listed last, with the iteration of the divergence in the columns `diverged_N`)."
+        )
+    if rerun == 0 or not np.isfinite(gap):
+        return text + " No finalist was rerun at the confirmation step."
+    finalists = "the finalist" if rerun == 1 else f"the {rerun} finalists"
+    text += (
+        f" Rerunning {finalists} at the confirmation step changed "
+        f"{'its' if rerun == 1 else 'their'} distance by at most {gap:.2g}"
+    )
+    if same_order is None:
+        return text + "."
+    return (
+        text + f", and the confirmation ranks them {prose.order_phrase(same_order)} the screening."
+    )
+
+
 def missed_evidence(
     held: Sequence[tuple[int, str, bool, float]],
     search_rows: Sequence[Mapping],
@@ -844,10 +893,13 @@ def balanced_final_rate(
 ) -> float:
     """Final-phase loss rate per iteration of GD near ``W = teacher`` for balanced factors.
 
-    Near the minimum the end-to-end error ``E = W − A`` of a balanced network moves (gradient
-    flow, the book's derivation, not the paper's) as ``Ė = −P_A(E Σxx)`` with
-    ``P_A(F) = Σ_{a=0}^{N−1} (AAᵀ)^{a/N} F (AᵀA)^{(N−1−a)/N}``, so the loss decays like
-    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)``. With
+    Under gradient flow the end-to-end matrix of balanced factors moves as
+    ``Ẇ = −P_W(∇L¹(W))`` with the preconditioner
+    ``P_W(F) = Σ_{a=0}^{N−1} (WWᵀ)^{a/N} F (WᵀW)^{(N−1−a)/N}`` (Arora, Cohen and Hazan 2018,
+    ``arora2018optimization``). Linearized at the minimum ``A`` (the book's step, not the
+    paper's), the error ``E = W − A`` moves as ``Ė = −P_A(E Σxx)``, so the loss decays like
+    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)`` (the
+    book's rate). With
     ``A = U diag(σ) Vᵀ`` (full ``U``, ``V``) the operator acts on each row ``c = u_iᵀ E V``
     separately as ``c ↦ c S D_i`` (``S = Vᵀ Σxx V``, ``D_i = diag_j Σ_a σ_i^{2a/N}
     σ_j^{2(N−1−a)/N}``, ``0⁰ = 1``): ``d`` symmetric eigenproblems ``D_i^{1/2} S D_i^{1/2}``.
