@@ -517,6 +517,8 @@ def test_compare_writes_a_missing_plateau_as_none_with_its_slope():
     rows, _ = cal.compare({2: never}, {2: _feats()}, 1e-2)
     (row,) = [r for r in rows if r["quantity"].startswith("plateau")]
     assert row["ours"] == "none (no drop)"
+    (row,) = [r for r in rows if r["quantity"].startswith("first k")]
+    assert (row["ours"], row["held?"]) == ("not reached", "no")
 
 
 def test_compare_gives_no_iteration_for_a_norm_minimum_that_is_no_dip():

@@ -462,9 +462,10 @@ def compare(
     a miss) and to the iteration of the norm minimum only where the published norm dips (by
     :data:`NO_DIP` or more below ``norm_start``; ours without a dip is a miss). Returns the
     table rows (``N, quantity, published, ours, off by, target, held?``; norms to 3 decimals,
-    a missing plateau as ``"none (slope …)"``, an iteration of a minimum that is no dip as
-    ``"n/a (no dip)"``; ``held?`` is ``"n/a"`` where no target applies) and the applied targets
-    ``(N, quantity, held, error)``, the error a factor or an absolute difference.
+    a missing plateau as ``"none (slope …)"``, a missing drop as ``"not reached"``, the
+    iteration of a minimum that is no dip as ``"n/a (no dip)"``; ``held?`` is ``"n/a"`` where
+    no target applies) and the applied targets ``(N, quantity, held, error)``, the error a
+    factor or an absolute difference.
     """
     rows, held = [], []
     for n in sorted(set(ours) & set(published)):
@@ -516,10 +517,12 @@ def has_dip(feats: Mapping[str, float]) -> bool:
 def _shown_feature(feats: Mapping[str, float], key: str) -> str:
     """The table text of one feature: norms to 3 decimals, a plateau that is none as
     ``"none (slope 1.34)"``, the iteration of a norm minimum without a dip as ``"n/a (no
-    dip)"``, otherwise :func:`_shown`."""
+    dip)"``, a drop that never came as ``"not reached"``, otherwise :func:`_shown`."""
     value = feats.get(key, float("nan"))
     if key in ("norm_min", "norm_max"):
         return prose.number(value, ".3f")
+    if key == "drop":
+        return prose.number(value, missing="not reached")
     if key == "plateau" and not feats.get("plateau_slope", np.nan) < PLATEAU_SLOPE:
         if not np.isfinite(feats.get("drop", np.nan)):
             return "none (no drop)"
