@@ -266,7 +266,7 @@ def test_compare_applies_each_target_and_can_say_no():
         "plateau before the drop (flattest loss in the decade before it)",  # ours has none
         "final loss, float32 run",
     }
-    assert {r["ours"] for r in rows if r["quantity"].startswith("plateau")} == {"n/a"}
+    assert {r["ours"] for r in rows if r["quantity"].startswith("plateau")} == {"none (slope 0.90)"}
     err = {q: e for _, q, _, e in held}
     assert err["first k with loss below the drop level"] == pytest.approx(1.6)
     assert err["norm maximum (after the minimum)"] == pytest.approx(0.02)
@@ -493,3 +493,80 @@ def test_compare_accepts_a_run_that_starts_at_zero_loss():
     (rel,) = [r for r in rows if r["quantity"] == "loss at k = 1e3 relative to L(0)"]
     assert rel["ours"] == "n/a" and rel["held?"] == "n/a"
     assert len(held) > 0
+
+
+def test_compare_shows_norms_to_3_decimals_so_that_the_verdict_is_visible():
+    pub = {2: _feats(norm_max=1.0751), 5: _feats(norm_max=1.0743)}
+    ours = {2: _feats(norm_max=1.0700, final32=1e-8), 5: _feats(norm_max=1.0574, final32=1e-8)}
+    rows, _ = cal.compare(ours, pub, 1e-2)
+    shown = {
+        r["N"]: (r["published"], r["ours"], r["off by"], r["held?"])
+        for r in rows
+        if r["quantity"] == "norm maximum (after the minimum)"
+    }
+    assert shown == {2: ("1.075", "1.070", "0.005", "yes"), 5: ("1.074", "1.057", "0.017", "no")}
+    (drop,) = [r for r in rows if r["N"] == 2 and r["quantity"].startswith("first k")]
+    assert drop["off by"] == "×1"
+
+
+def test_compare_writes_a_missing_plateau_as_none_with_its_slope():
+    rows, held = cal.compare({2: _feats(plateau_slope=1.34, final32=1e-8)}, {2: _feats()}, 1e-2)
+    (row,) = [r for r in rows if r["quantity"].startswith("plateau")]
+    assert (row["published"], row["ours"], row["held?"]) == ("0.6", "none (slope 1.34)", "no")
+    never = _feats(drop=np.nan, plateau=np.nan, plateau_slope=np.nan, final32=1e-8)
+    rows, _ = cal.compare({2: never}, {2: _feats()}, 1e-2)
+    (row,) = [r for r in rows if r["quantity"].startswith("plateau")]
+    assert row["ours"] == "none (no drop)"
+    (row,) = [r for r in rows if r["quantity"].startswith("first k")]
+    assert (row["ours"], row["held?"]) == ("not reached", "no")
+
+
+def test_compare_gives_no_iteration_for_a_norm_minimum_that_is_no_dip():
+    flat = _feats(norm_start=1.0, norm_min=1.0, norm_min_k=1.0, final32=1e-8)
+    pub = {2: _feats(norm_start=1.0)}  # dips to 0.95
+    rows, held = cal.compare({2: flat}, pub, 1e-2)
+    (row,) = [r for r in rows if r["quantity"] == "iteration of the norm minimum"]
+    assert (row["ours"], row["held?"]) == ("n/a (no dip)", "no")
+    assert (2, "iteration of the norm minimum", False, float("inf")) in held
+    # a published curve without a dip sets no target for the iteration
+    rows, held = cal.compare({2: flat}, {2: dict(flat)}, 1e-2)
+    (row,) = [r for r in rows if r["quantity"] == "iteration of the norm minimum"]
+    assert (row["published"], row["target"], row["held?"]) == ("n/a (no dip)", "n/a here", "n/a")
+    # a dip smaller than the digitizing accuracy is no dip; features records the start
+    k = np.geomspace(1, 1e3, 50)
+    shallow = cal.features(_curve(k, 1 / k, 1 - 0.0005 * np.sin(np.log(k))))
+    assert shallow["norm_start"] == 1.0 and not cal.has_dip(shallow)
+    assert cal.has_dip(cal.features(_synthetic()))
+
+
+def test_screen_error_table_names_features_and_leaves_out_runs_without_a_dip():
+    rows, _ = cal.stored_search()
+    raw = {r["feature"]: r for r in cal.screen_errors(rows, [2, 3, 5])}
+    table = {r["feature"]: r for r in cal.screen_error_table(rows, [2, 3, 5])}
+    # the width-50 finalist's norm never dips: its "minimum" lies at k = 13 or k = 999900
+    assert raw["norm_min_k"][2] > 1e4
+    assert table["iteration of the norm minimum"]["N = 2"] == "1.17"
+    assert table["iteration of the norm maximum"]["N = 2"] == "1.02"
+    assert table["first k with loss < 1e-3"]["N = 3"] == "inf"
+    assert table["loss part of the distance"]["error"] == "difference"
+    assert all(isinstance(v, str) for r in table.values() for v in r.values())
+    assert cal.screen_error_table([r for r in rows if r["stage"] != "confirm"], [2]) == []
+
+
+def test_search_sentences_say_only_what_applies():
+    text = cal.search_sentences(121, 8.538, 0, 3, 0.0857, False)
+    assert text == (
+        "The 121 screened candidates range up to distance 8.54; none of them diverged at the "
+        "larger screening step. Rerunning the 3 finalists at the confirmation step changed their "
+        "distance by at most 0.086, and the confirmation ranks them in a different order than "
+        "the screening."
+    )
+    same = cal.search_sentences(10, 2.0, 2, 2, 0.1, True)
+    assert '; 2 of them diverged at the larger screening step (distance "nan"' in same
+    assert same.endswith("ranks them in the same order as the screening.")
+    assert cal.search_sentences(10, 2.0, 0, 1, 0.1, None).endswith(
+        "Rerunning the finalist at the confirmation step changed its distance by at most 0.1."
+    )
+    none = cal.search_sentences(10, 2.0, 0, 0, float("nan"), None)
+    assert none.endswith("larger screening step. No finalist was rerun at the confirmation step.")
+    assert "n/a" not in none

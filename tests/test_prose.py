@@ -249,3 +249,23 @@ def test_chapter_1_says_not_reached_when_the_budget_is_too_small(chapter1_run):
     assert shown["ch1-reach"].count("not reached") == 2, shown
     assert shown["ch1-bottleneck-outcome"].startswith("Not every cross sits on its dot"), shown
     assert shown["ch1-reached"] == "no"
+
+
+def test_step_phrase_names_the_published_step():
+    from dlncore.experiments.prose import step_phrase
+
+    assert step_phrase(1.0) == "at the published step η"
+    assert step_phrase(1) == "at the published step η"
+    assert step_phrase(300.0) == "at step 300 η"
+    assert step_phrase(2.5) == "at step 2.5 η"
+
+
+def test_order_phrase_reads_in_a_sentence():
+    from dlncore.experiments.prose import order_phrase
+
+    assert f"ranks them {order_phrase(True)} the screening" == (
+        "ranks them in the same order as the screening"
+    )
+    assert f"ranks them {order_phrase(False)} the screening" == (
+        "ranks them in a different order than the screening"
+    )

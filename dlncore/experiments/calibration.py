@@ -165,10 +165,11 @@ def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
     ``plateau_slope`` that slope; ``norm_min``/``norm_max`` and their iterations
     ``norm_min_k``/``norm_max_k`` (the maximum after the minimum); ``bump``: the largest rise
     of the norm above its running minimum within a factor 3 of the drop; ``final``: the
-    last loss.
+    last loss; ``norm_start``: the first recorded norm (the norm has no dip where
+    ``norm_start − norm_min`` is below :data:`NO_DIP`, and ``norm_min_k`` then means nothing).
     """
     keys = ("drop", "loss_1e3", "loss_1e4", "loss_1e5", "plateau", "plateau_slope")
-    keys += ("norm_min", "norm_min_k", "norm_max", "norm_max_k", "bump", "final")
+    keys += ("norm_min", "norm_min_k", "norm_max", "norm_max_k", "bump", "final", "norm_start")
     if curve.loss_k.size == 0 or curve.norm_k.size == 0:  # no record after k = 0
         return dict.fromkeys(keys, float("nan"))
     out: dict[str, float] = {}
@@ -198,6 +199,7 @@ def features(curve: Curve, drop_level: float = 1e-3) -> dict[str, float]:
         values = curve.norm_at(ks)
         out["bump"] = float(np.max(values - np.minimum.accumulate(values)))
     out["final"] = float(curve.loss[-1])
+    out["norm_start"] = float(norm[0])
     return out
 
 
@@ -455,11 +457,15 @@ def compare(
     ``ours[N]``/``published[N]``: :func:`features` plus ``loss0`` (the loss at ``k = 0``; for a
     published curve read at ``k = 1``) and, for ours, ``final32`` (the final loss of the float32
     run; compared with the published ``final``). A target applies to the losses at fixed
-    iterations only where the published loss is above ``drop_level``, and to the plateau only
-    where the published curve has one (slope below :data:`PLATEAU_SLOPE`; ours without one
-    reads ``nan``, a miss). Returns the table rows (``N, quantity, published, ours, target,
-    held?``; ``held?`` is ``"n/a"`` where no target applies) and the applied targets
-    ``(N, quantity, held, error)``, the error a factor or an absolute difference.
+    iterations only where the published loss is above ``drop_level``, to the plateau only
+    where the published curve has one (slope below :data:`PLATEAU_SLOPE`; ours without one is
+    a miss) and to the iteration of the norm minimum only where the published norm dips (by
+    :data:`NO_DIP` or more below ``norm_start``; ours without a dip is a miss). Returns the
+    table rows (``N, quantity, published, ours, off by, target, held?``; norms to 3 decimals,
+    a missing plateau as ``"none (slope …)"``, a missing drop as ``"not reached"``, the
+    iteration of a minimum that is no dip as ``"n/a (no dip)"``; ``held?`` is ``"n/a"`` where
+    no target applies) and the applied targets ``(N, quantity, held, error)``, the error a
+    factor or an absolute difference.
     """
     rows, held = [], []
     for n in sorted(set(ours) & set(published)):
@@ -468,23 +474,63 @@ def compare(
         o = dict(ours[n], rel_1e3=_relative(ours[n]["loss_1e3"], ours[n]["loss0"]))
         for quantity, key, kind, tol in targets:
             pv, ov = p[key], o.get(key, float("nan"))
+            ps, os_ = _shown_feature(p, key), _shown_feature(o, key)
             applies = kind is not None
             if key.startswith("loss_1e"):
                 applies = applies and pv > drop_level
             if key == "plateau":
                 applies = applies and p["plateau_slope"] < PLATEAU_SLOPE
                 ov = ov if o["plateau_slope"] < PLATEAU_SLOPE else float("nan")
+            if key == "norm_min_k":
+                applies = applies and has_dip(p)
+                ov = ov if has_dip(o) else float("nan")
+            off = "—"
             if applies:
                 err = factor_error(ov, pv) if kind == "factor" else abs(ov - pv)
                 ok = bool(err <= tol)  # nan (not measured) is a miss
                 held.append((n, quantity, ok, err))
                 target = f"within a factor {tol:g}" if kind == "factor" else f"within ±{tol:g}"
                 verdict = "yes" if ok else "no"
+                if np.isfinite(err):
+                    off = f"×{err:.3g}" if kind == "factor" else f"{err:.3f}"
             else:
                 target, verdict = ("—" if kind is None else "n/a here"), "n/a"
-            row = dict(N=n, quantity=quantity, published=_shown(pv), ours=_shown(ov))
+            row = dict(N=n, quantity=quantity, published=ps, ours=os_, **{"off by": off})
             rows.append(row | {"target": target, "held?": verdict})
     return rows, held
+
+
+#: A norm curve dips where its minimum lies at least this far below its first recorded value:
+#: the accuracy to which the published norms were digitized (about 0.001, chapter 7; a smaller
+#: dip cannot be told from the digitizing error, and its iteration means nothing).
+NO_DIP = 1e-3
+
+
+def has_dip(feats: Mapping[str, float]) -> bool:
+    """Whether the norm of a curve dips (:data:`NO_DIP`); ``True`` where ``norm_start`` is not
+    known (rows of a stored search: their starts are ``init_norm``, see
+    :func:`screen_error_table`)."""
+    start = feats.get("norm_start", float("nan"))
+    return not np.isfinite(start) or bool(start - feats["norm_min"] >= NO_DIP)
+
+
+def _shown_feature(feats: Mapping[str, float], key: str) -> str:
+    """The table text of one feature: norms to 3 decimals, a plateau that is none as
+    ``"none (slope 1.34)"``, the iteration of a norm minimum without a dip as ``"n/a (no
+    dip)"``, a drop that never came as ``"not reached"``, otherwise :func:`_shown`."""
+    value = feats.get(key, float("nan"))
+    if key in ("norm_min", "norm_max"):
+        return prose.number(value, ".3f")
+    if key == "drop":
+        return prose.number(value, missing="not reached")
+    if key == "plateau" and not feats.get("plateau_slope", np.nan) < PLATEAU_SLOPE:
+        if not np.isfinite(feats.get("drop", np.nan)):
+            return "none (no drop)"
+        slope = feats.get("plateau_slope", np.nan)
+        return f"none (slope {slope:.2f})" if np.isfinite(slope) else "none"
+    if key == "norm_min_k" and "norm_min" in feats and not has_dip(feats):
+        return "n/a (no dip)"
+    return _shown(value)
 
 
 def _relative(value: float, reference: float) -> float:
@@ -523,6 +569,55 @@ def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
     if ranks:
         sentence += "; they rank " + prose.listing(ranks)
     return sentence + "."
+
+
+def search_sentences(
+    screened: int, worst: float, diverged: int, rerun: int, gap: float, same_order: bool | None
+) -> str:
+    """What the appendix says about the search after naming the final choice.
+
+    Parameters
+    ----------
+    screened : int
+        Screened candidates (grid and refinement).
+    worst : float
+        Their largest finite distance.
+    diverged : int
+        How many of them diverged at the screening step (distance ``nan``).
+    rerun : int
+        Finalists rerun at the confirmation step.
+    gap : float
+        Largest change of a finalist's distance between the two steps (``nan`` if none).
+    same_order : bool or None
+        Whether the confirmation ranks the finalists as the screening does; ``None`` with
+        fewer than two finalists (no order to compare).
+
+    Returns
+    -------
+    str
+        Sentences that say only what applies, e.g. "none of them diverged" rather than "0 of
+        them diverged (… listed last …)".
+    """
+    text = f"The {screened} screened candidates range up to distance {prose.number(worst)}"
+    if diverged == 0:
+        text += "; none of them diverged at the larger screening step."
+    else:
+        text += (
+            f'; {diverged} of them diverged at the larger screening step (distance "nan", '
+            "listed last, with the iteration of the divergence in the columns `diverged_N`)."
+        )
+    if rerun == 0 or not np.isfinite(gap):
+        return text + " No finalist was rerun at the confirmation step."
+    finalists = "the finalist" if rerun == 1 else f"the {rerun} finalists"
+    text += (
+        f" Rerunning {finalists} at the confirmation step changed "
+        f"{'its' if rerun == 1 else 'their'} distance by at most {gap:.2g}"
+    )
+    if same_order is None:
+        return text + "."
+    return (
+        text + f", and the confirmation ranks them {prose.order_phrase(same_order)} the screening."
+    )
 
 
 def missed_evidence(
@@ -601,14 +696,7 @@ def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
     norms; ``inf`` where one of the two runs lacks the feature), plus the largest difference
     of the distance parts ``d_loss_N`` and ``d_norm_N``. Rows: ``{"feature", "error", N: ...}``.
     Empty if nothing was confirmed."""
-    keys = list(CHOICES)
-    confirmed = [r for r in rows if r["stage"] == "confirm"]
-    screened = {tuple(str(r[k]) for k in keys): r for r in rows if r["stage"] != "confirm"}
-    pairs = [
-        (c, screened[tuple(str(c[k]) for k in keys)])
-        for c in confirmed
-        if tuple(str(c[k]) for k in keys) in screened
-    ]
+    pairs = _screen_pairs(rows)
     if not pairs:
         return []
     out = []
@@ -625,6 +713,67 @@ def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
             row[n] = float(max(errs))
         out.append(row)
     return out
+
+
+#: How the tables of the appendix name the features of :func:`features` and the distance parts.
+FEATURE_NAMES = {
+    "drop": "first k with loss < 1e-3",
+    "loss_1e3": "loss at k = 1e3",
+    "loss_1e4": "loss at k = 1e4",
+    "loss_1e5": "loss at k = 1e5",
+    "plateau": "flattest loss in the decade before the drop",
+    "plateau_slope": "its slope |d log L / d log k|",
+    "norm_min": "norm minimum",
+    "norm_min_k": "iteration of the norm minimum",
+    "norm_max": "norm maximum (after the minimum)",
+    "norm_max_k": "iteration of the norm maximum",
+    "bump": "norm rise near the drop",
+    "final": "final loss",
+    "d_loss": "loss part of the distance",
+    "d_norm": "norm part of the distance",
+}
+
+
+def screen_error_table(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
+    """:func:`screen_errors` for the page: readable feature names (:data:`FEATURE_NAMES`),
+    numbers to 3 significant digits (``"inf"``: one run of a pair lacks the feature). The
+    iteration of the norm minimum, and the norm maximum after it, are taken only over the
+    pairs whose two runs dip (by :data:`NO_DIP` or more below their start ``init_norm``, the
+    product norm at ``k = 0``): without a dip the "minimum" is a point of a flat curve and
+    both mean nothing; ``"n/a (no dip)"`` where no pair dips. Rows: ``{"feature", "error",
+    "N = …": text}``; empty if nothing was confirmed."""
+    kinds = dict(SCREEN_FEATURES)
+    out = []
+    for row in screen_errors(rows, depths):
+        key = row["feature"]
+        shown = {"feature": FEATURE_NAMES.get(key, key), "error": row["error"]}
+        for n in depths:
+            value = row[n]
+            if key in ("norm_min_k", "norm_max", "norm_max_k"):
+                errors = [
+                    factor_error(float(s[f"{key}_{n}"]), float(c[f"{key}_{n}"]))
+                    if kinds[key] == "factor"
+                    else abs(float(s[f"{key}_{n}"]) - float(c[f"{key}_{n}"]))
+                    for c, s in _screen_pairs(rows)
+                    if all(
+                        float(r["init_norm"]) - float(r[f"norm_min_{n}"]) >= NO_DIP for r in (c, s)
+                    )
+                ]
+                value = max(errors) if errors else None
+            shown[f"N = {n}"] = "n/a (no dip)" if value is None else f"{value:.3g}"
+        out.append(shown)
+    return out
+
+
+def _screen_pairs(rows: Sequence[Mapping]) -> list[tuple[Mapping, Mapping]]:
+    """``(confirmation row, screening row)`` of every confirmed candidate that was screened."""
+    keys = list(CHOICES)
+    screened = {tuple(str(r[k]) for k in keys): r for r in rows if r["stage"] != "confirm"}
+    return [
+        (c, screened[tuple(str(c[k]) for k in keys)])
+        for c in rows
+        if c["stage"] == "confirm" and tuple(str(c[k]) for k in keys) in screened
+    ]
 
 
 def probe(
@@ -747,10 +896,13 @@ def balanced_final_rate(
 ) -> float:
     """Final-phase loss rate per iteration of GD near ``W = teacher`` for balanced factors.
 
-    Near the minimum the end-to-end error ``E = W − A`` of a balanced network moves (gradient
-    flow, the book's derivation, not the paper's) as ``Ė = −P_A(E Σxx)`` with
-    ``P_A(F) = Σ_{a=0}^{N−1} (AAᵀ)^{a/N} F (AᵀA)^{(N−1−a)/N}``, so the loss decays like
-    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)``. With
+    Under gradient flow the end-to-end matrix of balanced factors moves as
+    ``Ẇ = −P_W(∇L¹(W))`` with the preconditioner
+    ``P_W(F) = Σ_{a=0}^{N−1} (WWᵀ)^{a/N} F (WᵀW)^{(N−1−a)/N}`` (Arora, Cohen and Hazan 2018,
+    ``arora2018optimization``). Linearized at the minimum ``A`` (the book's step, not the
+    paper's), the error ``E = W − A`` moves as ``Ė = −P_A(E Σxx)``, so the loss decays like
+    ``e^{−2ημk}`` with ``μ`` the smallest nonzero eigenvalue of ``E ↦ P_A(E Σxx)`` (the
+    book's rate). With
     ``A = U diag(σ) Vᵀ`` (full ``U``, ``V``) the operator acts on each row ``c = u_iᵀ E V``
     separately as ``c ↦ c S D_i`` (``S = Vᵀ Σxx V``, ``D_i = diag_j Σ_a σ_i^{2a/N}
     σ_j^{2(N−1−a)/N}``, ``0⁰ = 1``): ``d`` symmetric eigenproblems ``D_i^{1/2} S D_i^{1/2}``.

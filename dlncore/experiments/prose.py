@@ -171,3 +171,15 @@ def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, bu
     verb, own = ("does", goal.replace("their", "its")) if len(miss) == 1 else ("do", goal)
     rest = "does" if len(hit) == 1 else "do"
     return f"{listing(miss)} {verb} not reach {own} {within}; {listing(hit)} {rest}."
+
+
+def step_phrase(factor: float) -> str:
+    """Where a run's step sits against the published step η: ``"at the published step η"``
+    for ``factor == 1``, else ``"at step 300 η"`` (chapters 7 and 8)."""
+    return "at the published step η" if float(factor) == 1 else f"at step {float(factor):g} η"
+
+
+def order_phrase(same: bool) -> str:
+    """``"in the same order as"`` or ``"in a different order than"``: how one ranking
+    compares with another, e.g. ``f"ranks them {order_phrase(same)} the screening"``."""
+    return "in the same order as" if same else "in a different order than"
