@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dlncore.experiments import prose
 from dlncore.results import Run
 from dlncore.saddles import EscapeScan
 
@@ -217,3 +218,92 @@ def final_rank_rows(
                 )
                 rows.append((n, b, *measured, scales[j]))
     return np.array(rows, dtype=float)
+
+
+def optimum_symbol(k: int) -> str:
+    """``L*₄``: the optimal value of rank ``k`` in plain text (for glued sentences)."""
+    return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
+def left_rank_sentence(
+    ranks: np.ndarray,
+    q: np.ndarray,
+    excess: np.ndarray,
+    grad: np.ndarray,
+    opt: np.ndarray,
+    grad_tol: float,
+    steps: int,
+) -> str:
+    """Where rank-deficient starts ended that could leave their invariant set (``N = 2``).
+
+    The sentence says what was measured after ``steps`` iterations: how many starts left rank
+    ``≤ q``, their numerical ranks, the optimal value ``L*_k`` their loss sits at, whether that
+    is the global minimum ``L*_r``, and whether their gradient norms say they have converged.
+    It never says "global minimum" for a start whose rank is below ``r``.
+
+    Parameters
+    ----------
+    ranks : array of int, shape (B,)
+        Final numerical rank of each start.
+    q : array of int, shape (B,)
+        Rank of each start.
+    excess : array, shape (B,)
+        Final ``L − L*_k`` for the start's own final rank ``k``.
+    grad : array, shape (B,)
+        Final gradient norm of each start.
+    opt : array, shape (r + 1,)
+        The optimal values ``L*_0, ..., L*_r``.
+    grad_tol : float
+        Gradient norm below which a start counts as converged.
+    steps : int
+        The iteration budget.
+
+    Returns
+    -------
+    str
+        A clause that follows "For N = 2 the same starts" in the text, without a final period.
+    """
+    ranks, q = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int)
+    excess, grad = np.asarray(excess, dtype=float), np.asarray(grad, dtype=float)
+    r, total = opt.size - 1, ranks.size
+    left = ranks > q
+    if not left.any():
+        return f"none of the {total} starts leaves the rank-≤ q set within {steps} iterations"
+    n_left = int(left.sum())
+    if n_left == total:
+        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+    else:
+        rest = total - n_left
+        who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
+    ks = sorted({int(k) for k in ranks[left]})
+    gap = prose.number(float(np.max(np.abs(excess[left]))), ".2g")
+    loss = opt[ranks[left]] + excess[left]
+    if len(ks) == 1:
+        level = f"{optimum_symbol(ks[0])} up to {gap}"
+    else:
+        counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks[left] == k))}" for k in ks)
+        level = f"L*_k of their own rank k up to {gap} ({counts})"
+    below = "below L*_q" if np.all(loss < opt[q[left]]) else "not all below L*_q"
+    at_min = ranks[left] == r
+    glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
+    slow = grad[left] > grad_tol
+    largest = prose.number(float(np.max(grad[left])), ".2g")
+    text = (
+        f"{who} leave the rank-≤ q set through rounding alone{kept}: after {steps} iterations "
+        f"they have numerical rank {prose.listing(map(str, ks), 'or')} and their loss is {level}"
+    )
+    if not at_min.any():
+        text += f", {below} but above {glob}"
+    elif at_min.all():
+        text += f", {below}; they are at {glob}"
+    else:
+        text += f", {below}; {int(at_min.sum())} are at {glob}"
+    if not slow.any():
+        return text + f", and all gradient norms are at most {largest} (within grad_tol)"
+    plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
+    if slow.all() and not at_min.any():
+        return (
+            text + f"; their gradient norms (up to {largest}, above grad_tol) show that they are "
+            f"still on the plateau at {plateau} and have not converged"
+        )
+    return text + f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
