@@ -160,3 +160,13 @@ def test_left_rank_sentence_when_none_leaves():
     ranks, q = np.array([1, 2]), np.array([1, 2])
     text = deep_rank.left_rank_sentence(ranks, q, np.zeros(2), np.zeros(2), OPT5, 1e-8, 50)
     assert text == "none of the 2 starts leaves the rank-≤ q set within 50 iterations"
+
+
+def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():
+    ranks, q = np.full(3, 4), np.array([1, 2, 3])
+    grad = np.array([8.6e-9, 5.6e-7, 1e-7])
+    text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 20000)
+    assert text.endswith(
+        "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that they are still "
+        "on the plateau at L*₄ and have not all converged"
+    )

@@ -301,9 +301,14 @@ def left_rank_sentence(
     if not slow.any():
         return text + f", and all gradient norms are at most {largest} (within grad_tol)"
     plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
-    if slow.all() and not at_min.any():
+    if not at_min.any():
+        share, verdict = (
+            ("above grad_tol", "have not converged")
+            if slow.all()
+            else (f"{int(slow.sum())} of {n_left} above grad_tol", "have not all converged")
+        )
         return (
-            text + f"; their gradient norms (up to {largest}, above grad_tol) show that they are "
-            f"still on the plateau at {plateau} and have not converged"
+            text + f"; their gradient norms (up to {largest}, {share}) show that they are "
+            f"still on the plateau at {plateau} and {verdict}"
         )
     return text + f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
