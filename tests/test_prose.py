@@ -249,3 +249,22 @@ def test_chapter_1_says_not_reached_when_the_budget_is_too_small(chapter1_run):
     assert shown["ch1-reach"].count("not reached") == 2, shown
     assert shown["ch1-bottleneck-outcome"].startswith("Not every cross sits on its dot"), shown
     assert shown["ch1-reached"] == "no"
+
+
+def test_rounding_level_says_rounding_only_near_rounding():
+    rounding = 3.263670223078305e-16  # eps * ½‖Y‖² of chapter 4 at full scale
+    assert prose.rounding_level(2.2e-16, 1e-10, rounding) == (
+        "at the level of floating-point rounding of a loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"
+    )
+    # within the tolerance but far above rounding: say the size, not "rounding"
+    assert prose.rounding_level(1e-11, 1e-10, rounding) == (
+        "within the tolerance excess_tol = 1e-10, but 3.1e+04 times the floating-point rounding "
+        "level ε·½‖Y‖² ≈ 3e-16"
+    )
+    assert prose.rounding_level(1e-3, 1e-10, rounding) == (
+        "above the tolerance excess_tol = 1e-10: not every start has reached the global minimum "
+        "within the budget"
+    )
+    assert prose.rounding_level(math.nan, 1e-10, rounding) == (
+        "not defined for every start: a start diverged"
+    )

@@ -171,3 +171,45 @@ def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, bu
     verb, own = ("does", goal.replace("their", "its")) if len(miss) == 1 else ("do", goal)
     rest = "does" if len(hit) == 1 else "do"
     return f"{listing(miss)} {verb} not reach {own} {within}; {listing(hit)} {rest}."
+
+
+def rounding_level(largest: float, tol: float, rounding: float, factor: float = 100.0) -> str:
+    """How large the largest final excess loss is: at rounding, within ``tol``, or above it.
+
+    "At the level of floating-point rounding" is said only when ``largest`` is at most
+    ``factor`` times the rounding level ``rounding`` (``ε·½‖Y‖²``); a value that only passes the
+    looser ``tol`` is stated against the rounding level instead.
+
+    Parameters
+    ----------
+    largest : float
+        The largest absolute final excess loss ``|L − L*|`` (``nan`` when a start diverged).
+    tol : float
+        The tolerance of the check (``excess_tol``).
+    rounding : float
+        ``ε·½‖Y‖²``, machine epsilon times the loss scale.
+    factor : float
+        How many rounding levels still count as rounding.
+
+    Returns
+    -------
+    str
+        A clause without a final period, e.g. ``"at the level of floating-point rounding of a
+        loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"``.
+    """
+    if is_missing(largest):
+        return "not defined for every start: a start diverged"
+    if abs(largest) <= factor * rounding:
+        return (
+            "at the level of floating-point rounding of a loss of size ½‖Y‖² "
+            f"(ε·½‖Y‖² ≈ {rounding:.1g})"
+        )
+    if abs(largest) <= tol:
+        return (
+            f"within the tolerance excess_tol = {tol:g}, but {abs(largest) / rounding:.2g} times "
+            f"the floating-point rounding level ε·½‖Y‖² ≈ {rounding:.1g}"
+        )
+    return (
+        f"above the tolerance excess_tol = {tol:g}: not every start has reached the global "
+        "minimum within the budget"
+    )
