@@ -213,3 +213,85 @@ def rounding_level(largest: float, tol: float, rounding: float, factor: float = 
         f"above the tolerance excess_tol = {tol:g}: not every start has reached the global "
         "minimum within the budget"
     )
+
+
+def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int) -> str:
+    """How a quantity is multiplied per added layer, from depth ``first`` to ``last``.
+
+    Parameters
+    ----------
+    factors : sequence of float
+        Factor per layer between consecutive depths (``stepsize.per_layer_factors``).
+    mean : float
+        Geometric mean per layer from ``first`` to ``last``.
+    first, last : int
+        The smallest and the largest depth.
+
+    Returns
+    -------
+    str
+        A predicate without a final period, e.g. ``"is multiplied by a factor between 0.0089
+        and 0.063 per added layer from N = 2 to N = 12 (0.018 per layer on average), a decay
+        at least exponential in the depth over these depths"``; the last clause only when every
+        factor is below 1.
+    """
+    low, high = extremes(factors)
+    if is_missing(mean) or is_missing(low):
+        return "n/a (a single depth)"
+    span = f"per added layer from N = {first} to N = {last}"
+    if len(factors) == 1:
+        return f"is multiplied by {mean:.2g} {span}"
+    text = (
+        f"is multiplied by a factor between {low:.2g} and {high:.2g} {span} "
+        f"({mean:.2g} per layer on average)"
+    )
+    return text + (", a decay at least exponential in the depth over these depths" * (high < 1))
+
+
+def threshold_decay_outcome(
+    measured: float, book: float, first: int, last: int, count: int, book_exponential: bool
+) -> str:
+    """Sentences comparing how the measured threshold and the book's bound fall with depth.
+
+    Parameters
+    ----------
+    measured, book : float
+        Geometric mean factor per layer of ``η_max`` and of ``η_book`` from ``first`` to
+        ``last`` (``measured`` is ``nan`` when a search found no convergent step).
+    first, last : int
+        The smallest and the largest depth searched.
+    count : int
+        The number of depths searched.
+    book_exponential : bool
+        Whether every per-layer factor of ``η_book`` is below 1 (its decay is at least
+        exponential over the depths of the figure).
+
+    Returns
+    -------
+    str
+        One or two sentences; they never call the decay of ``η_max`` polynomial, since a few
+        depths cannot show it.
+    """
+    if is_missing(measured) or is_missing(book):
+        return (
+            "The search found no convergent step size from some of these starts (within its "
+            "grid and budget), so the measurements do not show how the threshold itself "
+            "depends on the depth."
+        )
+    lead = (
+        "So for imbalanced starts the book's own analysis gives a step size that decays "
+        "exponentially in the depth. "
+        if book_exponential
+        else ""
+    )
+    rates = (
+        f"from N = {first} to N = {last} it is multiplied by {measured:.2g} per layer on "
+        f"average, against {book:.2g} for η_book"
+    )
+    if measured <= book:
+        return f"{lead}The measured η_max does not fall more slowly than η_book: {rates}."
+    words = COUNT_WORDS[count] if count < len(COUNT_WORDS) else str(count)
+    return (
+        f"{lead}The measured η_max falls more slowly: {rates}; {words} depths cannot tell a "
+        "polynomial decay from a slow exponential one."
+    )
