@@ -295,3 +295,28 @@ def threshold_decay_outcome(
         f"{lead}The measured η_max falls more slowly: {rates}; {words} depths cannot tell a "
         "polynomial decay from a slow exponential one."
     )
+
+
+def never_below(smallest: float, rounding: float) -> str:
+    """Whether any run went below an optimal value, allowing for rounding.
+
+    Parameters
+    ----------
+    smallest : float
+        The smallest relative difference ``(L − L*) / L*`` over the runs.
+    rounding : float
+        How far below zero still counts as rounding (a relative size, e.g. ``1e-12``).
+
+    Returns
+    -------
+    str
+        ``"none goes below it"`` (no negative difference), ``"none goes below it beyond
+        rounding"`` (negative differences, all within ``rounding``), or that some go below it.
+    """
+    if is_missing(smallest):
+        return "n/a (no run finished)"
+    if smallest >= 0:
+        return "none goes below it"
+    if smallest >= -rounding:
+        return "none goes below it beyond rounding"
+    return "some go below it, which the proposition excludes"
