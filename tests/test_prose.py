@@ -310,7 +310,6 @@ def test_never_below_names_rounding_when_a_difference_is_negative():
     # chapter 1 at full scale: smallest relative difference -6.7e-16
     assert prose.never_below(-6.7e-16, 1e-12) == "none goes below it beyond rounding"
     assert prose.never_below(0.0, 1e-12) == "none goes below it"
-    assert prose.never_below(-1e-9, 1e-12) == (
-        "some go below it, which the proposition excludes"
-    )
+    below = "some go below it, which the proposition excludes"
+    assert prose.never_below(-1e-9, 1e-12) == below
     assert prose.never_below(math.nan, 1e-12) == "n/a (no run finished)"
