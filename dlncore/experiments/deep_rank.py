@@ -261,11 +261,11 @@ def left_rank_sentence(
     Returns
     -------
     str
-        A clause that follows "For N = 2 the same starts" in the text, without a final period.
+        A clause that follows "For N = 2," in the text, without a final period.
     """
     ranks, q = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int)
     excess, grad = np.asarray(excess, dtype=float), np.asarray(grad, dtype=float)
-    r, total = opt.size - 1, ranks.size
+    total = ranks.size
     left = ranks > q
     if not left.any():
         return f"none of the {total} starts leaves the rank-≤ q set within {steps} iterations"
@@ -276,39 +276,51 @@ def left_rank_sentence(
         rest = total - n_left
         who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
     ks = sorted({int(k) for k in ranks[left]})
-    gap = prose.number(float(np.max(np.abs(excess[left]))), ".2g")
-    loss = opt[ranks[left]] + excess[left]
+    text = (
+        f"{who} leave{'s' * (n_left == 1)} the rank-≤ q set through rounding alone{kept}: after "
+        f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt)}"
+    )
+    at_min = ranks[left] == opt.size - 1
+    return text + _gradient_clause(grad[left], grad_tol, at_min.any(), ks)
+
+
+def _where_they_are(ranks: np.ndarray, q: np.ndarray, excess: np.ndarray, opt: np.ndarray) -> str:
+    """The middle of :func:`left_rank_sentence`: the ranks of the starts that left, the
+    ``L*_k`` their loss sits at, and how that compares with ``L*_q`` and the global minimum."""
+    r, ks = opt.size - 1, sorted({int(k) for k in ranks})
+    gap = prose.number(float(np.max(np.abs(excess))), ".2g")
     if len(ks) == 1:
         level = f"{optimum_symbol(ks[0])} up to {gap}"
     else:
-        counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks[left] == k))}" for k in ks)
+        counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
         level = f"L*_k of their own rank k up to {gap} ({counts})"
-    below = "below L*_q" if np.all(loss < opt[q[left]]) else "not all below L*_q"
-    at_min = ranks[left] == r
+    below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
+    at_min = ranks == r
     glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
-    slow = grad[left] > grad_tol
-    largest = prose.number(float(np.max(grad[left])), ".2g")
-    text = (
-        f"{who} leave the rank-≤ q set through rounding alone{kept}: after {steps} iterations "
-        f"they have numerical rank {prose.listing(map(str, ks), 'or')} and their loss is {level}"
-    )
+    text = f"they have numerical rank {prose.listing(map(str, ks), 'or')} and their loss is {level}"
     if not at_min.any():
-        text += f", {below} but above {glob}"
-    elif at_min.all():
-        text += f", {below}; they are at {glob}"
-    else:
-        text += f", {below}; {int(at_min.sum())} are at {glob}"
+        return text + f", {below} but above {glob}"
+    if at_min.all():
+        return text + f", {below}; they are at {glob}"
+    return text + f", {below}; {int(at_min.sum())} are at {glob}"
+
+
+def _gradient_clause(grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: list[int]) -> str:
+    """The end of :func:`left_rank_sentence`: what the gradient norms of the starts that left
+    say (converged, or still on the plateau of their rank)."""
+    slow = grad > grad_tol
+    largest = prose.number(float(np.max(grad)), ".2g")
     if not slow.any():
-        return text + f", and all gradient norms are at most {largest} (within grad_tol)"
+        return f", and all gradient norms are at most {largest} (within grad_tol)"
     plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
-    if not at_min.any():
+    if not any_at_min:
         share, verdict = (
             ("above grad_tol", "have not converged")
             if slow.all()
-            else (f"{int(slow.sum())} of {n_left} above grad_tol", "have not all converged")
+            else (f"{int(slow.sum())} of {slow.size} above grad_tol", "have not all converged")
         )
         return (
-            text + f"; their gradient norms (up to {largest}, {share}) show that they are "
+            f"; their gradient norms (up to {largest}, {share}) show that they are "
             f"still on the plateau at {plateau} and {verdict}"
         )
-    return text + f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
+    return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
