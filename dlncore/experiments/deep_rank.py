@@ -232,6 +232,7 @@ def left_rank_sentence(
     grad: np.ndarray,
     opt: np.ndarray,
     grad_tol: float,
+    excess_tol: float,
     steps: int,
 ) -> str:
     """Where rank-deficient starts ended that could leave their invariant set (``N = 2``).
@@ -255,6 +256,8 @@ def left_rank_sentence(
         The optimal values ``L*_0, ..., L*_r``.
     grad_tol : float
         Gradient norm below which a start counts as converged.
+    excess_tol : float
+        ``|L − L*_k|`` up to which a loss is said to be at ``L*_k`` (else "within ... of").
     steps : int
         The iteration budget.
 
@@ -263,10 +266,8 @@ def left_rank_sentence(
     str
         A clause that follows "For N = 2," in the text, without a final period.
     """
-    ranks, q = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int)
-    excess, grad = np.asarray(excess, dtype=float), np.asarray(grad, dtype=float)
-    total = ranks.size
-    left = ranks > q
+    ranks, q, excess = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int), np.asarray(excess)
+    total, left = ranks.size, ranks > q
     if not left.any():
         return f"none of the {total} starts leaves the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
@@ -276,24 +277,29 @@ def left_rank_sentence(
         rest = total - n_left
         who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
     ks = sorted({int(k) for k in ranks[left]})
+    on = bool(np.max(np.abs(excess[left])) <= excess_tol)  # at L*_k, not only near it
     text = (
         f"{who} leave{'s' * (n_left == 1)} the rank-≤ q set through rounding alone{kept}: after "
-        f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt)}"
+        f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt, on)}"
     )
     at_min = ranks[left] == opt.size - 1
-    return text + _gradient_clause(grad[left], grad_tol, at_min.any(), ks)
+    return text + _gradient_clause(np.asarray(grad)[left], grad_tol, at_min.any(), ks, on)
 
 
-def _where_they_are(ranks: np.ndarray, q: np.ndarray, excess: np.ndarray, opt: np.ndarray) -> str:
+def _where_they_are(
+    ranks: np.ndarray, q: np.ndarray, excess: np.ndarray, opt: np.ndarray, on: bool
+) -> str:
     """The middle of :func:`left_rank_sentence`: the ranks of the starts that left, the
     ``L*_k`` their loss sits at, and how that compares with ``L*_q`` and the global minimum."""
     r, ks = opt.size - 1, sorted({int(k) for k in ranks})
     gap = prose.number(float(np.max(np.abs(excess))), ".2g")
     if len(ks) == 1:
-        level = f"{optimum_symbol(ks[0])} up to {gap}"
+        sym = optimum_symbol(ks[0])
+        level = f"{sym} up to {gap}" if on else f"within {gap} of {sym}"
     else:
         counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
-        level = f"L*_k of their own rank k up to {gap} ({counts})"
+        own = "L*_k of their own rank k"
+        level = f"{own} up to {gap} ({counts})" if on else f"within {gap} of {own} ({counts})"
     below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
     at_min = ranks == r
     glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
@@ -305,7 +311,9 @@ def _where_they_are(ranks: np.ndarray, q: np.ndarray, excess: np.ndarray, opt: n
     return text + f", {below}; {int(at_min.sum())} are at {glob}"
 
 
-def _gradient_clause(grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: list[int]) -> str:
+def _gradient_clause(
+    grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: list[int], on: bool
+) -> str:
     """The end of :func:`left_rank_sentence`: what the gradient norms of the starts that left
     say (converged, or still on the plateau of their rank)."""
     slow = grad > grad_tol
@@ -313,6 +321,10 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: li
     if not slow.any():
         return f", and all gradient norms are at most {largest} (within grad_tol)"
     plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
+    if not on:
+        count = int(slow.sum())
+        verb = "has" if count == 1 else "have"
+        return f"; their gradient norms (up to {largest}) show that {count} {verb} not converged"
     if not any_at_min:
         share, verdict = (
             ("above grad_tol", "have not converged")
