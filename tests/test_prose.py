@@ -285,7 +285,9 @@ def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():
         "is multiplied by a factor between 0.5 and 1.2 per added layer from N = 2 to N = 4 "
         "(0.77 per layer on average)"
     )
-    assert prose.per_layer_decay([], math.nan, 2, 2) == "n/a (a single depth)"
+    assert prose.per_layer_decay([], math.nan, 2, 2) == (
+        "cannot be compared across depths (a single depth from N = 2 on)"
+    )
 
 
 def test_threshold_decay_outcome_claims_no_more_than_the_depths_show():
@@ -298,6 +300,10 @@ def test_threshold_decay_outcome_claims_no_more_than_the_depths_show():
     assert prose.threshold_decay_outcome(0.02, 0.038, 2, 5, 3, False) == (
         "The measured η_max does not fall more slowly than η_book: from N = 2 to N = 5 it is "
         "multiplied by 0.02 per layer on average, against 0.038 for η_book."
+    )
+    assert prose.threshold_decay_outcome(math.nan, math.nan, 2, 2, 1, False) == (
+        "With a single depth searched, the measurements do not show how the threshold depends "
+        "on the depth."
     )
     assert prose.threshold_decay_outcome(math.nan, 0.038, 2, 5, 3, True) == (
         "The search found no convergent step size from some of these starts (within its grid "

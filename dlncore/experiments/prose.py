@@ -230,14 +230,14 @@ def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int
     Returns
     -------
     str
-        A predicate without a final period, e.g. ``"is multiplied by a factor between 0.0089
-        and 0.063 per added layer from N = 2 to N = 12 (0.018 per layer on average), a decay
-        at least exponential in the depth over these depths"``; the last clause only when every
-        factor is below 1.
+        A predicate without a final period (it follows "... and it"), e.g. ``"is multiplied
+        by a factor between 0.0089 and 0.063 per added layer from N = 2 to N = 12 (0.018 per
+        layer on average), a decay at least exponential in the depth over these depths"``; the
+        last clause only when every factor is below 1.
     """
     low, high = extremes(factors)
     if is_missing(mean) or is_missing(low):
-        return "n/a (a single depth)"
+        return "cannot be compared across depths (a single depth from N = 2 on)"
     span = f"per added layer from N = {first} to N = {last}"
     if len(factors) == 1:
         return f"is multiplied by {mean:.2g} {span}"
@@ -272,6 +272,11 @@ def threshold_decay_outcome(
         One or two sentences; they never call the decay of ``η_max`` polynomial, since a few
         depths cannot show it.
     """
+    if count < 2:
+        return (
+            "With a single depth searched, the measurements do not show how the threshold "
+            "depends on the depth."
+        )
     if is_missing(measured) or is_missing(book):
         return (
             "The search found no convergent step size from some of these starts (within its "
