@@ -160,6 +160,8 @@ def test_left_rank_sentence_when_none_leaves():
     ranks, q = np.array([1, 2]), np.array([1, 2])
     text = deep_rank.left_rank_sentence(ranks, q, np.zeros(2), np.zeros(2), OPT5, 1e-8, 1e-10, 50)
     assert text == "none of the 2 starts leaves the rank-≤ q set within 50 iterations"
+    one = deep_rank.left_rank_sentence([1], [1], [0.0], [0.0], OPT5, 1e-8, 1e-10, 0)
+    assert one == "the one start does not leave the rank-≤ q set within 0 iterations"
 
 
 def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():

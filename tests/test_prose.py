@@ -286,7 +286,7 @@ def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():
         "(0.77 per layer on average)"
     )
     assert prose.per_layer_decay([], math.nan, 2, 2) == (
-        "cannot be compared across depths (a single depth from N = 2 on)"
+        "cannot be compared across depths (fewer than two depths from N = 2 on)"
     )
 
 

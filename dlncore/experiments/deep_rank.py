@@ -269,7 +269,8 @@ def left_rank_sentence(
     ranks, q, excess = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int), np.asarray(excess)
     total, left = ranks.size, ranks > q
     if not left.any():
-        return f"none of the {total} starts leaves the rank-≤ q set within {steps} iterations"
+        who = "the one start does not leave" if total == 1 else f"none of the {total} starts leaves"
+        return f"{who} the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
         who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"

@@ -237,7 +237,7 @@ def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int
     """
     low, high = extremes(factors)
     if is_missing(mean) or is_missing(low):
-        return "cannot be compared across depths (a single depth from N = 2 on)"
+        return "cannot be compared across depths (fewer than two depths from N = 2 on)"
     span = f"per added layer from N = {first} to N = {last}"
     if len(factors) == 1:
         return f"is multiplied by {mean:.2g} {span}"
