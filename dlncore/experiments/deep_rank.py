@@ -3,7 +3,8 @@ table of final ranks.
 
 The chapter calls these functions and draws their results; the functions compute exactly what
 the chapter's cells used to compute inline, in the same order of floating-point operations, so
-that its glued values and ``.npz`` files are unchanged.
+that its glued values and ``.npz`` files are unchanged. :func:`left_rank_sentence` builds the
+sentence on the rank-deficient starts of depth 2 from what their runs measured.
 """
 
 from __future__ import annotations
