@@ -121,3 +121,66 @@ def test_final_rank_rows_reads_each_budget_and_blanks_diverged_starts():
         [3, 100, np.nan, np.nan, np.nan, 0.2],
     ]
     np.testing.assert_array_equal(rows, np.array(expected))
+
+
+OPT5 = np.array([5.27, 0.605, 0.0602, 0.00604, 0.000934, 0.000203])  # L*_0 .. L*_5
+
+
+def test_left_rank_sentence_says_where_the_starts_ended_not_that_they_reached_the_minimum():
+    # full-scale chapter 5, N = 2: all 12 starts left rank <= q and sit on the L*_4 plateau
+    ranks = np.full(12, 4)
+    q = np.repeat([1, 2, 3], 4)
+    excess = np.array([-1.5e-15, -3.9e-12] + [-1e-13] * 10)
+    grad = np.array([1.1e-8, 5.6e-7] + [1e-7] * 10)
+    text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 20000)
+    assert text == (
+        "all 12 starts leave the rank-≤ q set through rounding alone, as chapter 4 predicts "
+        "for strict saddles: after 20000 iterations they have numerical rank 4 and their loss "
+        "is L*₄ up to 3.9e-12, below L*_q but above the global minimum L*₅ = 0.000203; their "
+        "gradient norms (up to 5.6e-07, above grad_tol) show that they are still on the "
+        "plateau at L*₄ and have not converged"
+    )
+
+
+def test_left_rank_sentence_for_mixed_outcomes():
+    ranks = np.array([1, 5, 5, 4])
+    q = np.array([1, 1, 2, 3])
+    excess = np.array([1e-14, 2e-15, -1e-15, 1e-13])
+    grad = np.array([1e-12, 1e-12, 1e-12, 1e-12])
+    text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 100)
+    assert text == (
+        "3 of 4 starts leave the rank-≤ q set through rounding alone (1 keeps rank ≤ q): "
+        "after 100 iterations they have numerical rank 4 or 5 and their loss is L*_k of their "
+        "own rank k up to 1e-13 (L*₄: 1, L*₅: 2), below L*_q; 2 are at the global minimum "
+        "L*₅ = 0.000203, and all gradient norms are at most 1e-12 (within grad_tol)"
+    )
+
+
+def test_left_rank_sentence_when_none_leaves():
+    ranks, q = np.array([1, 2]), np.array([1, 2])
+    text = deep_rank.left_rank_sentence(ranks, q, np.zeros(2), np.zeros(2), OPT5, 1e-8, 1e-10, 50)
+    assert text == "none of the 2 starts leaves the rank-≤ q set within 50 iterations"
+    one = deep_rank.left_rank_sentence([1], [1], [0.0], [0.0], OPT5, 1e-8, 1e-10, 0)
+    assert one == "the one start does not leave the rank-≤ q set within 0 iterations"
+
+
+def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():
+    ranks, q = np.full(3, 4), np.array([1, 2, 3])
+    grad = np.array([8.6e-9, 5.6e-7, 1e-7])
+    text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 1e-10, 20000)
+    assert text.endswith(
+        "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that they are still "
+        "on the plateau at L*₄ and have not all converged"
+    )
+
+
+def test_left_rank_sentence_says_near_not_at_when_the_loss_is_still_moving():
+    ranks, q = np.array([2, 3, 1]), np.array([1, 2, 1])
+    excess, grad = np.array([0.052, 0.01, 0.0]), np.array([0.04, 0.01, 0.02])
+    text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 3000)
+    assert text == (
+        "2 of 3 starts leave the rank-≤ q set through rounding alone (1 keeps rank ≤ q): after "
+        "3000 iterations they have numerical rank 2 or 3 and their loss is within 0.052 of L*_k "
+        "of their own rank k (L*₂: 1, L*₃: 1), below L*_q but above the global minimum "
+        "L*₅ = 0.000203; their gradient norms (up to 0.04) show that 2 have not converged"
+    )

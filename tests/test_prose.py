@@ -269,3 +269,73 @@ def test_order_phrase_reads_in_a_sentence():
     assert f"ranks them {order_phrase(False)} the screening" == (
         "ranks them in a different order than the screening"
     )
+
+
+def test_rounding_level_says_rounding_only_near_rounding():
+    rounding = 3.263670223078305e-16  # eps * ½‖Y‖² of chapter 4 at full scale
+    assert prose.rounding_level(2.2e-16, 1e-10, rounding) == (
+        "at the level of floating-point rounding of a loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"
+    )
+    # within the tolerance but far above rounding: say the size, not "rounding"
+    assert prose.rounding_level(1e-11, 1e-10, rounding) == (
+        "within the tolerance excess_tol = 1e-10, but 3.1e+04 times the floating-point rounding "
+        "level ε·½‖Y‖² ≈ 3e-16"
+    )
+    assert prose.rounding_level(1e-3, 1e-10, rounding) == (
+        "above the tolerance excess_tol = 1e-10: not every start has reached the global minimum "
+        "within the budget"
+    )
+    assert prose.rounding_level(math.nan, 1e-10, rounding) == (
+        "not defined for every start: a start diverged"
+    )
+
+
+def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():
+    # chapter 3 at full scale: eta_book of the Gaussian starts, N = 2 ... 12
+    factors = [0.0634, 0.0484, 0.0178, 0.0265, 0.0143, 0.0110, 0.00893]
+    assert prose.per_layer_decay(factors, 0.0176, 2, 12) == (
+        "is multiplied by a factor between 0.0089 and 0.063 per added layer from N = 2 to "
+        "N = 12 (0.018 per layer on average), a decay at least exponential in the depth over "
+        "these depths"
+    )
+    assert prose.per_layer_decay([0.5], 0.5, 2, 3) == (
+        "is multiplied by 0.5 per added layer from N = 2 to N = 3"
+    )
+    assert prose.per_layer_decay([0.5, 1.2], 0.77, 2, 4) == (
+        "is multiplied by a factor between 0.5 and 1.2 per added layer from N = 2 to N = 4 "
+        "(0.77 per layer on average)"
+    )
+    assert prose.per_layer_decay([], math.nan, 2, 2) == (
+        "cannot be compared across depths (fewer than two depths from N = 2 on)"
+    )
+
+
+def test_threshold_decay_outcome_claims_no_more_than_the_depths_show():
+    assert prose.threshold_decay_outcome(0.796, 0.038, 2, 5, 3, True) == (
+        "So for imbalanced starts the book's own analysis gives a step size that decays "
+        "exponentially in the depth. The measured η_max falls more slowly: from N = 2 to N = 5 "
+        "it is multiplied by 0.8 per layer on average, against 0.038 for η_book; three depths "
+        "cannot tell a polynomial decay from a slow exponential one."
+    )
+    assert prose.threshold_decay_outcome(0.02, 0.038, 2, 5, 3, False) == (
+        "The measured η_max does not fall more slowly than η_book: from N = 2 to N = 5 it is "
+        "multiplied by 0.02 per layer on average, against 0.038 for η_book."
+    )
+    assert prose.threshold_decay_outcome(math.nan, math.nan, 2, 2, 1, False) == (
+        "With a single depth searched, the measurements do not show how the threshold depends "
+        "on the depth."
+    )
+    assert prose.threshold_decay_outcome(math.nan, 0.038, 2, 5, 3, True) == (
+        "The search found no convergent step size from some of these starts (within its grid "
+        "and budget), so the measurements do not show how the threshold itself depends on the "
+        "depth."
+    )
+
+
+def test_never_below_names_rounding_when_a_difference_is_negative():
+    # chapter 1 at full scale: smallest relative difference -6.7e-16
+    assert prose.never_below(-6.7e-16, 1e-12) == "none goes below it beyond rounding"
+    assert prose.never_below(0.0, 1e-12) == "none goes below it"
+    below = "some go below it, which the proposition excludes"
+    assert prose.never_below(-1e-9, 1e-12) == below
+    assert prose.never_below(math.nan, 1e-12) == "n/a (no run finished)"

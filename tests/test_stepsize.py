@@ -62,3 +62,13 @@ def test_input_validation(problem: dc.Problem) -> None:
         largest_convergent_step(problem, ws, [-1.0, 0.1], 10)
     with pytest.raises(ValueError):
         largest_convergent_step(problem, dc.init.gaussian([5, 3], 0.5, seed=0, batch=2), [0.1], 10)
+
+
+def test_per_layer_factors_between_consecutive_depths_and_on_average():
+    from dlncore.experiments.stepsize import per_layer_factors
+
+    factors, mean = per_layer_factors([2, 3, 5], [1.0, 0.1, 0.001])
+    np.testing.assert_allclose(factors, [0.1, 0.1], rtol=1e-12)  # 0.1 -> 0.001 over 2 layers
+    assert mean == pytest.approx(0.1, rel=1e-12)
+    factors, mean = per_layer_factors([2], [1.0])
+    assert factors.size == 0 and np.isnan(mean)

@@ -3,7 +3,8 @@ table of final ranks.
 
 The chapter calls these functions and draws their results; the functions compute exactly what
 the chapter's cells used to compute inline, in the same order of floating-point operations, so
-that its glued values and ``.npz`` files are unchanged.
+that its glued values and ``.npz`` files are unchanged. :func:`left_rank_sentence` builds the
+sentence on the rank-deficient starts of depth 2 from what their runs measured.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dlncore.experiments import prose
 from dlncore.results import Run
 from dlncore.saddles import EscapeScan
 
@@ -217,3 +219,122 @@ def final_rank_rows(
                 )
                 rows.append((n, b, *measured, scales[j]))
     return np.array(rows, dtype=float)
+
+
+def optimum_symbol(k: int) -> str:
+    """``L*₄``: the optimal value of rank ``k`` in plain text (for glued sentences)."""
+    return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
+def left_rank_sentence(
+    ranks: np.ndarray,
+    q: np.ndarray,
+    excess: np.ndarray,
+    grad: np.ndarray,
+    opt: np.ndarray,
+    grad_tol: float,
+    excess_tol: float,
+    steps: int,
+) -> str:
+    """Where rank-deficient starts ended that could leave their invariant set (``N = 2``).
+
+    The sentence says what was measured after ``steps`` iterations: how many starts left rank
+    ``≤ q``, their numerical ranks, the optimal value ``L*_k`` their loss sits at, whether that
+    is the global minimum ``L*_r``, and whether their gradient norms say they have converged.
+    It never says "global minimum" for a start whose rank is below ``r``.
+
+    Parameters
+    ----------
+    ranks : array of int, shape (B,)
+        Final numerical rank of each start.
+    q : array of int, shape (B,)
+        Rank of each start.
+    excess : array, shape (B,)
+        Final ``L − L*_k`` for the start's own final rank ``k``.
+    grad : array, shape (B,)
+        Final gradient norm of each start.
+    opt : array, shape (r + 1,)
+        The optimal values ``L*_0, ..., L*_r``.
+    grad_tol : float
+        Gradient norm below which a start counts as converged.
+    excess_tol : float
+        ``|L − L*_k|`` up to which a loss is said to be at ``L*_k`` (else "within ... of").
+    steps : int
+        The iteration budget.
+
+    Returns
+    -------
+    str
+        A clause that follows "For N = 2," in the text, without a final period.
+    """
+    ranks, q, excess = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int), np.asarray(excess)
+    total, left = ranks.size, ranks > q
+    if not left.any():
+        who = "the one start does not leave" if total == 1 else f"none of the {total} starts leaves"
+        return f"{who} the rank-≤ q set within {steps} iterations"
+    n_left = int(left.sum())
+    if n_left == total:
+        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+    else:
+        rest = total - n_left
+        who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
+    ks = sorted({int(k) for k in ranks[left]})
+    on = bool(np.max(np.abs(excess[left])) <= excess_tol)  # at L*_k, not only near it
+    text = (
+        f"{who} leave{'s' * (n_left == 1)} the rank-≤ q set through rounding alone{kept}: after "
+        f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt, on)}"
+    )
+    at_min = ranks[left] == opt.size - 1
+    return text + _gradient_clause(np.asarray(grad)[left], grad_tol, at_min.any(), ks, on)
+
+
+def _where_they_are(
+    ranks: np.ndarray, q: np.ndarray, excess: np.ndarray, opt: np.ndarray, on: bool
+) -> str:
+    """The middle of :func:`left_rank_sentence`: the ranks of the starts that left, the
+    ``L*_k`` their loss sits at, and how that compares with ``L*_q`` and the global minimum."""
+    r, ks = opt.size - 1, sorted({int(k) for k in ranks})
+    gap = prose.number(float(np.max(np.abs(excess))), ".2g")
+    if len(ks) == 1:
+        sym = optimum_symbol(ks[0])
+        level = f"{sym} up to {gap}" if on else f"within {gap} of {sym}"
+    else:
+        counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
+        own = "L*_k of their own rank k"
+        level = f"{own} up to {gap} ({counts})" if on else f"within {gap} of {own} ({counts})"
+    below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
+    at_min = ranks == r
+    glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
+    text = f"they have numerical rank {prose.listing(map(str, ks), 'or')} and their loss is {level}"
+    if not at_min.any():
+        return text + f", {below} but above {glob}"
+    if at_min.all():
+        return text + f", {below}; they are at {glob}"
+    return text + f", {below}; {int(at_min.sum())} are at {glob}"
+
+
+def _gradient_clause(
+    grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: list[int], on: bool
+) -> str:
+    """The end of :func:`left_rank_sentence`: what the gradient norms of the starts that left
+    say (converged, or still on the plateau of their rank)."""
+    slow = grad > grad_tol
+    largest = prose.number(float(np.max(grad)), ".2g")
+    if not slow.any():
+        return f", and all gradient norms are at most {largest} (within grad_tol)"
+    plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
+    if not on:
+        count = int(slow.sum())
+        verb = "has" if count == 1 else "have"
+        return f"; their gradient norms (up to {largest}) show that {count} {verb} not converged"
+    if not any_at_min:
+        share, verdict = (
+            ("above grad_tol", "have not converged")
+            if slow.all()
+            else (f"{int(slow.sum())} of {slow.size} above grad_tol", "have not all converged")
+        )
+        return (
+            f"; their gradient norms (up to {largest}, {share}) show that they are "
+            f"still on the plateau at {plateau} and {verdict}"
+        )
+    return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"

@@ -183,3 +183,157 @@ def order_phrase(same: bool) -> str:
     """``"in the same order as"`` or ``"in a different order than"``: how one ranking
     compares with another, e.g. ``f"ranks them {order_phrase(same)} the screening"``."""
     return "in the same order as" if same else "in a different order than"
+
+
+def rounding_level(largest: float, tol: float, rounding: float, factor: float = 100.0) -> str:
+    """How large the largest final excess loss is: at rounding, within ``tol``, or above it.
+
+    "At the level of floating-point rounding" is said only when ``largest`` is at most
+    ``factor`` times the rounding level ``rounding`` (``ε·½‖Y‖²``); a value that only passes the
+    looser ``tol`` is stated against the rounding level instead.
+
+    Parameters
+    ----------
+    largest : float
+        The largest absolute final excess loss ``|L − L*|`` (``nan`` when a start diverged).
+    tol : float
+        The tolerance of the check (``excess_tol``).
+    rounding : float
+        ``ε·½‖Y‖²``, machine epsilon times the loss scale.
+    factor : float
+        How many rounding levels still count as rounding.
+
+    Returns
+    -------
+    str
+        A clause without a final period, e.g. ``"at the level of floating-point rounding of a
+        loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"``.
+    """
+    if is_missing(largest):
+        return "not defined for every start: a start diverged"
+    if abs(largest) <= factor * rounding:
+        return (
+            "at the level of floating-point rounding of a loss of size ½‖Y‖² "
+            f"(ε·½‖Y‖² ≈ {rounding:.1g})"
+        )
+    if abs(largest) <= tol:
+        return (
+            f"within the tolerance excess_tol = {tol:g}, but {abs(largest) / rounding:.2g} times "
+            f"the floating-point rounding level ε·½‖Y‖² ≈ {rounding:.1g}"
+        )
+    return (
+        f"above the tolerance excess_tol = {tol:g}: not every start has reached the global "
+        "minimum within the budget"
+    )
+
+
+def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int) -> str:
+    """How a quantity is multiplied per added layer, from depth ``first`` to ``last``.
+
+    Parameters
+    ----------
+    factors : sequence of float
+        Factor per layer between consecutive depths (``stepsize.per_layer_factors``).
+    mean : float
+        Geometric mean per layer from ``first`` to ``last``.
+    first, last : int
+        The smallest and the largest depth.
+
+    Returns
+    -------
+    str
+        A predicate without a final period (it follows "... and it"), e.g. ``"is multiplied
+        by a factor between 0.0089 and 0.063 per added layer from N = 2 to N = 12 (0.018 per
+        layer on average), a decay at least exponential in the depth over these depths"``; the
+        last clause only when every factor is below 1.
+    """
+    low, high = extremes(factors)
+    if is_missing(mean) or is_missing(low):
+        return "cannot be compared across depths (fewer than two depths from N = 2 on)"
+    span = f"per added layer from N = {first} to N = {last}"
+    if len(factors) == 1:
+        return f"is multiplied by {mean:.2g} {span}"
+    text = (
+        f"is multiplied by a factor between {low:.2g} and {high:.2g} {span} "
+        f"({mean:.2g} per layer on average)"
+    )
+    return text + (", a decay at least exponential in the depth over these depths" * (high < 1))
+
+
+def threshold_decay_outcome(
+    measured: float, book: float, first: int, last: int, count: int, book_exponential: bool
+) -> str:
+    """Sentences comparing how the measured threshold and the book's bound fall with depth.
+
+    Parameters
+    ----------
+    measured, book : float
+        Geometric mean factor per layer of ``η_max`` and of ``η_book`` from ``first`` to
+        ``last`` (``measured`` is ``nan`` when a search found no convergent step).
+    first, last : int
+        The smallest and the largest depth searched.
+    count : int
+        The number of depths searched.
+    book_exponential : bool
+        Whether every per-layer factor of ``η_book`` is below 1 (its decay is at least
+        exponential over the depths of the figure).
+
+    Returns
+    -------
+    str
+        One or two sentences; they never call the decay of ``η_max`` polynomial, since a few
+        depths cannot show it.
+    """
+    if count < 2:
+        return (
+            "With a single depth searched, the measurements do not show how the threshold "
+            "depends on the depth."
+        )
+    if is_missing(measured) or is_missing(book):
+        return (
+            "The search found no convergent step size from some of these starts (within its "
+            "grid and budget), so the measurements do not show how the threshold itself "
+            "depends on the depth."
+        )
+    lead = (
+        "So for imbalanced starts the book's own analysis gives a step size that decays "
+        "exponentially in the depth. "
+        if book_exponential
+        else ""
+    )
+    rates = (
+        f"from N = {first} to N = {last} it is multiplied by {measured:.2g} per layer on "
+        f"average, against {book:.2g} for η_book"
+    )
+    if measured <= book:
+        return f"{lead}The measured η_max does not fall more slowly than η_book: {rates}."
+    words = COUNT_WORDS[count] if count < len(COUNT_WORDS) else str(count)
+    return (
+        f"{lead}The measured η_max falls more slowly: {rates}; {words} depths cannot tell a "
+        "polynomial decay from a slow exponential one."
+    )
+
+
+def never_below(smallest: float, rounding: float) -> str:
+    """Whether any run went below an optimal value, allowing for rounding.
+
+    Parameters
+    ----------
+    smallest : float
+        The smallest relative difference ``(L − L*) / L*`` over the runs.
+    rounding : float
+        How far below zero still counts as rounding (a relative size, e.g. ``1e-12``).
+
+    Returns
+    -------
+    str
+        ``"none goes below it"`` (no negative difference), ``"none goes below it beyond
+        rounding"`` (negative differences, all within ``rounding``), or that some go below it.
+    """
+    if is_missing(smallest):
+        return "n/a (no run finished)"
+    if smallest >= 0:
+        return "none goes below it"
+    if smallest >= -rounding:
+        return "none goes below it beyond rounding"
+    return "some go below it, which the proposition excludes"

@@ -167,3 +167,26 @@ def _step_search(rounds: list[tuple[np.ndarray, ...]]) -> StepSearch:
         final_loss=loss[order],
         final_grad_norm=gnorm[order],
     )
+
+
+def per_layer_factors(depths: Sequence[int], values: Sequence[float]) -> tuple[np.ndarray, float]:
+    """How a quantity changes per added layer: between consecutive depths, and on average.
+
+    Parameters
+    ----------
+    depths : sequence of int, shape (D,)
+        Increasing depths N.
+    values : sequence of float, shape (D,)
+        The quantity at each depth (e.g. a step size).
+
+    Returns
+    -------
+    tuple of (array of shape (D - 1,), float)
+        ``(v[i+1] / v[i]) ** (1 / (N[i+1] - N[i]))`` for consecutive depths, and the geometric
+        mean per layer from the first depth to the last, ``(v[-1] / v[0]) ** (1 / (N[-1] −
+        N[0]))`` (``nan`` for fewer than two depths).
+    """
+    n, v = np.asarray(depths, dtype=float), np.asarray(values, dtype=float)
+    factors = (v[1:] / v[:-1]) ** (1 / np.diff(n))
+    mean = float((v[-1] / v[0]) ** (1 / (n[-1] - n[0]))) if n.size > 1 else np.nan
+    return factors, mean
