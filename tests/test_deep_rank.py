@@ -184,3 +184,23 @@ def test_left_rank_sentence_says_near_not_at_when_the_loss_is_still_moving():
         "of their own rank k (L*₂: 1, L*₃: 1), below L*_q but above the global minimum "
         "L*₅ = 0.000203; their gradient norms (up to 0.04) show that 2 have not converged"
     )
+
+
+def test_left_rank_sentence_speaks_of_one_start_in_the_singular():
+    one_of_three = deep_rank.left_rank_sentence(
+        [4, 1, 2], [1, 1, 2], [1e-13, 0, 0], [5.6e-7, 0, 0], OPT5, 1e-8, 1e-10, 20000
+    )
+    assert one_of_three == (
+        "1 of 3 starts leaves the rank-≤ q set through rounding alone (2 keep rank ≤ q): after "
+        "20000 iterations it has numerical rank 4 and its loss is L*₄ up to 1e-13, below L*_q "
+        "but above the global minimum L*₅ = 0.000203; its gradient norm (5.6e-07, above "
+        "grad_tol) shows that it is still on the plateau at L*₄ and has not converged"
+    )
+    # the only start, with the rank of the global minimum but its loss still 0.05 away
+    alone = deep_rank.left_rank_sentence([5], [1], [0.05], [0.056], OPT5, 1e-8, 1e-10, 20)
+    assert alone == (
+        "the one start leaves the rank-≤ q set through rounding alone, as chapter 4 predicts "
+        "for strict saddles: after 20 iterations it has numerical rank 5 and its loss is within "
+        "0.05 of L*₅, below L*_q; it has the rank 5 of the global minimum L*₅ = 0.000203; its "
+        "gradient norm (0.056) shows that it has not converged"
+    )

@@ -274,7 +274,8 @@ def left_rank_sentence(
         return f"{who} the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
-        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+        who = "the one start" if total == 1 else f"all {total} starts"
+        kept = ", as chapter 4 predicts for strict saddles"
     else:
         rest = total - n_left
         who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
@@ -286,6 +287,10 @@ def left_rank_sentence(
     )
     at_min = ranks[left] == opt.size - 1
     return text + _gradient_clause(np.asarray(grad)[left], grad_tol, at_min.any(), ks, on)
+
+
+#: Subject, verb, possessive and "are" of a sentence about several starts.
+THEY = ("they", "have", "their", "are")
 
 
 def _where_they_are(
@@ -303,14 +308,20 @@ def _where_they_are(
         own = "L*_k of their own rank k"
         level = f"{own} up to {gap} ({counts})" if on else f"within {gap} of {own} ({counts})"
     below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
+    below = below.replace("not all", "not") if ranks.size == 1 else below
     at_min = ranks == r
     glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
-    text = f"they have numerical rank {prose.listing(map(str, ks), 'or')} and their loss is {level}"
+    they, have, their, are = ("it", "has", "its", "is") if ranks.size == 1 else THEY
+    text = f"{they} {have} numerical rank {prose.listing(map(str, ks), 'or')} and {their} loss is"
+    text += f" {level}"
     if not at_min.any():
         return text + f", {below} but above {glob}"
-    if at_min.all():
-        return text + f", {below}; they are at {glob}"
-    return text + f", {below}; {int(at_min.sum())} are at {glob}"
+    n_min = int(at_min.sum())
+    if on:  # "at" the global minimum only when the loss is there
+        who = f"{they} {are}" if at_min.all() else f"{n_min} are"
+        return text + f", {below}; {who} at {glob}"
+    who = f"{they} {have}" if at_min.all() else f"{n_min} have"
+    return text + f", {below}; {who} the rank {r} of {glob}"
 
 
 def _gradient_clause(
@@ -320,21 +331,24 @@ def _gradient_clause(
     say (converged, or still on the plateau of their rank)."""
     slow = grad > grad_tol
     largest = prose.number(float(np.max(grad)), ".2g")
+    one = grad.size == 1
+    norms = f"its gradient norm ({largest}" if one else f"their gradient norms (up to {largest}"
     if not slow.any():
-        return f", and all gradient norms are at most {largest} (within grad_tol)"
+        return f", and {'its gradient norm is' if one else 'all gradient norms are at most'} " + (
+            f"{largest} (within grad_tol)"
+        )
     plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
     if not on:
-        count = int(slow.sum())
-        verb = "has" if count == 1 else "have"
-        return f"; their gradient norms (up to {largest}) show that {count} {verb} not converged"
+        count = "it has" if one else f"{int(slow.sum())} {'has' if slow.sum() == 1 else 'have'}"
+        return f"; {norms}) show{'s' * one} that {count} not converged"
     if not any_at_min:
         share, verdict = (
-            ("above grad_tol", "have not converged")
+            ("above grad_tol", f"{'has' if one else 'have'} not converged")
             if slow.all()
             else (f"{int(slow.sum())} of {slow.size} above grad_tol", "have not all converged")
         )
         return (
-            f"; their gradient norms (up to {largest}, {share}) show that they are "
+            f"; {norms}, {share}) show{'s' * one} that {'it is' if one else 'they are'} "
             f"still on the plateau at {plateau} and {verdict}"
         )
     return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
