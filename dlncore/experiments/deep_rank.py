@@ -274,19 +274,17 @@ def left_rank_sentence(
         return f"{who} the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
-        who = "the one start" if total == 1 else f"all {total} starts"
-        kept = ", as chapter 4 predicts for strict saddles"
+        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+        who = "the one start" if total == 1 else who
     else:
         rest = total - n_left
         who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
-    ks = sorted({int(k) for k in ranks[left]})
     on = bool(np.max(np.abs(excess[left])) <= excess_tol)  # at L*_k, not only near it
     text = (
         f"{who} leave{'s' * (n_left == 1)} the rank-≤ q set through rounding alone{kept}: after "
         f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt, on)}"
     )
-    at_min = ranks[left] == opt.size - 1
-    return text + _gradient_clause(np.asarray(grad)[left], grad_tol, at_min.any(), ks, on)
+    return text + _gradient_clause(np.asarray(grad)[left], grad_tol, ranks[left], opt.size - 1, on)
 
 
 #: Subject, verb, possessive and "are" of a sentence about several starts.
@@ -324,11 +322,11 @@ def _where_they_are(
     return text + f", {below}; {who} the rank {r} of {glob}"
 
 
-def _gradient_clause(
-    grad: np.ndarray, grad_tol: float, any_at_min: bool, ks: list[int], on: bool
-) -> str:
+def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: int, on: bool) -> str:
     """The end of :func:`left_rank_sentence`: what the gradient norms of the starts that left
-    say (converged, or still on the plateau of their rank)."""
+    (final ``ranks``; ``r``: the rank of the global minimum) say (converged, or still on the
+    plateau of their rank)."""
+    ks, any_at_min = sorted({int(k) for k in ranks}), bool(np.any(ranks == r))
     slow = grad > grad_tol
     largest = prose.number(float(np.max(grad)), ".2g")
     one = grad.size == 1
