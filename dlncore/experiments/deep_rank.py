@@ -339,14 +339,18 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
     if not on:
         count = "it has" if one else f"{int(slow.sum())} {'has' if slow.sum() == 1 else 'have'}"
         return f"; {norms}) show{'s' * one} that {count} not converged"
-    if not any_at_min:
-        share, verdict = (
-            ("above grad_tol", f"{'has' if one else 'have'} not converged")
-            if slow.all()
-            else (f"{int(slow.sum())} of {slow.size} above grad_tol", "have not all converged")
-        )
+    if not any_at_min and slow.all():
         return (
-            f"; {norms}, {share}) show{'s' * one} that {'it is' if one else 'they are'} "
-            f"still on the plateau at {plateau} and {verdict}"
+            f"; {norms}, above grad_tol) show{'s' * one} that {'it is' if one else 'they are'} "
+            f"still on the plateau at {plateau} and {'has' if one else 'have'} not converged"
+        )
+    if not any_at_min:  # some pass grad_tol on a plateau below L*_r: a strict saddle for N = 2
+        n_fast = int(slow.size - slow.sum())
+        rest = "the other one is" if n_fast == 1 else f"the other {n_fast} are"
+        return (
+            f"; {norms}, {int(slow.sum())} of {slow.size} above grad_tol) show that these are "
+            f"still on the plateau at {plateau} and have not converged; {rest} below grad_tol "
+            f"although {'it sits' if n_fast == 1 else 'they sit'} on the plateau at {plateau} "
+            "too, a strict saddle: a small gradient does not certify a limit"
         )
     return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
