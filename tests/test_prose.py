@@ -339,3 +339,34 @@ def test_never_below_names_rounding_when_a_difference_is_negative():
     below = "some go below it, which the proposition excludes"
     assert prose.never_below(-1e-9, 1e-12) == below
     assert prose.never_below(math.nan, 1e-12) == "n/a (no run finished)"
+
+
+def test_counted_is_plural_aware():
+    assert prose.counted(1, "start") == "1 start"
+    assert prose.counted(0, "start") == "0 starts"
+    assert prose.counted(3, "step size") == "3 step sizes"
+    assert prose.counted(2, "matrix", "matrices") == "2 matrices"
+
+
+def test_guaranteed_steps_reads_for_every_count():
+    measured = "the descent condition is measured at every step below"
+    assert prose.guaranteed_steps(3, 8) == (
+        f"3 of the 8 step sizes of the grid are that small; for the other 5 {measured}"
+    )
+    assert prose.guaranteed_steps(1, 2) == (
+        f"1 of the 2 step sizes of the grid is that small; for the other one {measured}"
+    )
+    assert prose.guaranteed_steps(0, 8) == (
+        f"none of the 8 step sizes of the grid is that small, so for all of them {measured}"
+    )
+    assert prose.guaranteed_steps(0, 1) == (
+        f"the one step size of the grid is not that small, so for it {measured}"
+    )
+    assert (
+        prose.guaranteed_steps(8, 8)
+        == f"all 8 step sizes of the grid are that small ({measured} as well)"
+    )
+    assert (
+        prose.guaranteed_steps(1, 1)
+        == f"the one step size of the grid is that small ({measured} as well)"
+    )

@@ -337,3 +337,61 @@ def never_below(smallest: float, rounding: float) -> str:
     if smallest >= -rounding:
         return "none goes below it beyond rounding"
     return "some go below it, which the proposition excludes"
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 start"``, ``"0 starts"``, ``"3 starts"``: a count with its noun, plural-aware.
+
+    Parameters
+    ----------
+    n : int
+        The count.
+    singular : str
+        The noun for one item.
+    plural : str, optional
+        The noun for any other count (default: ``singular + "s"``).
+
+    Returns
+    -------
+    str
+        The count in digits followed by the noun.
+    """
+    n = int(n)
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def guaranteed_steps(n_guaranteed: int, n_total: int) -> str:
+    """How many step sizes of a grid the book's sufficient step size covers, and what is measured.
+
+    Parameters
+    ----------
+    n_guaranteed : int
+        The number of step sizes of the grid with ``η ≤ η_book``.
+    n_total : int
+        The number of step sizes of the grid.
+
+    Returns
+    -------
+    str
+        A clause that follows "... for every η ≤ η_book = 0.01:", without a final period, e.g.
+        ``"3 of the 8 step sizes of the grid are that small; for the other 5 the descent
+        condition is measured at every step below"``.
+    """
+    n_guaranteed, n_total = int(n_guaranteed), int(n_total)
+    grid = f"the {counted(n_total, 'step size')} of the grid"
+    measured = "the descent condition is measured at every step below"
+    if n_guaranteed == 0:
+        if n_total == 1:
+            return f"the one step size of the grid is not that small, so for it {measured}"
+        return f"none of {grid} is that small, so for all of them {measured}"
+    if n_guaranteed == n_total:
+        which = (
+            "the one step size of the grid is"
+            if n_total == 1
+            else f"all {n_total} step sizes of the grid are"
+        )
+        return f"{which} that small ({measured} as well)"
+    rest = n_total - n_guaranteed
+    other = "the other one" if rest == 1 else f"the other {rest}"
+    verb = "is" if n_guaranteed == 1 else "are"
+    return f"{n_guaranteed} of {grid} {verb} that small; for {other} {measured}"
