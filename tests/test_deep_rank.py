@@ -169,9 +169,9 @@ def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():
     grad = np.array([8.6e-9, 5.6e-7, 1e-7])
     text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 1e-10, 20000)
     assert text.endswith(
-        "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that these are still "
-        "on the plateau at L*₄ and have not converged; the other one is below grad_tol although "
-        "it sits on the plateau at L*₄ too, a strict saddle: a small gradient does not certify "
+        "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that the 2 above it "
+        "are still on the plateau at L*₄ and have not converged; the other one is below grad_tol "
+        "although it sits on the plateau at L*₄ too, a strict saddle: a small gradient does not certify "
         "a limit"
     )
 
@@ -213,7 +213,7 @@ def test_left_rank_sentence_when_several_starts_on_the_plateau_pass_grad_tol():
     grad = np.array([8.6e-9, 5.6e-7, 1e-9])
     text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 1e-10, 20000)
     assert text.endswith(
-        "(up to 5.6e-07, 1 of 3 above grad_tol) show that these are still on the plateau at L*₄ "
-        "and have not converged; the other 2 are below grad_tol although they sit on the "
+        "(up to 5.6e-07, 1 of 3 above grad_tol) show that the one above it is still on the plateau "
+        "at L*₄ and has not converged; the other 2 are below grad_tol although they sit on the "
         "plateau at L*₄ too, a strict saddle: a small gradient does not certify a limit"
     )

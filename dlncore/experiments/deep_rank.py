@@ -345,12 +345,13 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
             f"still on the plateau at {plateau} and {'has' if one else 'have'} not converged"
         )
     if not any_at_min:  # some pass grad_tol on a plateau below L*_r: a strict saddle for N = 2
-        n_fast = int(slow.size - slow.sum())
+        n_fast, n_slow = int(slow.size - slow.sum()), int(slow.sum())
         rest = "the other one is" if n_fast == 1 else f"the other {n_fast} are"
+        above = "the one above it is" if n_slow == 1 else f"the {n_slow} above it are"
         return (
-            f"; {norms}, {int(slow.sum())} of {slow.size} above grad_tol) show that these are "
-            f"still on the plateau at {plateau} and have not converged; {rest} below grad_tol "
-            f"although {'it sits' if n_fast == 1 else 'they sit'} on the plateau at {plateau} "
+            f"; {norms}, {n_slow} of {slow.size} above grad_tol) show that {above} still on the "
+            f"plateau at {plateau} and {'has' if n_slow == 1 else 'have'} not converged; {rest} "
+            f"below grad_tol although {'it sits' if n_fast == 1 else 'they sit'} on the plateau at {plateau} "
             "too, a strict saddle: a small gradient does not certify a limit"
         )
     return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
