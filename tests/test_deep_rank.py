@@ -171,8 +171,8 @@ def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():
     assert text.endswith(
         "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that the 2 above it "
         "are still on the plateau at L*₄ and have not converged; the other one is below grad_tol "
-        "although it sits on the plateau at L*₄ too, a strict saddle: a small gradient does not certify "
-        "a limit"
+        "although it sits on the plateau at L*₄ too, a strict saddle: a small gradient does not "
+        "certify a limit"
     )
 
 

@@ -351,7 +351,7 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
         return (
             f"; {norms}, {n_slow} of {slow.size} above grad_tol) show that {above} still on the "
             f"plateau at {plateau} and {'has' if n_slow == 1 else 'have'} not converged; {rest} "
-            f"below grad_tol although {'it sits' if n_fast == 1 else 'they sit'} on the plateau at {plateau} "
-            "too, a strict saddle: a small gradient does not certify a limit"
+            f"below grad_tol although {'it sits' if n_fast == 1 else 'they sit'} on the plateau "
+            f"at {plateau} too, a strict saddle: a small gradient does not certify a limit"
         )
     return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
