@@ -297,6 +297,26 @@ def test_standing_and_missed_evidence_read_the_search():
     assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])
 
 
+def test_missed_evidence_says_what_screening_cannot_resolve_and_counts_only_dips():
+    rows, _ = cal.stored_search()
+    pub = {n: cal.features(c) for n, c in cal.load_published().items()}
+    held = [
+        (2, "iteration of the norm minimum", False, 6.21),  # published k = 115 < 300
+        (5, "iteration of the norm minimum", False, 2.55),  # published k = 1727
+        (2, "first k with loss below the drop level", False, 4.34),
+    ]
+    first, fifth, drop = cal.missed_evidence(held, rows, pub)
+    assert (
+        first["screened candidates meeting it"] == "not resolved (first screening record k = 300)"
+    )
+    assert np.isnan(first["best"])
+    screened = [r for r in rows if r["stage"] != "confirm"]
+    dips = [r for r in screened if float(r["init_norm"]) - float(r["norm_min_5"]) >= cal.NO_DIP]
+    assert 0 < len(dips) < len(screened)
+    assert fifth["screened candidates meeting it"].endswith(f" of {len(dips)} that dip")
+    assert drop["screened candidates meeting it"] == f"0 of {len(screened)}"
+
+
 def test_run_search_screens_refines_and_confirms_and_screen_errors_compare_them():
     published = _published_by_truth()
     grid = {k: [v] for k, v in TRUTH.items()} | {"input_scale": [1.0, 1.5]}

@@ -620,6 +620,12 @@ def search_sentences(
     )
 
 
+#: Features that are iterations: a screening run cannot resolve one below its first record.
+ITERATION_FEATURES = ("drop", "norm_min_k", "norm_max_k")
+#: Features that mean something only where the norm dips (:func:`has_dip`).
+DIP_FEATURES = ("norm_min_k", "norm_max", "norm_max_k")
+
+
 def missed_evidence(
     held: Sequence[tuple[int, str, bool, float]],
     search_rows: Sequence[Mapping],
@@ -627,11 +633,20 @@ def missed_evidence(
     targets: Sequence[tuple] = TARGETS,
 ) -> list[dict]:
     """For every missed target: our error and how many screened candidates of the search met
-    it (and the best error among them). ``our error`` is ``nan`` where our run does not have
-    the feature (no drop, no plateau). Final losses were not screened (their floors depend on
-    the step and the precision): ``best`` is ``nan``."""
+    it (and the best error among them).
+
+    ``our error`` is ``nan`` where our run does not have the feature (no drop, no plateau).
+    Final losses were not screened (their floors depend on the step and the precision):
+    ``"not screened"``, ``best`` ``nan``. An iteration (:data:`ITERATION_FEATURES`) whose
+    published value lies below the first record of the screening runs (``k = c``, the
+    screening factor: their first step) cannot be resolved by them: ``"not resolved (first
+    screening record k = 300)"``, ``best`` ``nan``. The iteration of the norm minimum and the
+    maximum after it (:data:`DIP_FEATURES`) count only the candidates whose norm dips at that
+    depth (by :data:`NO_DIP` below their start ``init_norm``): ``"0 of 79 that dip"``.
+    """
     spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
     screened = [r for r in search_rows if r["stage"] != "confirm"]
+    first_record = min((float(r["factor"]) for r in screened), default=float("nan"))
     out = []
     for n, quantity, ok, err in held:
         if ok:
@@ -643,13 +658,27 @@ def missed_evidence(
             out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
             continue
         ref = published[n][key]
+        if key in ITERATION_FEATURES and ref < first_record:
+            count = f"not resolved (first screening record k = {first_record:g})"
+            out.append(row | {"screened candidates meeting it": count, "best": np.nan})
+            continue
+        pool, that = screened, ""
+        if key in DIP_FEATURES:
+            pool = [
+                r
+                for r in screened
+                if has_dip(
+                    {"norm_start": float(r["init_norm"]), "norm_min": float(r[f"norm_min_{n}"])}
+                )
+            ]
+            that = " that dip"
         errs = [
-            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref)
-            for r in screened
+            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref) for r in pool
         ]
         hits = sum(e <= tol for e in errs)
-        count = f"{hits} of {len(errs)}"
-        out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
+        count = f"{hits} of {len(errs)}{that}" if errs else "n/a (no candidate dips)"
+        best = float(min(errs)) if errs else np.nan
+        out.append(row | {"screened candidates meeting it": count, "best": best})
     return out
 
 
