@@ -619,6 +619,17 @@ def test_screen_drop_texts_say_the_factor_over_the_pairs_that_drop():
     assert cal.screen_drop_texts(one[1:], [2])[1] == "have no confirmation to compare with"
 
 
+def test_feature_text_shows_norms_to_three_decimals():
+    pub = {n: cal.features(c) for n, c in cal.load_published().items()}
+    assert [cal.feature_text(pub[n]["norm_max"], "norm_max") for n in (2, 3, 5)] == [
+        "1.075",
+        "1.074",
+        "1.074",
+    ]
+    assert cal.feature_text(pub[2]["norm_min_k"], "norm_min_k") == "115"
+    assert cal.feature_text(float("nan"), "norm_min") == "n/a"
+
+
 def test_search_sentences_say_only_what_applies():
     text = cal.search_sentences(121, 8.538, 0, 3, 0.0857, False)
     assert text == (

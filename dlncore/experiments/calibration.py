@@ -533,6 +533,17 @@ def _shown_feature(feats: Mapping[str, float], key: str) -> str:
     return _shown(value)
 
 
+#: Features that are norms: shown to 3 decimals (the targets on them are ``± 0.015``).
+NORM_FEATURES = ("norm_min", "norm_max")
+
+
+def feature_text(value: float, key: str) -> str:
+    """A feature value as the appendix's tables show it: a norm (:data:`NORM_FEATURES`) to 3
+    decimals, as :func:`compare` shows it (``"1.075"``), anything else to 3 significant
+    digits; ``"n/a"`` where nothing was measured."""
+    return prose.number(value, ".3f", "n/a") if key in NORM_FEATURES else _shown(value)
+
+
 def _relative(value: float, reference: float) -> float:
     """``value / reference``, ``nan`` where ``reference`` is 0 (a run that starts at zero loss)."""
     return value / reference if reference != 0 else float("nan")
