@@ -613,8 +613,9 @@ def test_screen_drop_texts_say_the_factor_over_the_pairs_that_drop():
         "against the confirmation",
     )
     both = [dict(r, drop_2=np.nan) for r in one]
-    assert cal.screen_drop_texts(both, [2])[0] == (
-        "n/a (the finalist drops at neither step at N = 2)"
+    assert cal.screen_drop_texts(both, [2]) == (
+        "n/a (the finalist drops at neither step at N = 2)",
+        "cannot be compared (the finalist drops at neither step at N = 2)",
     )
     assert cal.screen_drop_texts(one[1:], [2])[1] == "have no confirmation to compare with"
 

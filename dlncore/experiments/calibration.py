@@ -821,7 +821,7 @@ def screen_drop_texts(rows: Sequence[Mapping], depths: Sequence[int]) -> tuple[s
     worst = max((e for e in (errors[0][n] for n in depths) if not np.isnan(e)), default=np.nan)
     neither = neither_drops_phrase(rows, depths)
     if np.isnan(worst):
-        return f"n/a ({neither})", f"cannot be compared: {neither}"
+        return f"n/a ({neither})", f"cannot be compared ({neither})"
     over = " over the pairs that drop" if neither else ""
     if np.isfinite(worst):
         measured, off = f"{worst:.3g}{over}", f"by factors up to {worst:.3g}"
