@@ -297,6 +297,26 @@ def test_standing_and_missed_evidence_read_the_search():
     assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])
 
 
+def test_missed_evidence_says_what_screening_cannot_resolve_and_counts_only_dips():
+    rows, _ = cal.stored_search()
+    pub = {n: cal.features(c) for n, c in cal.load_published().items()}
+    held = [
+        (2, "iteration of the norm minimum", False, 6.21),  # published k = 115 < 300
+        (5, "iteration of the norm minimum", False, 2.55),  # published k = 1727
+        (2, "first k with loss below the drop level", False, 4.34),
+    ]
+    first, fifth, drop = cal.missed_evidence(held, rows, pub)
+    assert (
+        first["screened candidates meeting it"] == "not resolved (first screening record k = 300)"
+    )
+    assert np.isnan(first["best"])
+    screened = [r for r in rows if r["stage"] != "confirm"]
+    dips = [r for r in screened if float(r["init_norm"]) - float(r["norm_min_5"]) >= cal.NO_DIP]
+    assert 0 < len(dips) < len(screened)
+    assert fifth["screened candidates meeting it"].endswith(f" of {len(dips)} that dip")
+    assert drop["screened candidates meeting it"] == f"0 of {len(screened)}"
+
+
 def test_run_search_screens_refines_and_confirms_and_screen_errors_compare_them():
     published = _published_by_truth()
     grid = {k: [v] for k, v in TRUTH.items()} | {"input_scale": [1.0, 1.5]}
@@ -547,10 +567,68 @@ def test_screen_error_table_names_features_and_leaves_out_runs_without_a_dip():
     assert raw["norm_min_k"][2] > 1e4
     assert table["iteration of the norm minimum"]["N = 2"] == "1.17"
     assert table["iteration of the norm maximum"]["N = 2"] == "1.02"
-    assert table["first k with loss < 1e-3"]["N = 3"] == "inf"
+    # the width-50 finalist drops at neither step at N = 3, 5: the steps agree, it is left out
+    assert table["first k with loss < 1e-3"]["N = 3"] == "1.04"
     assert table["loss part of the distance"]["error"] == "difference"
     assert all(isinstance(v, str) for r in table.values() for v in r.values())
     assert cal.screen_error_table([r for r in rows if r["stage"] != "confirm"], [2]) == []
+
+
+def test_screen_errors_leave_out_pairs_that_lack_a_feature_at_both_steps():
+    rows, _ = cal.stored_search()
+    raw = {r["feature"]: r for r in cal.screen_errors(rows, [2, 3, 5])}
+    assert raw["drop"][2] == pytest.approx(1.095, abs=1e-3)
+    assert all(np.isfinite(raw["drop"][n]) and raw["drop"][n] <= 1.1 for n in (2, 3, 5))
+    assert all(np.isfinite(raw["plateau"][n]) for n in (2, 3, 5))
+    assert cal.screen_neither(rows, [2, 3, 5]) == [("the finalist with width 50", [3, 5])]
+    assert cal.neither_drops_phrase(rows, [2, 3, 5]) == (
+        "the finalist with width 50 drops at neither step at N = 3 and 5"
+    )
+    # exactly one run of a pair without the feature is still an unbounded error
+    keys = [k for k, _ in cal.SCREEN_FEATURES] + ["d_loss", "d_norm"]
+    base = {k: 1 for k in cal.CHOICES} | {f"{k}_2": 1.0 for k in keys}
+    one = [base | {"stage": "confirm", "drop_2": 1e4}, base | {"stage": "grid", "drop_2": np.nan}]
+    assert cal.screen_errors(one, [2])[0][2] == float("inf")
+    assert cal.neither_drops_phrase(one, [2]) == ""
+    both = [dict(r, drop_2=np.nan) for r in one]
+    assert np.isnan(cal.screen_errors(both, [2])[0][2])
+    assert cal.neither_drops_phrase(both, [2]) == "the finalist drops at neither step at N = 2"
+
+
+def test_screen_drop_texts_say_the_factor_over_the_pairs_that_drop():
+    rows, _ = cal.stored_search()
+    measured, sentence = cal.screen_drop_texts(rows, [2, 3, 5])
+    neither = "the finalist with width 50 drops at neither step at N = 3 and 5"
+    assert measured == f"1.1 over the pairs that drop; {neither}"
+    assert sentence == (
+        "are off by factors up to 1.1 against the confirmation over the pairs that drop "
+        f"({neither})"
+    )
+    keys = [k for k, _ in cal.SCREEN_FEATURES] + ["d_loss", "d_norm"]
+    base = {k: 1 for k in cal.CHOICES} | {f"{k}_2": 1.0 for k in keys}
+    one = [base | {"stage": "confirm", "drop_2": 1e4}, base | {"stage": "grid", "drop_2": np.nan}]
+    assert cal.screen_drop_texts(one, [2]) == (
+        "unbounded (one run of a pair drops, the other never does)",
+        "are off by an unbounded factor (one run of a pair drops, the other never does) "
+        "against the confirmation",
+    )
+    both = [dict(r, drop_2=np.nan) for r in one]
+    assert cal.screen_drop_texts(both, [2]) == (
+        "n/a (the finalist drops at neither step at N = 2)",
+        "cannot be compared (the finalist drops at neither step at N = 2)",
+    )
+    assert cal.screen_drop_texts(one[1:], [2])[1] == "have no confirmation to compare with"
+
+
+def test_feature_text_shows_norms_to_three_decimals():
+    pub = {n: cal.features(c) for n, c in cal.load_published().items()}
+    assert [cal.feature_text(pub[n]["norm_max"], "norm_max") for n in (2, 3, 5)] == [
+        "1.075",
+        "1.074",
+        "1.074",
+    ]
+    assert cal.feature_text(pub[2]["norm_min_k"], "norm_min_k") == "115"
+    assert cal.feature_text(float("nan"), "norm_min") == "n/a"
 
 
 def test_search_sentences_say_only_what_applies():

@@ -533,6 +533,17 @@ def _shown_feature(feats: Mapping[str, float], key: str) -> str:
     return _shown(value)
 
 
+#: Features that are norms: shown to 3 decimals (the targets on them are ``± 0.015``).
+NORM_FEATURES = ("norm_min", "norm_max")
+
+
+def feature_text(value: float, key: str) -> str:
+    """A feature value as the appendix's tables show it: a norm (:data:`NORM_FEATURES`) to 3
+    decimals, as :func:`compare` shows it (``"1.075"``), anything else to 3 significant
+    digits; ``"n/a"`` where nothing was measured."""
+    return prose.number(value, ".3f", "n/a") if key in NORM_FEATURES else _shown(value)
+
+
 def _relative(value: float, reference: float) -> float:
     """``value / reference``, ``nan`` where ``reference`` is 0 (a run that starts at zero loss)."""
     return value / reference if reference != 0 else float("nan")
@@ -620,6 +631,12 @@ def search_sentences(
     )
 
 
+#: Features that are iterations: a screening run cannot resolve one below its first record.
+ITERATION_FEATURES = ("drop", "norm_min_k", "norm_max_k")
+#: Features that mean something only where the norm dips (:func:`has_dip`).
+DIP_FEATURES = ("norm_min_k", "norm_max", "norm_max_k")
+
+
 def missed_evidence(
     held: Sequence[tuple[int, str, bool, float]],
     search_rows: Sequence[Mapping],
@@ -627,11 +644,20 @@ def missed_evidence(
     targets: Sequence[tuple] = TARGETS,
 ) -> list[dict]:
     """For every missed target: our error and how many screened candidates of the search met
-    it (and the best error among them). ``our error`` is ``nan`` where our run does not have
-    the feature (no drop, no plateau). Final losses were not screened (their floors depend on
-    the step and the precision): ``best`` is ``nan``."""
+    it (and the best error among them).
+
+    ``our error`` is ``nan`` where our run does not have the feature (no drop, no plateau).
+    Final losses were not screened (their floors depend on the step and the precision):
+    ``"not screened"``, ``best`` ``nan``. An iteration (:data:`ITERATION_FEATURES`) whose
+    published value lies below the first record of the screening runs (``k = c``, the
+    screening factor: their first step) cannot be resolved by them: ``"not resolved (first
+    screening record k = 300)"``, ``best`` ``nan``. The iteration of the norm minimum and the
+    maximum after it (:data:`DIP_FEATURES`) count only the candidates whose norm dips at that
+    depth (by :data:`NO_DIP` below their start ``init_norm``): ``"0 of 79 that dip"``.
+    """
     spec = {q: (key, kind, tol) for q, key, kind, tol in targets}
     screened = [r for r in search_rows if r["stage"] != "confirm"]
+    first_record = min((float(r["factor"]) for r in screened), default=float("nan"))
     out = []
     for n, quantity, ok, err in held:
         if ok:
@@ -643,13 +669,27 @@ def missed_evidence(
             out.append(row | {"screened candidates meeting it": "not screened", "best": np.nan})
             continue
         ref = published[n][key]
+        if key in ITERATION_FEATURES and ref < first_record:
+            count = f"not resolved (first screening record k = {first_record:g})"
+            out.append(row | {"screened candidates meeting it": count, "best": np.nan})
+            continue
+        pool, that = screened, ""
+        if key in DIP_FEATURES:
+            pool = [
+                r
+                for r in screened
+                if has_dip(
+                    {"norm_start": float(r["init_norm"]), "norm_min": float(r[f"norm_min_{n}"])}
+                )
+            ]
+            that = " that dip"
         errs = [
-            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref)
-            for r in screened
+            factor_error(r[column], ref) if kind == "factor" else abs(r[column] - ref) for r in pool
         ]
         hits = sum(e <= tol for e in errs)
-        count = f"{hits} of {len(errs)}"
-        out.append(row | {"screened candidates meeting it": count, "best": float(min(errs))})
+        count = f"{hits} of {len(errs)}{that}" if errs else "n/a (no candidate dips)"
+        best = float(min(errs)) if errs else np.nan
+        out.append(row | {"screened candidates meeting it": count, "best": best})
     return out
 
 
@@ -693,9 +733,11 @@ def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
     """How far screening (step ``c η``) is from the confirmation (step ``confirm_factor · η``)
     for the same candidates: for every feature of :data:`SCREEN_FEATURES` and every depth, the
     largest error over the confirmed candidates (a factor, or an absolute difference for the
-    norms; ``inf`` where one of the two runs lacks the feature), plus the largest difference
-    of the distance parts ``d_loss_N`` and ``d_norm_N``. Rows: ``{"feature", "error", N: ...}``.
-    Empty if nothing was confirmed."""
+    norms), plus the largest difference of the distance parts ``d_loss_N`` and ``d_norm_N``.
+    A pair whose two runs both lack the feature (neither drops, say) agrees and is left out
+    (:func:`screen_neither` names them); ``inf`` where exactly one of the two lacks it,
+    ``nan`` where every pair is left out. Rows: ``{"feature", "error", N: ...}``. Empty if
+    nothing was confirmed."""
     pairs = _screen_pairs(rows)
     if not pairs:
         return []
@@ -706,13 +748,90 @@ def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
             errs = []
             for c, s in pairs:
                 a, b = float(c[f"{key}_{n}"]), float(s[f"{key}_{n}"])
+                if np.isnan(a) and np.isnan(b):
+                    continue  # both runs lack it: the two steps agree
                 if kind == "factor":
                     errs.append(factor_error(b, a))
                 else:
                     errs.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
-            row[n] = float(max(errs))
+            row[n] = float(max(errs)) if errs else float("nan")
         out.append(row)
     return out
+
+
+def screen_neither(
+    rows: Sequence[Mapping], depths: Sequence[int], key: str = "drop"
+) -> list[tuple[str, list[int]]]:
+    """The finalists whose screening run and confirmation both lack ``key`` (``nan`` in both;
+    for ``"drop"``: neither run drops), with the depths where they do: ``[(name, depths)]``,
+    the name ``"the finalist with width 50"`` from the choices (:data:`CHOICES`) that set it
+    apart from the other confirmed candidates (all the choices that vary if none does)."""
+    pairs = _screen_pairs(rows)
+    varying = [k for k in CHOICES if len({str(c[k]) for c, _ in pairs}) > 1]
+    out = []
+    for c, s in pairs:
+        missing = [
+            n
+            for n in depths
+            if np.isnan(float(c[f"{key}_{n}"])) and np.isnan(float(s[f"{key}_{n}"]))
+        ]
+        if not missing:
+            continue
+        unique = [k for k in varying if sum(str(o[k]) == str(c[k]) for o, _ in pairs) == 1]
+        named = unique[:1] or varying
+        text = ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in named)
+        out.append((f"the finalist with {text}" if text else "the finalist", missing))
+    return out
+
+
+def neither_drops_phrase(rows: Sequence[Mapping], depths: Sequence[int]) -> str:
+    """``"the finalist with width 50 drops at neither step at N = 3 and 5"`` (one clause per
+    such finalist, from :func:`screen_neither`); ``""`` if every finalist drops at some step
+    at every depth."""
+    clauses = [
+        f"{name} drops at neither step at N = {prose.listing([str(n) for n in missing])}"
+        for name, missing in screen_neither(rows, depths, "drop")
+    ]
+    return "; ".join(clauses)
+
+
+def screen_drop_texts(rows: Sequence[Mapping], depths: Sequence[int]) -> tuple[str, str]:
+    """What the appendix says of the drops at the screening step against the confirmation.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        The search rows (:func:`run_search`, :func:`stored_search`).
+    depths : sequence of int
+        The depths compared.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The measured cell of the check (``"1.1 over the pairs that drop; the finalist with
+        width 50 drops at neither step at N = 3 and 5"``) and the rest of the sentence
+        "The drop iterations of the screening runs …" (``"are off by factors up to 1.1 against
+        the confirmation over the pairs that drop (…)"``). A pair of which exactly one run
+        drops makes the factor unbounded; pairs of which neither run drops agree and are named
+        (:func:`neither_drops_phrase`), not counted.
+    """
+    errors = [r for r in screen_errors(rows, depths) if r["feature"] == "drop"]
+    if not errors:
+        return "n/a (nothing confirmed)", "have no confirmation to compare with"
+    worst = max((e for e in (errors[0][n] for n in depths) if not np.isnan(e)), default=np.nan)
+    neither = neither_drops_phrase(rows, depths)
+    if np.isnan(worst):
+        return f"n/a ({neither})", f"cannot be compared ({neither})"
+    over = " over the pairs that drop" if neither else ""
+    if np.isfinite(worst):
+        measured, off = f"{worst:.3g}{over}", f"by factors up to {worst:.3g}"
+    else:
+        never = "one run of a pair drops, the other never does"
+        measured, off = f"unbounded ({never})", f"by an unbounded factor ({never})"
+    sentence = f"are off {off} against the confirmation{over}"
+    return (
+        (f"{measured}; {neither}", f"{sentence} ({neither})") if neither else (measured, sentence)
+    )
 
 
 #: How the tables of the appendix name the features of :func:`features` and the distance parts.
@@ -736,7 +855,9 @@ FEATURE_NAMES = {
 
 def screen_error_table(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
     """:func:`screen_errors` for the page: readable feature names (:data:`FEATURE_NAMES`),
-    numbers to 3 significant digits (``"inf"``: one run of a pair lacks the feature). The
+    numbers to 3 significant digits (``"inf"``: one run of a pair lacks the feature, ``"n/a
+    (no pair has it)"``: no pair has it at either step; pairs without it at both steps are
+    left out, :func:`screen_errors`). The
     iteration of the norm minimum, and the norm maximum after it, are taken only over the
     pairs whose two runs dip (by :data:`NO_DIP` or more below their start ``init_norm``, the
     product norm at ``k = 0``): without a dip the "minimum" is a point of a flat curve and
@@ -760,7 +881,12 @@ def screen_error_table(rows: Sequence[Mapping], depths: Sequence[int]) -> list[d
                     )
                 ]
                 value = max(errors) if errors else None
-            shown[f"N = {n}"] = "n/a (no dip)" if value is None else f"{value:.3g}"
+            if value is None:
+                shown[f"N = {n}"] = "n/a (no dip)"
+            elif np.isnan(value):
+                shown[f"N = {n}"] = "n/a (no pair has it)"
+            else:
+                shown[f"N = {n}"] = f"{value:.3g}"
         out.append(shown)
     return out
 
