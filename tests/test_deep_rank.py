@@ -164,16 +164,31 @@ def test_left_rank_sentence_when_none_leaves():
     assert one == "the one start does not leave the rank-≤ q set within 0 iterations"
 
 
-def test_left_rank_sentence_when_one_start_on_the_plateau_passes_grad_tol():
+@pytest.mark.parametrize(
+    ("grad", "ending"),
+    [
+        (
+            [8.6e-9, 5.6e-7, 1e-7],
+            "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that the 2 above "
+            "it are still on the plateau at L*₄ and have not converged; the other one is below "
+            "grad_tol although it sits on the plateau at L*₄ too, a strict saddle: a small "
+            "gradient does not certify a limit",
+        ),
+        (
+            [8.6e-9, 5.6e-7, 1e-9],
+            "(up to 5.6e-07, 1 of 3 above grad_tol) show that the one above it is still on the "
+            "plateau at L*₄ and has not converged; the other 2 are below grad_tol although they "
+            "sit on the plateau at L*₄ too, a strict saddle: a small gradient does not certify a "
+            "limit",
+        ),
+    ],
+)
+def test_left_rank_sentence_when_starts_on_the_plateau_pass_grad_tol(grad, ending):
     ranks, q = np.full(3, 4), np.array([1, 2, 3])
-    grad = np.array([8.6e-9, 5.6e-7, 1e-7])
-    text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 1e-10, 20000)
-    assert text.endswith(
-        "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that the 2 above it "
-        "are still on the plateau at L*₄ and have not converged; the other one is below grad_tol "
-        "although it sits on the plateau at L*₄ too, a strict saddle: a small gradient does not "
-        "certify a limit"
+    text = deep_rank.left_rank_sentence(
+        ranks, q, np.zeros(3), np.array(grad), OPT5, 1e-8, 1e-10, 20000
     )
+    assert text.endswith(ending)
 
 
 def test_left_rank_sentence_says_near_not_at_when_the_loss_is_still_moving():
@@ -205,15 +220,4 @@ def test_left_rank_sentence_speaks_of_one_start_in_the_singular():
         "for strict saddles: after 20 iterations it has numerical rank 5 and its loss is within "
         "0.05 of L*₅, below L*_q; it has the rank 5 of the global minimum L*₅ = 0.000203; its "
         "gradient norm (0.056) shows that it has not converged"
-    )
-
-
-def test_left_rank_sentence_when_several_starts_on_the_plateau_pass_grad_tol():
-    ranks, q = np.full(3, 4), np.array([1, 2, 3])
-    grad = np.array([8.6e-9, 5.6e-7, 1e-9])
-    text = deep_rank.left_rank_sentence(ranks, q, np.zeros(3), grad, OPT5, 1e-8, 1e-10, 20000)
-    assert text.endswith(
-        "(up to 5.6e-07, 1 of 3 above grad_tol) show that the one above it is still on the plateau "
-        "at L*₄ and has not converged; the other 2 are below grad_tol although they sit on the "
-        "plateau at L*₄ too, a strict saddle: a small gradient does not certify a limit"
     )
