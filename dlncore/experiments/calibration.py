@@ -514,25 +514,6 @@ def has_dip(feats: Mapping[str, float]) -> bool:
     return not np.isfinite(start) or bool(start - feats["norm_min"] >= NO_DIP)
 
 
-def _shown_feature(feats: Mapping[str, float], key: str) -> str:
-    """The table text of one feature: norms to 3 decimals, a plateau that is none as
-    ``"none (slope 1.34)"``, the iteration of a norm minimum without a dip as ``"n/a (no
-    dip)"``, a drop that never came as ``"not reached"``, otherwise :func:`_shown`."""
-    value = feats.get(key, float("nan"))
-    if key in ("norm_min", "norm_max"):
-        return prose.number(value, ".3f")
-    if key == "drop":
-        return prose.number(value, missing="not reached")
-    if key == "plateau" and not feats.get("plateau_slope", np.nan) < PLATEAU_SLOPE:
-        if not np.isfinite(feats.get("drop", np.nan)):
-            return "none (no drop)"
-        slope = feats.get("plateau_slope", np.nan)
-        return f"none (slope {slope:.2f})" if np.isfinite(slope) else "none"
-    if key == "norm_min_k" and "norm_min" in feats and not has_dip(feats):
-        return "n/a (no dip)"
-    return _shown(value)
-
-
 #: Features that are norms: shown to 3 decimals (the targets on them are ``± 0.015``).
 NORM_FEATURES = ("norm_min", "norm_max")
 
@@ -542,6 +523,23 @@ def feature_text(value: float, key: str) -> str:
     decimals, as :func:`compare` shows it (``"1.075"``), anything else to 3 significant
     digits; ``"n/a"`` where nothing was measured."""
     return prose.number(value, ".3f", "n/a") if key in NORM_FEATURES else _shown(value)
+
+
+def _shown_feature(feats: Mapping[str, float], key: str) -> str:
+    """The table text of one feature: norms to 3 decimals, a plateau that is none as
+    ``"none (slope 1.34)"``, the iteration of a norm minimum without a dip as ``"n/a (no
+    dip)"``, a drop that never came as ``"not reached"``, otherwise :func:`feature_text`."""
+    value = feats.get(key, float("nan"))
+    if key == "drop":
+        return prose.number(value, missing="not reached")
+    if key == "plateau" and not feats.get("plateau_slope", np.nan) < PLATEAU_SLOPE:
+        if not np.isfinite(feats.get("drop", np.nan)):
+            return "none (no drop)"
+        slope = feats.get("plateau_slope", np.nan)
+        return f"none (slope {slope:.2f})" if np.isfinite(slope) else "none"
+    if key == "norm_min_k" and "norm_min" in feats and not has_dip(feats):
+        return "n/a (no dip)"
+    return feature_text(value, key)
 
 
 def _relative(value: float, reference: float) -> float:

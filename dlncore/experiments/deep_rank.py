@@ -221,11 +221,6 @@ def final_rank_rows(
     return np.array(rows, dtype=float)
 
 
-def optimum_symbol(k: int) -> str:
-    """``L*₄``: the optimal value of rank ``k`` in plain text (for glued sentences)."""
-    return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
-
-
 def left_rank_sentence(
     ranks: np.ndarray,
     q: np.ndarray,
@@ -299,16 +294,16 @@ def _where_they_are(
     r, ks = opt.size - 1, sorted({int(k) for k in ranks})
     gap = prose.number(float(np.max(np.abs(excess))), ".2g")
     if len(ks) == 1:
-        sym = optimum_symbol(ks[0])
+        sym = prose.optimum_symbol(ks[0])
         level = f"{sym} up to {gap}" if on else f"within {gap} of {sym}"
     else:
-        counts = ", ".join(f"{optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
+        counts = ", ".join(f"{prose.optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
         own = "L*_k of their own rank k"
         level = f"{own} up to {gap} ({counts})" if on else f"within {gap} of {own} ({counts})"
     below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
     below = below.replace("not all", "not") if ranks.size == 1 else below
     at_min = ranks == r
-    glob = f"the global minimum {optimum_symbol(r)} = {opt[r]:.3g}"
+    glob = f"the global minimum {prose.optimum_symbol(r)} = {opt[r]:.3g}"
     they, have, their, are = ("it", "has", "its", "is") if ranks.size == 1 else THEY
     text = f"{they} {have} numerical rank {prose.listing(map(str, ks), 'or')} and {their} loss is"
     text += f" {level}"
@@ -335,7 +330,7 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
         return f", and {'its gradient norm is' if one else 'all gradient norms are at most'} " + (
             f"{largest} (within grad_tol)"
         )
-    plateau = optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
+    plateau = prose.optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
     if not on:
         count = "it has" if one else f"{int(slow.sum())} {'has' if slow.sum() == 1 else 'have'}"
         return f"; {norms}) show{'s' * one} that {count} not converged"

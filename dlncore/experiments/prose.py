@@ -395,3 +395,8 @@ def guaranteed_steps(n_guaranteed: int, n_total: int) -> str:
     other = "the other one" if rest == 1 else f"the other {rest}"
     verb = "is" if n_guaranteed == 1 else "are"
     return f"{n_guaranteed} of {grid} {verb} that small; for {other} {measured}"
+
+
+def optimum_symbol(k: int) -> str:
+    """``"L*₄"``: the optimal value ``L*_k`` of rank ``k`` in plain text (glued sentences)."""
+    return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
