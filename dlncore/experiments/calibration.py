@@ -742,19 +742,25 @@ def screen_errors(rows: Sequence[Mapping], depths: Sequence[int]) -> list[dict]:
     out = []
     for key, kind in (*SCREEN_FEATURES, ("d_loss", "abs"), ("d_norm", "abs")):
         row: dict = {"feature": key, "error": "factor" if kind == "factor" else "difference"}
-        for n in depths:
-            errs = []
-            for c, s in pairs:
-                a, b = float(c[f"{key}_{n}"]), float(s[f"{key}_{n}"])
-                if np.isnan(a) and np.isnan(b):
-                    continue  # both runs lack it: the two steps agree
-                if kind == "factor":
-                    errs.append(factor_error(b, a))
-                else:
-                    errs.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
-            row[n] = float(max(errs)) if errs else float("nan")
+        row |= {n: _worst_error(pairs, f"{key}_{n}", kind) for n in depths}
         out.append(row)
     return out
+
+
+def _worst_error(pairs: Sequence[tuple[Mapping, Mapping]], key: str, kind: str) -> float:
+    """The largest error of ``key`` over ``(confirmation, screening)`` pairs: a factor
+    (:func:`factor_error`) or, for ``kind="abs"``, an absolute difference (``inf`` if one
+    value is not finite); pairs lacking it in both runs are left out, ``nan`` if none is left."""
+    errors = []
+    for c, s in pairs:
+        a, b = float(c[key]), float(s[key])
+        if np.isnan(a) and np.isnan(b):
+            continue  # both runs lack it: the two steps agree
+        if kind == "factor":
+            errors.append(factor_error(b, a))
+        else:
+            errors.append(abs(a - b) if np.isfinite(a) and np.isfinite(b) else np.inf)
+    return float(max(errors)) if errors else float("nan")
 
 
 def screen_neither(
@@ -869,16 +875,14 @@ def screen_error_table(rows: Sequence[Mapping], depths: Sequence[int]) -> list[d
         for n in depths:
             value = row[n]
             if key in ("norm_min_k", "norm_max", "norm_max_k"):
-                errors = [
-                    factor_error(float(s[f"{key}_{n}"]), float(c[f"{key}_{n}"]))
-                    if kinds[key] == "factor"
-                    else abs(float(s[f"{key}_{n}"]) - float(c[f"{key}_{n}"]))
+                dipping = [
+                    (c, s)
                     for c, s in _screen_pairs(rows)
                     if all(
                         float(r["init_norm"]) - float(r[f"norm_min_{n}"]) >= NO_DIP for r in (c, s)
                     )
                 ]
-                value = max(errors) if errors else None
+                value = _worst_error(dipping, f"{key}_{n}", kinds[key]) if dipping else None
             if value is None:
                 shown[f"N = {n}"] = "n/a (no dip)"
             elif np.isnan(value):
