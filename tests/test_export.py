@@ -33,7 +33,7 @@ TEXT = (
     "# Tiny chapter\n\n"
     "By {prf:ref}`thm-tiny`, {prf:ref}`lem-first` and {cite}`nguegnang2024`, "
     "see {numref}`fig-tiny`; "
-    "the gap is {glue:text}`gap:.1e`, and $L(W) \\ge 0$.\n\n"
+    "the gap is {glue:text}`gap:.1e`, and $L(W) \\ge 0$; {glue:md}`where:myst`.\n\n"
     "```{prf:theorem} Tiny\n:label: thm-tiny\n\nThe loss is {glue:text}`verdict`.\n```"
 )
 CHECKED = (
@@ -49,10 +49,13 @@ CHECKED = (
 )
 
 
-def glue_output(name: str, text: str):
+def glue_output(name: str, text: str, markdown: str | None = None):
+    data = {"application/papermill.record/text/plain": text}
+    if markdown is not None:  # a prose.Markdown sentence
+        data["application/papermill.record/text/markdown"] = markdown
     return new_output(
         "display_data",
-        data={"application/papermill.record/text/plain": text},
+        data=data,
         metadata={"scrapbook": {"name": name, "mime_prefix": "application/papermill.record/"}},
     )
 
@@ -104,6 +107,7 @@ def run(tmp_path):
         glue_output("gap-ok", "'yes'"),
         glue_output("bounded-ok", "'no'"),
         glue_output("skipped-ok", "'n/a'"),
+        glue_output("where", "'it ends at $L^*_{4}$'", markdown="it ends at $L^*_{4}$"),
     ]
     nb.cells[4].outputs = [new_output("display_data", data={"image/png": PNG})]
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
@@ -148,6 +152,8 @@ def test_page_shows_what_the_book_shows(run, capfd):
     assert f"The loss is {glued.format('bounded')}." in html
     assert ">NRT24</a>]" in html and "Nguegnang" in html  # citation and its reference entry
     assert 'class="math notranslate nohighlight"' in html
+    # a glued Markdown sentence: its math typeset like the page's own
+    assert 'it ends at <span class="math notranslate nohighlight">\\(L^*_{4}\\)</span>' in html
     assert "{numref}" not in html and "{glue" not in html and "steps = 2" not in html
     images = re.findall(r'<img[^>]+src="([^"]+)"', html)
     assert images and all((page.parent / src).is_file() for src in images)

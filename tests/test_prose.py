@@ -22,7 +22,8 @@ from myst_nb.core.variables import format_plain_text
 from dlncore.experiments import prose
 
 REPO = Path(__file__).resolve().parents[1]
-GLUE_TEXT = re.compile(r"\{glue:text\}`([A-Za-z0-9_-]+)(?::([^`]*))?`")
+#: ``{glue:text}`key:spec``` and ``{glue:md}`key:myst``` (a prose.Markdown sentence)
+GLUE_TEXT = re.compile(r"\{glue:(text|md)\}`([A-Za-z0-9_-]+)(?::([^`]*))?`")
 #: what a placeholder looks like once rendered (a bare -1 is caught on the raw value)
 PLACEHOLDER = re.compile(r"\b(nan|NaN|inf)\b|\bNone\b(?!\s+[a-z])")  # not "None of the runs"
 
@@ -44,17 +45,18 @@ def glued_plain(notebook: dict) -> dict[str, str]:
 
 
 def rendered_prose(executed: Path) -> list[tuple[str, str, str]]:
-    """(key, raw text/plain, text the page shows) of every ``{glue:text}`` in the markdown."""
+    """(key, raw text/plain, text the page shows) of every ``{glue:text}`` and ``{glue:md}`` in
+    the markdown."""
     notebook = json.loads(executed.read_text(encoding="utf-8"))
     values = glued_plain(notebook)
     shown = []
     for cell in notebook["cells"]:
         if cell["cell_type"] != "markdown":
             continue
-        for key, spec in GLUE_TEXT.findall(_source(cell)):
+        for role, key, spec in GLUE_TEXT.findall(_source(cell)):
             raw = values.get(key)
             assert raw is not None, f"{key!r} is referenced by the text but never glued"
-            shown.append((key, raw, format_plain_text(raw, spec or "")))
+            shown.append((key, raw, format_plain_text(raw, spec if role == "text" else "")))
     return shown
 
 
@@ -370,3 +372,13 @@ def test_guaranteed_steps_reads_for_every_count():
         prose.guaranteed_steps(1, 1)
         == f"the one step size of the grid is that small ({measured} as well)"
     )
+
+
+def test_a_markdown_sentence_is_glued_as_markdown_and_read_back_as_its_text():
+    from IPython.core.formatters import format_display_data
+
+    sentence = prose.Markdown("their loss is $L^*_{4}$ up to 3.9e-12")
+    data, _ = format_display_data(sentence)
+    assert data["text/markdown"] == "their loss is $L^*_{4}$ up to 3.9e-12"
+    assert format_plain_text(data["text/plain"], "") == data["text/markdown"]
+    assert format_display_data("plain")[0].keys() == {"text/plain"}  # a str is not Markdown

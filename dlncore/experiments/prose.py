@@ -397,6 +397,15 @@ def guaranteed_steps(n_guaranteed: int, n_total: int) -> str:
     return f"{n_guaranteed} of {grid} {verb} that small; for {other} {measured}"
 
 
+class Markdown(str):
+    """A glued sentence with inline TeX math (``"… at $L^*_{4}$"``). Glued, it carries
+    ``text/markdown`` besides ``text/plain``: a chapter shows it typeset with
+    ``{glue:md}`key:myst```, while sweeps and checks read it as the text it is."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
 def optimum_symbol(k: int) -> str:
     """``"L*₄"``: the optimal value ``L*_k`` of rank ``k`` in plain text (glued sentences)."""
     return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
