@@ -663,3 +663,14 @@ def test_search_sentences_say_only_what_applies():
     none = cal.search_sentences(10, 2.0, 0, 0, float("nan"), None)
     assert none.endswith("larger screening step. No finalist was rerun at the confirmation step.")
     assert "n/a" not in none
+
+
+def test_raised_top_shows_our_starting_loss_and_a_margin_above_a_peak():
+    axes = cal.PUBLISHED_AXES
+    # our L(0) = 389 lies above the published top 3.1e2: the top is raised, the bottom stays
+    low, high = cal.raised_top(axes["loss"], [389.0, 2.0, 1e-23], 1.3, log=True)
+    assert (low, high) == (axes["loss"][0], pytest.approx(389.0 * 1.3))
+    # a norm peak at the published top gets the margin; values inside leave the range alone
+    assert cal.raised_top(axes["norm"], [0.93, 1.083], 0.005)[1] == pytest.approx(1.088)
+    assert cal.raised_top(axes["norm"], [0.95, 1.07], 0.005) == axes["norm"]
+    assert cal.raised_top(axes["norm"], [np.nan], 0.005) == axes["norm"]

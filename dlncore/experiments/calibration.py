@@ -411,6 +411,22 @@ def _number(text: str):
 PUBLISHED_AXES = {"k": (0.5, 2e6), "loss": (1.5e-8, 3.1e2), "norm": (0.916, 1.083)}
 
 
+def raised_top(
+    published: tuple[float, float], values, margin: float, log: bool = False
+) -> tuple[float, float]:
+    """The published figure's axis range ``published = (low, high)`` with its top raised where
+    the largest finite value of ``values`` does not fit below it with ``margin`` to spare (a
+    factor on a ``log`` axis, an absolute difference on a linear one): our curves are drawn in
+    full at the top (a starting loss above the published frame, a peak on the frame); the
+    bottom stays, as in the published figure."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+    if v.size == 0:
+        return published
+    top = v.max() * margin if log else v.max() + margin
+    return (published[0], float(max(published[1], top)))
+
+
 def error_text(err: float, kind: str, missing: str = "n/a") -> str:
     """An error as the comparison tables show it: a factor as ``"×4.34"`` (3 significant
     digits), an absolute difference (``kind`` ``"abs"``: norms) as ``"0.023"`` (3 decimals);
