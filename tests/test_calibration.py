@@ -292,9 +292,24 @@ def test_standing_and_missed_evidence_read_the_search():
     assert "not among the 2" in cal.standing(rows, {"a": 3})
     held = [(2, "first k with loss below the drop level", False, 3.0), (2, "norm minimum", True, 0)]
     (ev,) = cal.missed_evidence(held, rows, {2: _feats()})
-    assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == pytest.approx(1.1)
+    assert ev["screened candidates meeting it"] == "1 of 2" and ev["best"] == "×1.1"
+    assert ev["our error"] == "×3"  # as the comparison table writes a factor
     never = [(2, "first k with loss below the drop level", False, float("inf"))]
-    assert np.isnan(cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"])
+    assert cal.missed_evidence(never, rows, {2: _feats()})[0]["our error"] == "n/a"
+    # a norm error is an absolute difference, to 3 decimals as in the comparison table
+    norm = [(2, "norm minimum", False, 0.02291)]
+    assert cal.missed_evidence(norm, rows, {2: _feats()})[0]["our error"] == "0.023"
+
+
+def test_compare_sets_no_target_on_the_float64_final_loss():
+    # a float64 run ends at its rounding floor: shown, not scored against the published loss
+    rows, held = cal.compare({2: _feats(final32=2e-8, final=2.3e-23)}, {2: _feats()}, 1e-2)
+    (row,) = [r for r in rows if r["quantity"] == "final loss, float64 run"]
+    assert (row["ours"], row["target"], row["held?"]) == ("2.3e-23", "—", "n/a")
+    assert "final loss, float64 run" not in {q for _, q, _, _ in held}
+    assert all(ok for _, _, ok, _ in held)  # the float32 row (factor 2) held
+    rows, held = cal.compare({2: _feats(final32=2e-6)}, {2: _feats()}, 1e-2)
+    assert [q for _, q, ok, _ in held if not ok] == ["final loss, float32 run"]
 
 
 def test_missed_evidence_says_what_screening_cannot_resolve_and_counts_only_dips():
@@ -309,7 +324,7 @@ def test_missed_evidence_says_what_screening_cannot_resolve_and_counts_only_dips
     assert (
         first["screened candidates meeting it"] == "not resolved (first screening record k = 300)"
     )
-    assert np.isnan(first["best"])
+    assert first["best"] == "n/a"
     screened = [r for r in rows if r["stage"] != "confirm"]
     dips = [r for r in screened if float(r["init_norm"]) - float(r["norm_min_5"]) >= cal.NO_DIP]
     assert 0 < len(dips) < len(screened)
@@ -648,3 +663,14 @@ def test_search_sentences_say_only_what_applies():
     none = cal.search_sentences(10, 2.0, 0, 0, float("nan"), None)
     assert none.endswith("larger screening step. No finalist was rerun at the confirmation step.")
     assert "n/a" not in none
+
+
+def test_raised_top_shows_our_starting_loss_and_a_margin_above_a_peak():
+    axes = cal.PUBLISHED_AXES
+    # our L(0) = 389 lies above the published top 3.1e2: the top is raised, the bottom stays
+    low, high = cal.raised_top(axes["loss"], [389.0, 2.0, 1e-23], 1.3, log=True)
+    assert (low, high) == (axes["loss"][0], pytest.approx(389.0 * 1.3))
+    # a norm peak at the published top gets the margin; values inside leave the range alone
+    assert cal.raised_top(axes["norm"], [0.93, 1.083], 0.005)[1] == pytest.approx(1.088)
+    assert cal.raised_top(axes["norm"], [0.95, 1.07], 0.005) == axes["norm"]
+    assert cal.raised_top(axes["norm"], [np.nan], 0.005) == axes["norm"]

@@ -94,6 +94,12 @@ def test_number_writes_missing_values_as_na():
     assert prose.number(math.nan, ".2g", "not reached") == "not reached"
 
 
+def test_significant_keeps_the_trailing_zero_beside_other_values():
+    shown = [prose.significant(v) for v in (1.0, 1.04, 1.2, 18.3, 0.00016, float("nan"))]
+    assert shown == ["1.0", "1.0", "1.2", "18", "0.00016", "n/a"]
+    assert prose.significant(0.9999, 3) == "1.00"
+
+
 def test_extremes_skip_what_was_not_measured_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # np.nanmin would warn on an all-nan slice

@@ -45,6 +45,15 @@ def number(value: float | int | None, spec: str = ".3g", missing: str = MISSING)
     return missing if is_missing(value) else format(value, spec)
 
 
+def significant(value: float | int | None, digits: int = 2, missing: str = MISSING) -> str:
+    """``value`` to ``digits`` significant digits, keeping trailing zeros: ``"1.0"`` rather than
+    the ``"1"`` of ``".2g"`` (a ratio next to ``1.2`` reads as measured to the same digit),
+    ``"18"`` (no trailing point), ``"0.00016"``; ``missing`` when it was not measured."""
+    if is_missing(value):
+        return missing
+    return format(value, f"#.{digits}g").rstrip(".").replace(".e", "e")
+
+
 def extremes(values: Iterable[float]) -> tuple[float, float]:
     """The smallest and the largest finite value; ``(nan, nan)`` when none was measured.
 
