@@ -280,14 +280,15 @@ def test_order_phrase_reads_in_a_sentence():
 
 
 def test_rounding_level_says_rounding_only_near_rounding():
-    rounding = 3.263670223078305e-16  # eps * ½‖Y‖² of chapter 4 at full scale
+    rounding = 3.263670223078305e-16  # machine epsilon * ½‖Y‖² of chapter 4 at full scale
     assert prose.rounding_level(2.2e-16, 1e-10, rounding) == (
-        "at the level of floating-point rounding of a loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"
+        "at the level of floating-point rounding of a loss of size ½‖Y‖² "
+        "(machine epsilon times ½‖Y‖² ≈ 3e-16)"
     )
     # within the tolerance but far above rounding: say the size, not "rounding"
     assert prose.rounding_level(1e-11, 1e-10, rounding) == (
         "within the tolerance excess_tol = 1e-10, but 3.1e+04 times the floating-point rounding "
-        "level ε·½‖Y‖² ≈ 3e-16"
+        "level, machine epsilon times ½‖Y‖² ≈ 3e-16"
     )
     assert prose.rounding_level(1e-3, 1e-10, rounding) == (
         "above the tolerance excess_tol = 1e-10: not every start has reached the global minimum "
@@ -296,6 +297,34 @@ def test_rounding_level_says_rounding_only_near_rounding():
     assert prose.rounding_level(math.nan, 1e-10, rounding) == (
         "not defined for every start: a start diverged"
     )
+
+
+def test_escape_delay_compares_the_measured_delay_with_the_escape_law():
+    # chapter 4 at full scale: medians 286 and 222, median scales 0.0177 and 0.185, eta = 0.2
+    slope = 1 / math.log1p(0.2 * 1.0377350072645686)
+    predicted, text = prose.escape_delay(286.0, 222.0, 0.017745752, 0.185128594, slope)
+    assert predicted == pytest.approx(12.43, abs=0.01)
+    assert text == (
+        "the starts close to the origin need 64 more iterations, 5.1 times the 12 more that the "
+        "escape law predicts for these scales, so the escape law accounts for only part of the "
+        "difference"
+    )
+    assert prose.escape_delay(234.0, 222.0, 0.0177, 0.185, slope)[1] == (
+        "the starts close to the origin need 12 more iterations, close to the 12 more that the "
+        "escape law predicts for these scales (ratio 0.96)"
+    )
+    assert prose.escape_delay(224.0, 222.0, 0.0177, 0.185, slope)[1] == (
+        "the starts close to the origin need 2 more iterations, only 0.16 times the 12 more "
+        "that the escape law predicts for these scales"
+    )
+    assert prose.escape_delay(220.0, 222.0, 0.0177, 0.185, slope)[1] == (
+        "the starts close to the origin are not slower (difference -2 iterations), against the "
+        "12 more that the escape law predicts for these scales"
+    )
+    unmeasured = "n/a (a group has no start, or half of it did not reach the tolerance)"
+    assert prose.escape_delay(math.inf, 222.0, 0.0177, 0.185, slope)[1] == unmeasured
+    predicted, text = prose.escape_delay(286.0, 222.0, math.nan, 0.185, slope)
+    assert math.isnan(predicted) and text == unmeasured
 
 
 def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():

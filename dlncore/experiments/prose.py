@@ -198,8 +198,10 @@ def rounding_level(largest: float, tol: float, rounding: float, factor: float = 
     """How large the largest final excess loss is: at rounding, within ``tol``, or above it.
 
     "At the level of floating-point rounding" is said only when ``largest`` is at most
-    ``factor`` times the rounding level ``rounding`` (``ε·½‖Y‖²``); a value that only passes the
-    looser ``tol`` is stated against the rounding level instead.
+    ``factor`` times the rounding level ``rounding`` (machine epsilon times ``½‖Y‖²``; the
+    sentence writes "machine epsilon" in words, since the chapters use ``ε`` for the initial
+    scale); a value that only passes the looser ``tol`` is stated against the rounding level
+    instead.
 
     Parameters
     ----------
@@ -208,7 +210,7 @@ def rounding_level(largest: float, tol: float, rounding: float, factor: float = 
     tol : float
         The tolerance of the check (``excess_tol``).
     rounding : float
-        ``ε·½‖Y‖²``, machine epsilon times the loss scale.
+        Machine epsilon times ``½‖Y‖²``, the loss scale.
     factor : float
         How many rounding levels still count as rounding.
 
@@ -216,24 +218,76 @@ def rounding_level(largest: float, tol: float, rounding: float, factor: float = 
     -------
     str
         A clause without a final period, e.g. ``"at the level of floating-point rounding of a
-        loss of size ½‖Y‖² (ε·½‖Y‖² ≈ 3e-16)"``.
+        loss of size ½‖Y‖² (machine epsilon times ½‖Y‖² ≈ 3e-16)"``.
     """
     if is_missing(largest):
         return "not defined for every start: a start diverged"
     if abs(largest) <= factor * rounding:
         return (
             "at the level of floating-point rounding of a loss of size ½‖Y‖² "
-            f"(ε·½‖Y‖² ≈ {rounding:.1g})"
+            f"(machine epsilon times ½‖Y‖² ≈ {rounding:.1g})"
         )
     if abs(largest) <= tol:
         return (
             f"within the tolerance excess_tol = {tol:g}, but {abs(largest) / rounding:.2g} times "
-            f"the floating-point rounding level ε·½‖Y‖² ≈ {rounding:.1g}"
+            f"the floating-point rounding level, machine epsilon times ½‖Y‖² ≈ {rounding:.1g}"
         )
     return (
         f"above the tolerance excess_tol = {tol:g}: not every start has reached the global "
         "minimum within the budget"
     )
+
+
+def escape_delay(
+    k_near: float, k_far: float, scale_near: float, scale_far: float, slope: float
+) -> tuple[float, str]:
+    """How much longer starts near a strict saddle take, against the escape law's prediction.
+
+    The escape law (chapter 4) says a start of scale ``ε`` near the origin needs ``slope``
+    more iterations per unit of ``ln(1/ε)``, so a group of starts of typical scale
+    ``scale_near`` should need ``slope * ln(scale_far / scale_near)`` more iterations than one
+    of typical scale ``scale_far``. The sentence states the measured difference
+    ``k_near - k_far`` and compares it with that prediction; it does not claim a cause.
+
+    Parameters
+    ----------
+    k_near, k_far : float
+        Median iteration to reach the tolerance of the near and the far group (``inf`` when
+        half of a group did not reach it, ``nan`` when a group is empty).
+    scale_near, scale_far : float
+        Typical (median) initial scale of each group.
+    slope : float
+        Predicted iterations per unit of ``ln(1/ε)``, ``1/ln(1 + η s₁)``.
+
+    Returns
+    -------
+    tuple of (float, str)
+        The predicted difference (``nan`` when a scale is missing) and a clause without a
+        final period, e.g. ``"the starts close to the origin need 64 more iterations, 5.1
+        times the 12 more that the escape law predicts for these scales, so the escape law
+        accounts for only part of the difference"``.
+    """
+    scales_ok = not (is_missing(scale_near) or is_missing(scale_far) or is_missing(slope))
+    predicted = slope * math.log(scale_far / scale_near) if scales_ok else math.nan
+    if is_missing(k_near) or is_missing(k_far) or is_missing(predicted):
+        return predicted, "n/a (a group has no start, or half of it did not reach the tolerance)"
+    diff = k_near - k_far
+    law = f"the {predicted:.0f} more that the escape law predicts for these scales"
+    if diff <= 0:
+        return predicted, (
+            f"the starts close to the origin are not slower (difference {diff:.0f} iterations), "
+            f"against {law}"
+        )
+    ratio = diff / predicted if predicted > 0 else math.inf
+    head = f"the starts close to the origin need {diff:.0f} more iterations"
+    if ratio > 2:
+        return predicted, (
+            f"{head}, {ratio:.2g} times {law}, so the escape law accounts for only part of the "
+            "difference"
+        )
+    if ratio < 0.5:
+        return predicted, f"{head}, only {ratio:.2g} times {law}"
+    return predicted, f"{head}, close to {law} (ratio {ratio:.2g})"
 
 
 def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int) -> str:
