@@ -285,8 +285,9 @@ def test_standing_and_missed_evidence_read_the_search():
     ]
     text = cal.standing(rows, {"a": 2})
     assert text == (
-        "In the stored search these parameters have distance 0.200 at step 300 η (grid screen) "
-        "and 0.250 at the published step η (confirmation); they rank 1st of the 2 screened "
+        r"In the stored search these parameters have distance 0.200 at step 300 $\eta$ (grid "
+        r"screen) and 0.250 at the published step $\eta$ (confirmation); they rank 1st of the 2 "
+        "screened "
         "candidates and 1st of the 1 finalists."
     )
     assert "not among the 2" in cal.standing(rows, {"a": 3})

@@ -262,10 +262,10 @@ def test_chapter_1_says_not_reached_when_the_budget_is_too_small(chapter1_run):
 def test_step_phrase_names_the_published_step():
     from dlncore.experiments.prose import step_phrase
 
-    assert step_phrase(1.0) == "at the published step η"
-    assert step_phrase(1) == "at the published step η"
-    assert step_phrase(300.0) == "at step 300 η"
-    assert step_phrase(2.5) == "at step 2.5 η"
+    assert step_phrase(1.0) == r"at the published step $\eta$"
+    assert step_phrase(1) == r"at the published step $\eta$"
+    assert step_phrase(300.0) == r"at step 300 $\eta$"
+    assert step_phrase(2.5) == r"at step 2.5 $\eta$"
 
 
 def test_order_phrase_reads_in_a_sentence():
@@ -281,17 +281,18 @@ def test_order_phrase_reads_in_a_sentence():
 
 def test_rounding_level_says_rounding_only_near_rounding():
     rounding = 3.263670223078305e-16  # machine epsilon * ½‖Y‖² of chapter 4 at full scale
+    level = r"$\epsilon_{\mathrm{mach}} \cdot \tfrac12\|Y\|_F^2$ $\approx$ 3e-16"
     assert prose.rounding_level(2.2e-16, 1e-10, rounding) == (
-        "at the level of floating-point rounding of a loss of size ½‖Y‖² "
-        "(machine epsilon times ½‖Y‖² ≈ 3e-16)"
+        r"at the level of floating-point rounding of a loss of size $\tfrac12\|Y\|_F^2$ "
+        f"({level})"
     )
     # within the tolerance but far above rounding: say the size, not "rounding"
     assert prose.rounding_level(1e-11, 1e-10, rounding) == (
-        "within the tolerance excess_tol = 1e-10, but 3.1e+04 times the floating-point rounding "
-        "level, machine epsilon times ½‖Y‖² ≈ 3e-16"
+        "within the tolerance `excess_tol` = 1e-10, but 3.1e+04 times the floating-point "
+        f"rounding level {level}"
     )
     assert prose.rounding_level(1e-3, 1e-10, rounding) == (
-        "above the tolerance excess_tol = 1e-10: not every start has reached the global minimum "
+        "above the tolerance `excess_tol` = 1e-10: not every start has reached the global minimum "
         "within the budget"
     )
     assert prose.rounding_level(math.nan, 1e-10, rounding) == (

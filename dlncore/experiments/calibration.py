@@ -584,14 +584,15 @@ _STAGES = {"grid": "grid screen", "refine": "refinement", "confirm": "confirmati
 
 
 def standing(search_rows: Sequence[Mapping], choice: Mapping) -> str:
-    """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search."""
+    """One sentence: where ``choice`` (values of :data:`CHOICES`) ranks in a stored search
+    (Markdown: the step is ``$\\eta$``)."""
     same = [r for r in search_rows if all(str(r[k]) == str(v) for k, v in choice.items())]
     screened = sorted((r for r in search_rows if r["stage"] != "confirm"), key=_rank)
     if not same:
         return f"These parameters are not among the {len(screened)} candidates of the search."
     runs = [
         f"{float(r['distance']):.3f} "
-        + ("at the published step η" if float(r["factor"]) == 1 else f"at step {r['factor']:g} η")
+        + prose.step_phrase(r["factor"])
         + f" ({_STAGES.get(r['stage'], r['stage'])})"
         for r in same
     ]

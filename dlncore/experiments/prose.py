@@ -183,9 +183,12 @@ def depths_outcome(depths: Sequence[int], reached: Sequence[bool], goal: str, bu
 
 
 def step_phrase(factor: float) -> str:
-    """Where a run's step sits against the published step η: ``"at the published step η"``
-    for ``factor == 1``, else ``"at step 300 η"`` (chapters 7 and 8)."""
-    return "at the published step η" if float(factor) == 1 else f"at step {float(factor):g} η"
+    """Where a run's step sits against the published step η, in Markdown:
+    ``"at the published step $\\eta$"`` for ``factor == 1``, else ``"at step 300 $\\eta$"``
+    (chapters 7 and 8; glue it as :class:`Markdown`)."""
+    if float(factor) == 1:
+        return r"at the published step $\eta$"
+    return rf"at step {float(factor):g} $\eta$"
 
 
 def order_phrase(same: bool) -> str:
@@ -194,14 +197,18 @@ def order_phrase(same: bool) -> str:
     return "in the same order as" if same else "in a different order than"
 
 
+_HALF_Y2 = r"$\tfrac12\|Y\|_F^2$"
+_ROUNDING = r"$\epsilon_{\mathrm{mach}} \cdot \tfrac12\|Y\|_F^2$"
+
+
 def rounding_level(largest: float, tol: float, rounding: float, factor: float = 100.0) -> str:
     """How large the largest final excess loss is: at rounding, within ``tol``, or above it.
 
     "At the level of floating-point rounding" is said only when ``largest`` is at most
-    ``factor`` times the rounding level ``rounding`` (machine epsilon times ``½‖Y‖²``; the
-    sentence writes "machine epsilon" in words, since the chapters use ``ε`` for the initial
-    scale); a value that only passes the looser ``tol`` is stated against the rounding level
-    instead.
+    ``factor`` times the rounding level ``rounding`` (machine epsilon ``ε_mach`` times
+    ``½‖Y‖²``; ``ε`` alone is the chapters' initial scale); a value that only passes the looser
+    ``tol`` is stated against the rounding level instead. Markdown: glue it as
+    :class:`Markdown`.
 
     Parameters
     ----------
@@ -218,22 +225,22 @@ def rounding_level(largest: float, tol: float, rounding: float, factor: float = 
     -------
     str
         A clause without a final period, e.g. ``"at the level of floating-point rounding of a
-        loss of size ½‖Y‖² (machine epsilon times ½‖Y‖² ≈ 3e-16)"``.
+        loss of size $\\tfrac12\\|Y\\|_F^2$ ($\\epsilon_{\\mathrm{mach}} \\cdot …$ ≈ 3e-16)"``.
     """
     if is_missing(largest):
         return "not defined for every start: a start diverged"
     if abs(largest) <= factor * rounding:
         return (
-            "at the level of floating-point rounding of a loss of size ½‖Y‖² "
-            f"(machine epsilon times ½‖Y‖² ≈ {rounding:.1g})"
+            f"at the level of floating-point rounding of a loss of size {_HALF_Y2} "
+            f"({_ROUNDING} $\\approx$ {rounding:.1g})"
         )
     if abs(largest) <= tol:
         return (
-            f"within the tolerance excess_tol = {tol:g}, but {abs(largest) / rounding:.2g} times "
-            f"the floating-point rounding level, machine epsilon times ½‖Y‖² ≈ {rounding:.1g}"
+            f"within the tolerance `excess_tol` = {tol:g}, but {abs(largest) / rounding:.2g} times "
+            f"the floating-point rounding level {_ROUNDING} $\\approx$ {rounding:.1g}"
         )
     return (
-        f"above the tolerance excess_tol = {tol:g}: not every start has reached the global "
+        f"above the tolerance `excess_tol` = {tol:g}: not every start has reached the global "
         "minimum within the budget"
     )
 
@@ -469,6 +476,6 @@ class Markdown(str):
         return str(self)
 
 
-def optimum_symbol(k: int) -> str:
-    """``"L*₄"``: the optimal value ``L*_k`` of rank ``k`` in plain text (glued sentences)."""
-    return "L*" + str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+def optimum_symbol(k: int | str) -> str:
+    """``"$L^*_{4}$"``: the optimal value of rank ``k`` in Markdown (glue as :class:`Markdown`)."""
+    return f"$L^*_{{{k}}}$"
