@@ -134,8 +134,9 @@ def test_left_rank_sentence_says_where_the_starts_ended_not_that_they_reached_th
     grad = np.array([1.1e-8, 5.6e-7] + [1e-7] * 10)
     text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 20000)
     assert text == (
-        "all 12 starts leave the rank-≤ q set through rounding alone, as chapter 4 predicts "
-        "for strict saddles: after 20000 iterations they have numerical rank 4 and their loss "
+        "all 12 starts leave the rank-≤ q set through rounding alone, as expected for N = 2, "
+        "where every critical point that is not a global minimum is a strict saddle (the "
+        "paper's argument): after 20000 iterations they have numerical rank 4 and their loss "
         "is L*₄ up to 3.9e-12, below L*_q but above the global minimum L*₅ = 0.000203; their "
         "gradient norms (up to 5.6e-07, above grad_tol) show that they are still on the "
         "plateau at L*₄ and have not converged"
@@ -216,8 +217,9 @@ def test_left_rank_sentence_speaks_of_one_start_in_the_singular():
     # the only start, with the rank of the global minimum but its loss still 0.05 away
     alone = deep_rank.left_rank_sentence([5], [1], [0.05], [0.056], OPT5, 1e-8, 1e-10, 20)
     assert alone == (
-        "the one start leaves the rank-≤ q set through rounding alone, as chapter 4 predicts "
-        "for strict saddles: after 20 iterations it has numerical rank 5 and its loss is within "
+        "the one start leaves the rank-≤ q set through rounding alone, as expected for N = 2, "
+        "where every critical point that is not a global minimum is a strict saddle (the "
+        "paper's argument): after 20 iterations it has numerical rank 5 and its loss is within "
         "0.05 of L*₅, below L*_q; it has the rank 5 of the global minimum L*₅ = 0.000203; its "
         "gradient norm (0.056) shows that it has not converged"
     )

@@ -269,7 +269,7 @@ def left_rank_sentence(
         return f"{who} the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
-        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+        who, kept = f"all {total} starts", STRICT_SADDLES
         who = "the one start" if total == 1 else who
     else:
         rest = total - n_left
@@ -281,6 +281,12 @@ def left_rank_sentence(
     )
     return text + _gradient_clause(np.asarray(grad)[left], grad_tol, ranks[left], opt.size - 1, on)
 
+
+#: Why every start leaving its rank-≤ q set is expected for ``N = 2`` (the paper's argument).
+STRICT_SADDLES = (
+    ", as expected for N = 2, where every critical point that is not a global minimum is a "
+    "strict saddle (the paper's argument)"
+)
 
 #: Subject, verb, possessive and "are" of a sentence about several starts.
 THEY = ("they", "have", "their", "are")
