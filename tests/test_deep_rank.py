@@ -245,8 +245,8 @@ def test_stalled_sentence_separates_plateau_between_and_full_rank():
         "The other 4 runs (open markers), of numerical rank 2, 4 or 5, have a gradient norm "
         "above grad_tol: they have not converged. Their loss lies between 5.1e-05 below and "
         "1e-08 above L*_k for their current rank k. Of them, 2 are on the plateau at L*_k of a "
-        "rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r)), 1 is between plateaus, below "
-        "L*_k of their rank by up to 0.07 (L*_k − L*_r), beyond plateau_tol = 0.02 and 1 has "
+        "rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r)); 1 is between plateaus, below "
+        "L*_k of their rank by up to 0.07 (L*_k − L*_r), beyond plateau_tol = 0.02; and 1 has "
         "the full rank r = 5. 3 of 4 showed another numerical rank at the previous budget."
     )
     assert "still growing" not in text

@@ -466,6 +466,5 @@ def _stalled_states(
         ),
         (int(np.sum(~low)), ("has", "have"), f"the full rank r = {r}"),
     ]
-    return prose.listing(
-        f"{'it' if one else n} {verb[int(n != 1)]} {what}" for n, verb, what in parts if n
-    )
+    said = [f"{'it' if one else n} {verb[int(n != 1)]} {what}" for n, verb, what in parts if n]
+    return "; ".join(said[:-1] + [f"and {said[-1]}"]) if len(said) > 1 else said[0]  # commas inside
