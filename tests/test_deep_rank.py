@@ -134,8 +134,9 @@ def test_left_rank_sentence_says_where_the_starts_ended_not_that_they_reached_th
     grad = np.array([1.1e-8, 5.6e-7] + [1e-7] * 10)
     text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 20000)
     assert text == (
-        "all 12 starts leave the rank-≤ q set through rounding alone, as chapter 4 predicts "
-        "for strict saddles: after 20000 iterations they have numerical rank 4 and their loss "
+        "all 12 starts leave the rank-≤ q set through rounding alone, as expected for N = 2, "
+        "where every critical point that is not a global minimum is a strict saddle (the "
+        "paper's argument): after 20000 iterations they have numerical rank 4 and their loss "
         "is L*₄ up to 3.9e-12, below L*_q but above the global minimum L*₅ = 0.000203; their "
         "gradient norms (up to 5.6e-07, above grad_tol) show that they are still on the "
         "plateau at L*₄ and have not converged"
@@ -216,8 +217,51 @@ def test_left_rank_sentence_speaks_of_one_start_in_the_singular():
     # the only start, with the rank of the global minimum but its loss still 0.05 away
     alone = deep_rank.left_rank_sentence([5], [1], [0.05], [0.056], OPT5, 1e-8, 1e-10, 20)
     assert alone == (
-        "the one start leaves the rank-≤ q set through rounding alone, as chapter 4 predicts "
-        "for strict saddles: after 20 iterations it has numerical rank 5 and its loss is within "
+        "the one start leaves the rank-≤ q set through rounding alone, as expected for N = 2, "
+        "where every critical point that is not a global minimum is a strict saddle (the "
+        "paper's argument): after 20 iterations it has numerical rank 5 and its loss is within "
         "0.05 of L*₅, below L*_q; it has the rank 5 of the global minimum L*₅ = 0.000203; its "
         "gradient norm (0.056) shows that it has not converged"
     )
+
+
+def test_signed_offset_says_below_when_the_loss_is_under_its_optimum():
+    # full-scale chapter 5: the stalled runs reach 8.8e-05 below L*_k (numerical rank undercounts)
+    assert deep_rank.signed_offset([-8.8e-5, 6.1e-7, np.nan]) == (
+        "between 8.8e-05 below and 6.1e-07 above"
+    )
+    assert deep_rank.signed_offset([-8.8e-5, -1e-9]) == "up to 8.8e-05 below"
+    assert deep_rank.signed_offset([2e-9]) == "up to 2e-09 above"
+    assert deep_rank.signed_offset([0.0]) == "exactly at"
+    assert deep_rank.signed_offset([np.nan]) == "n/a (none)"
+
+
+def test_stalled_sentence_separates_plateau_between_and_full_rank():
+    # a rank-4 run 7 % of the way down to L*_5 is not on a plateau; rank 5 = r misses nothing
+    ranks = np.array([4, 2, 5, 4])
+    excess = np.array([-0.07 * (OPT5[4] - OPT5[5]), -1e-9, 2e-9, 1e-8])
+    text = deep_rank.stalled_sentence(ranks, excess, OPT5, 0.02, previous=np.array([3, 2, 3, 3]))
+    assert text == (
+        "The other 4 runs (open markers), of numerical rank 2, 4 or 5, have a gradient norm "
+        "above grad_tol: they have not converged. Their loss lies between 5.1e-05 below and "
+        "1e-08 above L*_k for their current rank k. Of them, 2 are on the plateau at L*_k of a "
+        "rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r)); 1 is between plateaus, below "
+        "L*_k of their rank by up to 0.07 (L*_k − L*_r), beyond plateau_tol = 0.02; and 1 has "
+        "the full rank r = 5. 3 of 4 showed another numerical rank at the previous budget."
+    )
+    assert "still growing" not in text
+    above = deep_rank.stalled_sentence(np.array([1]), np.array([5.3]), OPT5, 0.02)
+    assert above.endswith(
+        "it is above L*_k of its rank by up to 8.8 (L*_k − L*_r), beyond plateau_tol = 0.02."
+    )
+
+
+def test_stalled_sentence_for_one_run_and_for_none():
+    one = deep_rank.stalled_sentence(np.array([5]), np.array([1e-9]), OPT5, 0.02)
+    assert one == (
+        "The other run (open marker), of numerical rank 5, has a gradient norm above grad_tol: "
+        "it has not converged. Its loss lies up to 1e-09 above L*_k for its current rank k; it "
+        "has the full rank r = 5."
+    )
+    none = deep_rank.stalled_sentence(np.array([]), np.array([]), OPT5, 0.02)
+    assert none == "No run has a gradient norm above grad_tol after the largest budget."

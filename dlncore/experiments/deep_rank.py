@@ -269,7 +269,7 @@ def left_rank_sentence(
         return f"{who} the rank-≤ q set within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
-        who, kept = f"all {total} starts", ", as chapter 4 predicts for strict saddles"
+        who, kept = f"all {total} starts", STRICT_SADDLES
         who = "the one start" if total == 1 else who
     else:
         rest = total - n_left
@@ -281,6 +281,12 @@ def left_rank_sentence(
     )
     return text + _gradient_clause(np.asarray(grad)[left], grad_tol, ranks[left], opt.size - 1, on)
 
+
+#: Why every start leaving its rank-≤ q set is expected for ``N = 2`` (the paper's argument).
+STRICT_SADDLES = (
+    ", as expected for N = 2, where every critical point that is not a global minimum is a "
+    "strict saddle (the paper's argument)"
+)
 
 #: Subject, verb, possessive and "are" of a sentence about several starts.
 THEY = ("they", "have", "their", "are")
@@ -350,3 +356,115 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
             f"at {plateau} too, a strict saddle: a small gradient does not certify a limit"
         )
     return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
+
+
+def signed_offset(excess: np.ndarray) -> str:
+    """Where losses lie relative to their ``L*_k``, signed: ``"between 8.8e-05 below and 6.1e-07
+    above"``, ``"up to 8.8e-05 below"``, ``"up to 6.1e-07 above"``, ``"exactly at"``.
+
+    Completed by the caller with ``" L*_k"``. A loss below ``L*_k`` is possible although
+    ``L*_k`` is the minimum over rank ``≤ k``: the numerical rank ``k`` then undercounts the rank
+    (a singular value below the rank tolerance already lowers the loss). NaN entries (diverged
+    starts) are ignored; ``"n/a (none)"`` when nothing is left.
+    """
+    e = np.asarray(excess, dtype=float)
+    e = e[np.isfinite(e)]
+    if e.size == 0:
+        return "n/a (none)"
+    low, high = float(e.min()), float(e.max())
+    below, above = prose.number(-low, ".2g"), prose.number(high, ".2g")
+    if low < 0 < high:
+        return f"between {below} below and {above} above"
+    if low < 0:
+        return f"up to {below} below"
+    return f"up to {above} above" if high > 0 else "exactly at"
+
+
+def stalled_sentence(
+    ranks: np.ndarray,
+    excess: np.ndarray,
+    opt: np.ndarray,
+    plateau_tol: float,
+    previous: np.ndarray | None = None,
+) -> str:
+    """What the runs that have not converged after the largest budget measured.
+
+    Each run of numerical rank ``k < r`` is *on the plateau* at ``L*_k`` when
+    ``|L − L*_k| ≤ plateau_tol (L*_k − L*_r)``, else *between plateaus* (below ``L*_k``) or
+    *above* it; a run of rank ``r`` has nothing missing. The sentence gives their numbers, the
+    signed offset of their loss from ``L*_k`` (:func:`signed_offset`) and, with ``previous``
+    (their ranks at the budget before), how many showed another rank there. It never says a run
+    is on a plateau that the measure puts off it.
+
+    Parameters
+    ----------
+    ranks, excess : array, shape (B,)
+        Numerical rank ``k`` and ``L − L*_k`` of each run that has not converged.
+    opt : array, shape (r + 1,)
+        The optimal values ``L*_0, ..., L*_r``.
+    plateau_tol : float
+        The chapter's relative plateau tolerance.
+    previous : array, shape (B,), optional
+        The ranks of the same runs at the previous budget.
+
+    Returns
+    -------
+    str
+        One or more sentences, ending with a period.
+    """
+    ranks, excess = np.asarray(ranks, dtype=int), np.asarray(excess, dtype=float)
+    total = ranks.size
+    if total == 0:
+        return "No run has a gradient norm above grad_tol after the largest budget."
+    one = total == 1
+    states = _stalled_states(ranks, excess, opt, plateau_tol, one)
+    they, their = ("it", "its") if one else ("they", "their")
+    text = (
+        f"{'The other run (open marker)' if one else f'The other {total} runs (open markers)'}, of "
+        f"numerical "
+        f"rank {prose.listing(map(str, sorted(set(ranks.tolist()))), 'or')}, "
+        f"{'has' if one else 'have'} a gradient norm above grad_tol: {they} "
+        f"{'has' if one else 'have'} not converged. {their.capitalize()} loss lies "
+        f"{signed_offset(excess)} L*_k for {their} current rank k"
+        f"{'; ' if one else '. Of them, '}{states}."
+    )
+    if previous is not None:
+        moved = int(np.sum(np.asarray(previous) != ranks))
+        text += f" {moved} of {total} showed another numerical rank at the previous budget."
+    return text
+
+
+def _stalled_states(
+    ranks: np.ndarray, excess: np.ndarray, opt: np.ndarray, plateau_tol: float, one: bool
+) -> str:
+    """The end of :func:`stalled_sentence`: how many runs are on the plateau of their rank
+    (by ``plateau_tol``), below it (between plateaus), above it, or at the full rank ``r``."""
+    r = opt.size - 1
+    low = ranks < r
+    rel = excess[low] / (opt[ranks[low]] - opt[r])  # signed, in units of L*_k − L*_r
+    tol, their = f"plateau_tol = {plateau_tol:g}", "its" if one else "their"
+    below, above = rel[rel < -plateau_tol], rel[rel > plateau_tol]
+    parts = [  # (count, verbs, what the runs are); a single run is "it"
+        (
+            int(np.sum(np.abs(rel) <= plateau_tol)),
+            ("is", "are"),
+            "on the plateau at L*_k of a rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r))",
+        ),
+        (
+            below.size,
+            ("is", "are"),
+            f"between plateaus, below L*_k of {their} rank by up to "
+            f"{prose.number(-below.min() if below.size else np.nan, '.2g')} (L*_k − L*_r), "
+            f"beyond {tol}",
+        ),
+        (
+            above.size,
+            ("is", "are"),
+            f"above L*_k of {their} rank by up to "
+            f"{prose.number(above.max() if above.size else np.nan, '.2g')} (L*_k − L*_r), "
+            f"beyond {tol}",
+        ),
+        (int(np.sum(~low)), ("has", "have"), f"the full rank r = {r}"),
+    ]
+    said = [f"{'it' if one else n} {verb[int(n != 1)]} {what}" for n, verb, what in parts if n]
+    return "; ".join(said[:-1] + [f"and {said[-1]}"]) if len(said) > 1 else said[0]  # commas inside
