@@ -134,12 +134,12 @@ def test_left_rank_sentence_says_where_the_starts_ended_not_that_they_reached_th
     grad = np.array([1.1e-8, 5.6e-7] + [1e-7] * 10)
     text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 20000)
     assert text == (
-        "all 12 starts leave the rank-≤ q set through rounding alone, as expected for N = 2, "
-        "where every critical point that is not a global minimum is a strict saddle (the "
-        "paper's argument): after 20000 iterations they have numerical rank 4 and their loss "
-        "is L*₄ up to 3.9e-12, below L*_q but above the global minimum L*₅ = 0.000203; their "
-        "gradient norms (up to 5.6e-07, above grad_tol) show that they are still on the "
-        "plateau at L*₄ and have not converged"
+        "all 12 starts leave the set of rank $≤ q$ through rounding alone, as expected for $N = "
+        "2$, where every critical point that is not a global minimum is a strict saddle (the "
+        "paper's argument): after 20000 iterations they have numerical rank 4 and their loss is "
+        "$L^*_{4}$ up to 3.9e-12, below $L^*_q$ but above the global minimum $L^*_{5}$ = "
+        "0.000203; their gradient norms (up to 5.6e-07, above `grad_tol`) show that they are "
+        "still on the plateau at $L^*_{4}$ and have not converged"
     )
 
 
@@ -150,19 +150,20 @@ def test_left_rank_sentence_for_mixed_outcomes():
     grad = np.array([1e-12, 1e-12, 1e-12, 1e-12])
     text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 100)
     assert text == (
-        "3 of 4 starts leave the rank-≤ q set through rounding alone (1 keeps rank ≤ q): "
-        "after 100 iterations they have numerical rank 4 or 5 and their loss is L*_k of their "
-        "own rank k up to 1e-13 (L*₄: 1, L*₅: 2), below L*_q; 2 are at the global minimum "
-        "L*₅ = 0.000203, and all gradient norms are at most 1e-12 (within grad_tol)"
+        "3 of 4 starts leave the set of rank $≤ q$ through rounding alone (1 keeps rank $≤ q$): "
+        "after 100 iterations they have numerical rank 4 or 5 and their loss is $L^*_k$ of their "
+        "own rank $k$ up to 1e-13 ($L^*_{4}$: 1, $L^*_{5}$: 2), below $L^*_q$; 2 are at the "
+        "global minimum $L^*_{5}$ = 0.000203, and all gradient norms are at most 1e-12 (within "
+        "`grad_tol`)"
     )
 
 
 def test_left_rank_sentence_when_none_leaves():
     ranks, q = np.array([1, 2]), np.array([1, 2])
     text = deep_rank.left_rank_sentence(ranks, q, np.zeros(2), np.zeros(2), OPT5, 1e-8, 1e-10, 50)
-    assert text == "none of the 2 starts leaves the rank-≤ q set within 50 iterations"
+    assert text == "none of the 2 starts leaves the set of rank $≤ q$ within 50 iterations"
     one = deep_rank.left_rank_sentence([1], [1], [0.0], [0.0], OPT5, 1e-8, 1e-10, 0)
-    assert one == "the one start does not leave the rank-≤ q set within 0 iterations"
+    assert one == "the one start does not leave the set of rank $≤ q$ within 0 iterations"
 
 
 @pytest.mark.parametrize(
@@ -170,17 +171,17 @@ def test_left_rank_sentence_when_none_leaves():
     [
         (
             [8.6e-9, 5.6e-7, 1e-7],
-            "; their gradient norms (up to 5.6e-07, 2 of 3 above grad_tol) show that the 2 above "
-            "it are still on the plateau at L*₄ and have not converged; the other one is below "
-            "grad_tol although it sits on the plateau at L*₄ too, a strict saddle: a small "
-            "gradient does not certify a limit",
+            "; their gradient norms (up to 5.6e-07, 2 of 3 above `grad_tol`) show that the 2 "
+            "above it are still on the plateau at $L^*_{4}$ and have not converged; the other one "
+            "is below `grad_tol` although it sits on the plateau at $L^*_{4}$ too, a strict "
+            "saddle: a small gradient does not certify a limit",
         ),
         (
             [8.6e-9, 5.6e-7, 1e-9],
-            "(up to 5.6e-07, 1 of 3 above grad_tol) show that the one above it is still on the "
-            "plateau at L*₄ and has not converged; the other 2 are below grad_tol although they "
-            "sit on the plateau at L*₄ too, a strict saddle: a small gradient does not certify a "
-            "limit",
+            "(up to 5.6e-07, 1 of 3 above `grad_tol`) show that the one above it is still on the "
+            "plateau at $L^*_{4}$ and has not converged; the other 2 are below `grad_tol` "
+            "although they sit on the plateau at $L^*_{4}$ too, a strict saddle: a small gradient "
+            "does not certify a limit",
         ),
     ],
 )
@@ -197,10 +198,11 @@ def test_left_rank_sentence_says_near_not_at_when_the_loss_is_still_moving():
     excess, grad = np.array([0.052, 0.01, 0.0]), np.array([0.04, 0.01, 0.02])
     text = deep_rank.left_rank_sentence(ranks, q, excess, grad, OPT5, 1e-8, 1e-10, 3000)
     assert text == (
-        "2 of 3 starts leave the rank-≤ q set through rounding alone (1 keeps rank ≤ q): after "
-        "3000 iterations they have numerical rank 2 or 3 and their loss is within 0.052 of L*_k "
-        "of their own rank k (L*₂: 1, L*₃: 1), below L*_q but above the global minimum "
-        "L*₅ = 0.000203; their gradient norms (up to 0.04) show that 2 have not converged"
+        "2 of 3 starts leave the set of rank $≤ q$ through rounding alone (1 keeps rank $≤ q$): "
+        "after 3000 iterations they have numerical rank 2 or 3 and their loss is within 0.052 of "
+        "$L^*_k$ of their own rank $k$ ($L^*_{2}$: 1, $L^*_{3}$: 1), below $L^*_q$ but above the "
+        "global minimum $L^*_{5}$ = 0.000203; their gradient norms (up to 0.04) show that 2 have "
+        "not converged"
     )
 
 
@@ -209,19 +211,20 @@ def test_left_rank_sentence_speaks_of_one_start_in_the_singular():
         [4, 1, 2], [1, 1, 2], [1e-13, 0, 0], [5.6e-7, 0, 0], OPT5, 1e-8, 1e-10, 20000
     )
     assert one_of_three == (
-        "1 of 3 starts leaves the rank-≤ q set through rounding alone (2 keep rank ≤ q): after "
-        "20000 iterations it has numerical rank 4 and its loss is L*₄ up to 1e-13, below L*_q "
-        "but above the global minimum L*₅ = 0.000203; its gradient norm (5.6e-07, above "
-        "grad_tol) shows that it is still on the plateau at L*₄ and has not converged"
+        "1 of 3 starts leaves the set of rank $≤ q$ through rounding alone (2 keep rank $≤ q$): "
+        "after 20000 iterations it has numerical rank 4 and its loss is $L^*_{4}$ up to 1e-13, "
+        "below $L^*_q$ but above the global minimum $L^*_{5}$ = 0.000203; its gradient norm "
+        "(5.6e-07, above `grad_tol`) shows that it is still on the plateau at $L^*_{4}$ and has "
+        "not converged"
     )
     # the only start, with the rank of the global minimum but its loss still 0.05 away
     alone = deep_rank.left_rank_sentence([5], [1], [0.05], [0.056], OPT5, 1e-8, 1e-10, 20)
     assert alone == (
-        "the one start leaves the rank-≤ q set through rounding alone, as expected for N = 2, "
-        "where every critical point that is not a global minimum is a strict saddle (the "
+        "the one start leaves the set of rank $≤ q$ through rounding alone, as expected for $N = "
+        "2$, where every critical point that is not a global minimum is a strict saddle (the "
         "paper's argument): after 20 iterations it has numerical rank 5 and its loss is within "
-        "0.05 of L*₅, below L*_q; it has the rank 5 of the global minimum L*₅ = 0.000203; its "
-        "gradient norm (0.056) shows that it has not converged"
+        "0.05 of $L^*_{5}$, below $L^*_q$; it has the rank 5 of the global minimum $L^*_{5}$ = "
+        "0.000203; its gradient norm (0.056) shows that it has not converged"
     )
 
 
@@ -242,26 +245,28 @@ def test_stalled_sentence_separates_plateau_between_and_full_rank():
     excess = np.array([-0.07 * (OPT5[4] - OPT5[5]), -1e-9, 2e-9, 1e-8])
     text = deep_rank.stalled_sentence(ranks, excess, OPT5, 0.02, previous=np.array([3, 2, 3, 3]))
     assert text == (
-        "The other 4 runs (open markers), of numerical rank 2, 4 or 5, have a gradient norm "
-        "above grad_tol: they have not converged. Their loss lies between 5.1e-05 below and "
-        "1e-08 above L*_k for their current rank k. Of them, 2 are on the plateau at L*_k of a "
-        "rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r)); 1 is between plateaus, below "
-        "L*_k of their rank by up to 0.07 (L*_k − L*_r), beyond plateau_tol = 0.02; and 1 has "
-        "the full rank r = 5. 3 of 4 showed another numerical rank at the previous budget."
+        "The other 4 runs (open markers), of numerical rank 2, 4 or 5, have a gradient norm above "
+        "`grad_tol`: they have not converged. Their loss lies between 5.1e-05 below and 1e-08 "
+        "above $L^*_k$ for their current rank $k$. Of them, 2 are on the plateau at $L^*_k$ of a "
+        "rank $k < r$ ($|L − L^*_k| ≤$ `plateau_tol` $(L^*_k − L^*_r)$); 1 is between plateaus, "
+        "below $L^*_k$ of their rank by up to 0.07 $(L^*_k − L^*_r)$, beyond `plateau_tol` = "
+        "0.02; and 1 has the full rank $r$ = 5. 3 of 4 showed another numerical rank at the "
+        "previous budget."
     )
     assert "still growing" not in text
     above = deep_rank.stalled_sentence(np.array([1]), np.array([5.3]), OPT5, 0.02)
     assert above.endswith(
-        "it is above L*_k of its rank by up to 8.8 (L*_k − L*_r), beyond plateau_tol = 0.02."
+        "it is above $L^*_k$ of its rank by up to 8.8 $(L^*_k − L^*_r)$, beyond `plateau_tol` = "
+        "0.02."
     )
 
 
 def test_stalled_sentence_for_one_run_and_for_none():
     one = deep_rank.stalled_sentence(np.array([5]), np.array([1e-9]), OPT5, 0.02)
     assert one == (
-        "The other run (open marker), of numerical rank 5, has a gradient norm above grad_tol: "
-        "it has not converged. Its loss lies up to 1e-09 above L*_k for its current rank k; it "
-        "has the full rank r = 5."
+        "The other run (open marker), of numerical rank 5, has a gradient norm above `grad_tol`: "
+        "it has not converged. Its loss lies up to 1e-09 above $L^*_k$ for its current rank $k$; "
+        "it has the full rank $r$ = 5."
     )
     none = deep_rank.stalled_sentence(np.array([]), np.array([]), OPT5, 0.02)
-    assert none == "No run has a gradient norm above grad_tol after the largest budget."
+    assert none == "No run has a gradient norm above `grad_tol` after the largest budget."

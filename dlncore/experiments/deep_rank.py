@@ -260,31 +260,32 @@ def left_rank_sentence(
     Returns
     -------
     str
-        A clause that follows "For N = 2," in the text, without a final period.
+        A clause that follows "For N = 2," in the text, without a final period; Markdown
+        with inline math (glue it as :class:`~dlncore.experiments.prose.Markdown`).
     """
     ranks, q, excess = np.asarray(ranks, dtype=int), np.asarray(q, dtype=int), np.asarray(excess)
     total, left = ranks.size, ranks > q
     if not left.any():
         who = "the one start does not leave" if total == 1 else f"none of the {total} starts leaves"
-        return f"{who} the rank-≤ q set within {steps} iterations"
+        return f"{who} the set of rank $≤ q$ within {steps} iterations"
     n_left = int(left.sum())
     if n_left == total:
         who, kept = f"all {total} starts", STRICT_SADDLES
         who = "the one start" if total == 1 else who
     else:
         rest = total - n_left
-        who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank ≤ q)"
+        who, kept = f"{n_left} of {total} starts", f" ({rest} keep{'s' * (rest == 1)} rank $≤ q$)"
     on = bool(np.max(np.abs(excess[left])) <= excess_tol)  # at L*_k, not only near it
     text = (
-        f"{who} leave{'s' * (n_left == 1)} the rank-≤ q set through rounding alone{kept}: after "
-        f"{steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt, on)}"
+        f"{who} leave{'s' * (n_left == 1)} the set of rank $≤ q$ through rounding alone{kept}: "
+        f"after {steps} iterations {_where_they_are(ranks[left], q[left], excess[left], opt, on)}"
     )
     return text + _gradient_clause(np.asarray(grad)[left], grad_tol, ranks[left], opt.size - 1, on)
 
 
 #: Why every start leaving its rank-≤ q set is expected for ``N = 2`` (the paper's argument).
 STRICT_SADDLES = (
-    ", as expected for N = 2, where every critical point that is not a global minimum is a "
+    ", as expected for $N = 2$, where every critical point that is not a global minimum is a "
     "strict saddle (the paper's argument)"
 )
 
@@ -304,9 +305,9 @@ def _where_they_are(
         level = f"{sym} up to {gap}" if on else f"within {gap} of {sym}"
     else:
         counts = ", ".join(f"{prose.optimum_symbol(k)}: {int(np.sum(ranks == k))}" for k in ks)
-        own = "L*_k of their own rank k"
+        own = "$L^*_k$ of their own rank $k$"
         level = f"{own} up to {gap} ({counts})" if on else f"within {gap} of {own} ({counts})"
-    below = "below L*_q" if np.all(opt[ranks] + excess < opt[q]) else "not all below L*_q"
+    below = "below $L^*_q$" if np.all(opt[ranks] + excess < opt[q]) else "not all below $L^*_q$"
     below = below.replace("not all", "not") if ranks.size == 1 else below
     at_min = ranks == r
     glob = f"the global minimum {prose.optimum_symbol(r)} = {opt[r]:.3g}"
@@ -334,15 +335,15 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
     norms = f"its gradient norm ({largest}" if one else f"their gradient norms (up to {largest}"
     if not slow.any():
         return f", and {'its gradient norm is' if one else 'all gradient norms are at most'} " + (
-            f"{largest} (within grad_tol)"
+            f"{largest} (within `grad_tol`)"
         )
-    plateau = prose.optimum_symbol(ks[0]) if len(ks) == 1 else "L*_k"
+    plateau = prose.optimum_symbol(ks[0]) if len(ks) == 1 else "$L^*_k$"
     if not on:
         count = "it has" if one else f"{int(slow.sum())} {'has' if slow.sum() == 1 else 'have'}"
         return f"; {norms}) show{'s' * one} that {count} not converged"
     if not any_at_min and slow.all():
         return (
-            f"; {norms}, above grad_tol) show{'s' * one} that {'it is' if one else 'they are'} "
+            f"; {norms}, above `grad_tol`) show{'s' * one} that {'it is' if one else 'they are'} "
             f"still on the plateau at {plateau} and {'has' if one else 'have'} not converged"
         )
     if not any_at_min:  # some pass grad_tol on a plateau below L*_r: a strict saddle for N = 2
@@ -350,12 +351,12 @@ def _gradient_clause(grad: np.ndarray, grad_tol: float, ranks: np.ndarray, r: in
         rest = "the other one is" if n_fast == 1 else f"the other {n_fast} are"
         above = "the one above it is" if n_slow == 1 else f"the {n_slow} above it are"
         return (
-            f"; {norms}, {n_slow} of {slow.size} above grad_tol) show that {above} still on the "
+            f"; {norms}, {n_slow} of {slow.size} above `grad_tol`) show that {above} still on the "
             f"plateau at {plateau} and {'has' if n_slow == 1 else 'have'} not converged; {rest} "
-            f"below grad_tol although {'it sits' if n_fast == 1 else 'they sit'} on the plateau "
+            f"below `grad_tol` although {'it sits' if n_fast == 1 else 'they sit'} on the plateau "
             f"at {plateau} too, a strict saddle: a small gradient does not certify a limit"
         )
-    return f"; {int(slow.sum())} have gradient norms above grad_tol (up to {largest})"
+    return f"; {int(slow.sum())} have gradient norms above `grad_tol` (up to {largest})"
 
 
 def signed_offset(excess: np.ndarray) -> str:
@@ -394,7 +395,8 @@ def stalled_sentence(
     *above* it; a run of rank ``r`` has nothing missing. The sentence gives their numbers, the
     signed offset of their loss from ``L*_k`` (:func:`signed_offset`) and, with ``previous``
     (their ranks at the budget before), how many showed another rank there. It never says a run
-    is on a plateau that the measure puts off it.
+    is on a plateau that the measure puts off it. Markdown with inline math (glue it as
+    :class:`~dlncore.experiments.prose.Markdown`).
 
     Parameters
     ----------
@@ -415,7 +417,7 @@ def stalled_sentence(
     ranks, excess = np.asarray(ranks, dtype=int), np.asarray(excess, dtype=float)
     total = ranks.size
     if total == 0:
-        return "No run has a gradient norm above grad_tol after the largest budget."
+        return "No run has a gradient norm above `grad_tol` after the largest budget."
     one = total == 1
     states = _stalled_states(ranks, excess, opt, plateau_tol, one)
     they, their = ("it", "its") if one else ("they", "their")
@@ -423,9 +425,9 @@ def stalled_sentence(
         f"{'The other run (open marker)' if one else f'The other {total} runs (open markers)'}, of "
         f"numerical "
         f"rank {prose.listing(map(str, sorted(set(ranks.tolist()))), 'or')}, "
-        f"{'has' if one else 'have'} a gradient norm above grad_tol: {they} "
+        f"{'has' if one else 'have'} a gradient norm above `grad_tol`: {they} "
         f"{'has' if one else 'have'} not converged. {their.capitalize()} loss lies "
-        f"{signed_offset(excess)} L*_k for {their} current rank k"
+        f"{signed_offset(excess)} $L^*_k$ for {their} current rank $k$"
         f"{'; ' if one else '. Of them, '}{states}."
     )
     if previous is not None:
@@ -442,29 +444,30 @@ def _stalled_states(
     r = opt.size - 1
     low = ranks < r
     rel = excess[low] / (opt[ranks[low]] - opt[r])  # signed, in units of L*_k − L*_r
-    tol, their = f"plateau_tol = {plateau_tol:g}", "its" if one else "their"
+    tol, their = f"`plateau_tol` = {plateau_tol:g}", "its" if one else "their"
     below, above = rel[rel < -plateau_tol], rel[rel > plateau_tol]
     parts = [  # (count, verbs, what the runs are); a single run is "it"
         (
             int(np.sum(np.abs(rel) <= plateau_tol)),
             ("is", "are"),
-            "on the plateau at L*_k of a rank k < r (|L − L*_k| ≤ plateau_tol (L*_k − L*_r))",
+            "on the plateau at $L^*_k$ of a rank $k < r$ "
+            "($|L − L^*_k| ≤$ `plateau_tol` $(L^*_k − L^*_r)$)",
         ),
         (
             below.size,
             ("is", "are"),
-            f"between plateaus, below L*_k of {their} rank by up to "
-            f"{prose.number(-below.min() if below.size else np.nan, '.2g')} (L*_k − L*_r), "
+            f"between plateaus, below $L^*_k$ of {their} rank by up to "
+            f"{prose.number(-below.min() if below.size else np.nan, '.2g')} $(L^*_k − L^*_r)$, "
             f"beyond {tol}",
         ),
         (
             above.size,
             ("is", "are"),
-            f"above L*_k of {their} rank by up to "
-            f"{prose.number(above.max() if above.size else np.nan, '.2g')} (L*_k − L*_r), "
+            f"above $L^*_k$ of {their} rank by up to "
+            f"{prose.number(above.max() if above.size else np.nan, '.2g')} $(L^*_k − L^*_r)$, "
             f"beyond {tol}",
         ),
-        (int(np.sum(~low)), ("has", "have"), f"the full rank r = {r}"),
+        (int(np.sum(~low)), ("has", "have"), f"the full rank $r$ = {r}"),
     ]
     said = [f"{'it' if one else n} {verb[int(n != 1)]} {what}" for n, verb, what in parts if n]
     return "; ".join(said[:-1] + [f"and {said[-1]}"]) if len(said) > 1 else said[0]  # commas inside
