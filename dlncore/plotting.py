@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -96,6 +97,22 @@ def iteration_axis(ax: plt.Axes, label: str = r"iteration $k$") -> None:
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.3)
     ax.set_xlim(left=0)
     ax.set_xlabel(label)
+
+
+def dims_text(dims: Sequence[int]) -> str:
+    """The layer dimensions ``d_0, ..., d_N`` as math text for a title or a label.
+
+    ``"$d_0 = \\dots = d_N = 8$"`` when all are equal, else ``"$(d_0, \\dots, d_N) = (8, 6, 8)$"``.
+    """
+    dims = [int(d) for d in dims]
+    if not dims:
+        raise ValueError("no layer dimensions given")
+    if len(set(dims)) == 1:
+        if len(dims) == 1:
+            return rf"$d_0 = {dims[0]}$"
+        middle = r" = \dots" if len(dims) > 2 else ""
+        return rf"$d_0{middle} = d_N = {dims[0]}$"
+    return r"$(d_0, \dots, d_N) = (" + ", ".join(str(d) for d in dims) + ")$"
 
 
 def loss_axes(ax: plt.Axes, ylabel: str = r"loss $L^N(W(k))$") -> None:

@@ -63,10 +63,12 @@ class Run:
         """One line: what ran, the final loss, and which starts diverged (when, at what loss)."""
         kind = self.info.get("kind", "run")
         div = np.atleast_1d(self.diverged)
-        head = f"{kind}: {len(self.weights)} layers, {self.info.get('steps', '?')} steps"
+        layers = len(self.weights)
+        head = f"{kind}: {layers} layer{'s' * (layers != 1)}, {self.info.get('steps', '?')} steps"
         if not div.any():
             fl = np.atleast_1d(self.final_loss)
-            rng = f"{fl.min():.4g}" if fl.size == 1 else f"{fl.min():.4g}..{fl.max():.4g}"
+            low, high = f"{fl.min():.4g}", f"{fl.max():.4g}"
+            rng = low if low == high else f"{low}..{high}"  # equal ends once rounded: one value
             return f"{head}, final loss {rng}"
         at = np.atleast_1d(self.diverged_at)[div]
         lo = np.atleast_1d(self.diverged_loss)[div]

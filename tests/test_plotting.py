@@ -106,3 +106,12 @@ def test_panel_grid_wraps_panels_into_rows(n, panel, shape, size):
     assert (len(rows), len(columns)) == shape
     assert tuple(fig.get_size_inches()) == pytest.approx(size)
     plt.close(fig)
+
+
+def test_dims_text_writes_the_layer_dimensions_as_math():
+    from dlncore.plotting import dims_text
+
+    assert dims_text([8, 8, 8, 8]) == r"$d_0 = \dots = d_N = 8$"
+    assert dims_text([5, 5]) == r"$d_0 = d_N = 5$"
+    assert dims_text([8, 6, 8]) == r"$(d_0, \dots, d_N) = (8, 6, 8)$"
+    assert dims_text([3]) == "$d_0 = 3$"

@@ -331,10 +331,15 @@ def test_escape_delay_compares_the_measured_delay_with_the_escape_law():
 def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():
     # chapter 3 at full scale: eta_book of the Gaussian starts, N = 2 ... 12
     factors = [0.0634, 0.0484, 0.0178, 0.0265, 0.0143, 0.0110, 0.00893]
-    assert prose.per_layer_decay(factors, 0.0176, 2, 12) == (
+    assert prose.per_layer_decay(factors, 0.0176, 2, 12, exponential=True) == (
         "is multiplied by a factor between 0.0089 and 0.063 per added layer from N = 2 to "
         "N = 12 (0.018 per layer on average), a decay at least exponential in the depth over "
-        "these depths"
+        "these depths (the factor per layer does not grow toward 1 with the depth)"
+    )
+    # factors below 1 alone are not enough: the caller measures the decay
+    assert prose.per_layer_decay(factors, 0.0176, 2, 12) == (
+        "is multiplied by a factor between 0.0089 and 0.063 per added layer from N = 2 to "
+        "N = 12 (0.018 per layer on average)"
     )
     assert prose.per_layer_decay([0.5], 0.5, 2, 3) == (
         "is multiplied by 0.5 per added layer from N = 2 to N = 3"
@@ -418,3 +423,19 @@ def test_a_markdown_sentence_is_glued_as_markdown_and_read_back_as_its_text():
     assert data["text/markdown"] == "their loss is $L^*_{4}$ up to 3.9e-12"
     assert format_plain_text(data["text/plain"], "") == data["text/markdown"]
     assert format_display_data("plain")[0].keys() == {"text/plain"}  # a str is not Markdown
+
+
+def test_a_polynomial_decay_is_not_called_exponential():
+    from dlncore.experiments.stepsize import decays_at_least_exponentially, per_layer_factors
+
+    depths = [2, 3, 4, 5, 6, 8, 10, 12]
+    poly = [n**-3.0 for n in depths]  # every factor below 1, growing toward 1
+    factors, mean = per_layer_factors(depths, poly)
+    assert (factors < 1).all() and not decays_at_least_exponentially(depths, poly)
+    assert "exponential" not in prose.per_layer_decay(
+        factors, mean, 2, 12, decays_at_least_exponentially(depths, poly)
+    )
+    assert decays_at_least_exponentially(depths, [0.3**n for n in depths])
+    assert decays_at_least_exponentially(depths, [0.5 ** (n * n) for n in depths])
+    assert not decays_at_least_exponentially(depths[:2], [0.3**n for n in depths[:2]])
+    assert not decays_at_least_exponentially([2, 3, 4], [1.0, float("nan"), 0.01])

@@ -297,7 +297,9 @@ def escape_delay(
     return predicted, f"{head}, close to {law} (ratio {ratio:.2g})"
 
 
-def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int) -> str:
+def per_layer_decay(
+    factors: Sequence[float], mean: float, first: int, last: int, exponential: bool = False
+) -> str:
     """How a quantity is multiplied per added layer, from depth ``first`` to ``last``.
 
     Parameters
@@ -308,14 +310,20 @@ def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int
         Geometric mean per layer from ``first`` to ``last``.
     first, last : int
         The smallest and the largest depth.
+    exponential : bool
+        Whether the decay was measured to be at least exponential
+        (``stepsize.decays_at_least_exponentially``: every factor below 1 and no growth of
+        the factor toward 1 from the shallower half of the depths to the deeper one). Factors
+        below 1 alone do not show it: a polynomial decay has them too.
 
     Returns
     -------
     str
         A predicate without a final period (it follows "... and it"), e.g. ``"is multiplied
         by a factor between 0.0089 and 0.063 per added layer from N = 2 to N = 12 (0.018 per
-        layer on average), a decay at least exponential in the depth over these depths"``; the
-        last clause only when every factor is below 1.
+        layer on average), a decay at least exponential in the depth over these depths (the
+        factor per layer does not grow toward 1 with the depth)"``; the last clause only when
+        ``exponential``.
     """
     low, high = extremes(factors)
     if is_missing(mean) or is_missing(low):
@@ -327,7 +335,11 @@ def per_layer_decay(factors: Sequence[float], mean: float, first: int, last: int
         f"is multiplied by a factor between {low:.2g} and {high:.2g} {span} "
         f"({mean:.2g} per layer on average)"
     )
-    return text + (", a decay at least exponential in the depth over these depths" * (high < 1))
+    clause = (
+        ", a decay at least exponential in the depth over these depths (the factor per layer "
+        "does not grow toward 1 with the depth)"
+    )
+    return text + clause * bool(exponential)
 
 
 def threshold_decay_outcome(
@@ -345,8 +357,8 @@ def threshold_decay_outcome(
     count : int
         The number of depths searched.
     book_exponential : bool
-        Whether every per-layer factor of ``η_book`` is below 1 (its decay is at least
-        exponential over the depths of the figure).
+        Whether the decay of ``η_book`` was measured to be at least exponential over the
+        depths of the figure (``stepsize.decays_at_least_exponentially``).
 
     Returns
     -------

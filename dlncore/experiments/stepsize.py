@@ -190,3 +190,36 @@ def per_layer_factors(depths: Sequence[int], values: Sequence[float]) -> tuple[n
     factors = (v[1:] / v[:-1]) ** (1 / np.diff(n))
     mean = float((v[-1] / v[0]) ** (1 / (n[-1] - n[0]))) if n.size > 1 else np.nan
     return factors, mean
+
+
+def decays_at_least_exponentially(
+    depths: Sequence[int], values: Sequence[float], rtol: float = 1e-9
+) -> bool:
+    """Whether positive ``values`` fall at least exponentially in the depth over ``depths``.
+
+    Every factor per added layer must be below 1, and the average factor per layer over the
+    deeper half of the depths (from the median depth to the last) must not exceed the one over
+    the shallower half (first to median), up to ``rtol``: an exponential ``c·a^N`` has equal
+    halves, a faster decay a smaller second half, while a polynomial ``N^{-p}`` has factors
+    ``(N/(N+1))^p`` that grow toward 1 and fails. Fewer than three depths cannot show this.
+
+    Parameters
+    ----------
+    depths : sequence of int, shape (D,)
+        Increasing depths N.
+    values : sequence of float, shape (D,)
+        The quantity at each depth.
+
+    Returns
+    -------
+    bool
+        ``False`` also when a value is not finite and positive or ``D < 3``.
+    """
+    n, v = np.asarray(depths, dtype=float), np.asarray(values, dtype=float)
+    if n.size < 3 or not np.all(np.isfinite(v) & (v > 0)):
+        return False
+    factors, _ = per_layer_factors(n, v)
+    mid = n.size // 2
+    shallow = (v[mid] / v[0]) ** (1 / (n[mid] - n[0]))
+    deep = (v[-1] / v[mid]) ** (1 / (n[-1] - n[mid]))
+    return bool(np.all(factors < 1) and deep <= shallow * (1 + rtol))
