@@ -675,3 +675,37 @@ def test_raised_top_shows_our_starting_loss_and_a_margin_above_a_peak():
     assert cal.raised_top(axes["norm"], [0.93, 1.083], 0.005)[1] == pytest.approx(1.088)
     assert cal.raised_top(axes["norm"], [0.95, 1.07], 0.005) == axes["norm"]
     assert cal.raised_top(axes["norm"], [np.nan], 0.005) == axes["norm"]
+
+
+def test_screenable_targets_leave_out_iterations_before_the_first_screening_record():
+    pub = cal.load_published()
+    # every target but the final losses applies where the screening records start early
+    count, text = cal.screenable_targets(pub, 10.0)
+    assert count == 24
+    assert text == "no published iteration lies before the first screening record k = 10"
+    # at c = 300 the N = 2 norm minimum (published k = 115) comes before the first record
+    count, text = cal.screenable_targets(pub, 300.0)
+    assert count == 23
+    assert text == (
+        "the iteration of the norm minimum at N = 2 (published k = 115) lies before the first "
+        "screening record k = 300"
+    )
+    count, text = cal.screenable_targets(pub, 1e5)
+    assert count == 16 and text.endswith("lie before the first screening record k = 100000")
+
+
+def test_smallest_of_keeps_the_names_with_the_prefix():
+    ratios = {"flat, s = 1.7": 6.8, "geometric q = 0.95": 78.0, "geometric q = 0.867": 1.4e3}
+    assert cal.smallest_of(ratios) == ("flat, s = 1.7", 6.8)
+    assert cal.smallest_of(ratios, "geometric") == ("geometric q = 0.95", 78.0)
+    name, value = cal.smallest_of({"flat": 1.0, "geometric q = 0.9": np.nan}, "geometric")
+    assert name == "none" and np.isnan(value)
+
+
+def test_rate_ratios_text_puts_ours_beside_the_published():
+    ours = {2: 1.77, 3: 0.491, 5: 0.1}
+    published = {2: 1.84, 3: 1.84 / 6.74, 5: 0.1}
+    assert cal.rate_ratios_text(ours, published) == (
+        "2/5: 17.7 (published 18.4), 2/3: 3.6 (published 6.74)"
+    )
+    assert cal.rate_ratios_text({}, published) == "n/a"

@@ -1248,3 +1248,58 @@ def screen_families(
             rows.append(row)
     order = {(t[0], t[1]): i for i, t in enumerate(todo)}
     return sorted(rows, key=lambda r: order[(r["family"], r["variant"])])
+
+
+def screenable_targets(
+    published: Mapping[int, Curve], first_record: float, drop_level: float = 1e-3
+) -> tuple[int, str]:
+    """How many targets of :data:`TARGETS` a screening run can measure, over the depths of
+    ``published``, and which it cannot resolve.
+
+    A target counts where it applies to the published curve (as in :func:`compare`), it is
+    not a final loss (not screened), and, for an iteration (:data:`ITERATION_FEATURES`), the
+    published iteration is not before ``first_record``, the first record of a screening run
+    (``k = c``, the screening factor), which therefore cannot show it. Returns the count and
+    the unresolved ones as text (``"the iteration of the norm minimum at N = 2 (published
+    k = 115) lies before the first screening record k = 300"``; ``"no published iteration lies
+    before …"`` if none)."""
+    feats = {n: features(c) | {"loss0": float(c.loss_at(1.0))} for n, c in published.items()}
+    screened = [t for t in TARGETS if not t[1].startswith("final")]
+    _, applied = compare(feats, feats, drop_level, screened)
+    key_of = {t[0]: t[1] for t in screened}
+    early = [
+        (n, q, feats[n][key_of[q]])
+        for n, q, *_ in applied
+        if key_of[q] in ITERATION_FEATURES and feats[n][key_of[q]] < first_record
+    ]
+    record = f"the first screening record k = {first_record:g}"
+    if not early:
+        return len(applied), f"no published iteration lies before {record}"
+    named = [f"the {q} at N = {n} (published k = {k:.3g})" for n, q, k in early]
+    verb = "lies" if len(named) == 1 else "lie"
+    return len(applied) - len(early), f"{prose.listing(named)} {verb} before {record}"
+
+
+def smallest_of(values: Mapping[str, float], prefix: str = "") -> tuple[str, float]:
+    """The name and value of the smallest finite value among the names that start with
+    ``prefix`` (``("none", nan)`` if there is none)."""
+    kept = {k: float(v) for k, v in values.items() if k.startswith(prefix) and np.isfinite(v)}
+    if not kept:
+        return "none", float("nan")
+    name = min(kept, key=kept.__getitem__)
+    return name, kept[name]
+
+
+def rate_ratios_text(ours: Mapping[int, float], published: Mapping[int, float]) -> str:
+    """``"2/5: 17.7 (published 18.4), 2/3: 4.91 (published 6.74)"``: the rate of the smallest
+    depth over that of each other depth (deepest first), ours beside the published; ``"n/a"``
+    with fewer than two depths in both."""
+    depths = sorted(set(ours) & set(published))
+    if len(depths) < 2:
+        return "n/a"
+    first = depths[0]
+    return ", ".join(
+        f"{first}/{n}: {prose.number(ours[first] / ours[n])} "
+        f"(published {prose.number(published[first] / published[n])})"
+        for n in depths[:0:-1]
+    )
