@@ -356,13 +356,15 @@ def test_per_layer_decay_quotes_the_range_and_the_average_of_the_factors():
 def test_threshold_decay_outcome_claims_no_more_than_the_depths_show():
     assert prose.threshold_decay_outcome(0.796, 0.038, 2, 5, 3, True) == (
         "So for imbalanced starts the book's own analysis gives a step size that decays "
-        "exponentially in the depth. The measured η_max falls more slowly: from N = 2 to N = 5 "
-        "it is multiplied by 0.8 per layer on average, against 0.038 for η_book; three depths "
-        "cannot tell a polynomial decay from a slow exponential one."
+        "exponentially in the depth. The measured $\\eta_{\\max}$ falls more slowly: from N = 2 "
+        "to N = 5 it is multiplied by 0.8 per layer on average, against 0.038 for "
+        "$\\eta_{\\mathrm{book}}$; three depths cannot tell a polynomial decay from a slow "
+        "exponential one."
     )
     assert prose.threshold_decay_outcome(0.02, 0.038, 2, 5, 3, False) == (
-        "The measured η_max does not fall more slowly than η_book: from N = 2 to N = 5 it is "
-        "multiplied by 0.02 per layer on average, against 0.038 for η_book."
+        "The measured $\\eta_{\\max}$ does not fall more slowly than $\\eta_{\\mathrm{book}}$: "
+        "from N = 2 to N = 5 it is multiplied by 0.02 per layer on average, against 0.038 for "
+        "$\\eta_{\\mathrm{book}}$."
     )
     assert prose.threshold_decay_outcome(math.nan, math.nan, 2, 2, 1, False) == (
         "With a single depth searched, the measurements do not show how the threshold depends "

@@ -342,6 +342,9 @@ def per_layer_decay(
     return text + clause * bool(exponential)
 
 
+_ETA_MAX, _ETA_BOOK = r"$\eta_{\max}$", r"$\eta_{\mathrm{book}}$"
+
+
 def threshold_decay_outcome(
     measured: float, book: float, first: int, last: int, count: int, book_exponential: bool
 ) -> str:
@@ -363,8 +366,8 @@ def threshold_decay_outcome(
     Returns
     -------
     str
-        One or two sentences; they never call the decay of ``η_max`` polynomial, since a few
-        depths cannot show it.
+        One or two sentences in Markdown (glue them as :class:`Markdown`); they never call the
+        decay of ``η_max`` polynomial, since a few depths cannot show it.
     """
     if count < 2:
         return (
@@ -385,13 +388,13 @@ def threshold_decay_outcome(
     )
     rates = (
         f"from N = {first} to N = {last} it is multiplied by {measured:.2g} per layer on "
-        f"average, against {book:.2g} for η_book"
+        f"average, against {book:.2g} for {_ETA_BOOK}"
     )
     if measured <= book:
-        return f"{lead}The measured η_max does not fall more slowly than η_book: {rates}."
+        return f"{lead}The measured {_ETA_MAX} does not fall more slowly than {_ETA_BOOK}: {rates}."
     words = COUNT_WORDS[count] if count < len(COUNT_WORDS) else str(count)
     return (
-        f"{lead}The measured η_max falls more slowly: {rates}; {words} depths cannot tell a "
+        f"{lead}The measured {_ETA_MAX} falls more slowly: {rates}; {words} depths cannot tell a "
         "polynomial decay from a slow exponential one."
     )
 
