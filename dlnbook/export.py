@@ -36,6 +36,7 @@ _PRF_BLOCK = re.compile(
 )
 _OPTION = re.compile(r"^[ \t]*:(\w+):[ \t]*(.*)$", re.M)
 _PRF_REF = re.compile(r"\{prf:ref\}`([^`<>]+)`")
+_DOC_REF = re.compile(r"\{doc\}`([^`]+)`")
 #: The references of a run's page: a rubric, not a section (the book's chapter has none).
 _BIBLIOGRAPHY = (
     "```{rubric} References\n```\n\n```{bibliography}\n:filter: docname in docnames\n```\n"
@@ -210,6 +211,7 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
     number, offsets, others = book_numbering(book, chapter)
     # a page of its own cannot link to another page: such a {prf:ref} reads as in the book
     nb = json.loads(_PRF_REF.sub(lambda m: others.get(m[1].strip(), m[0]), json.dumps(nb)))
+    nb = json.loads(_DOC_REF.sub(lambda m: _doc_text(chapter.parent, m[1], m[0]), json.dumps(nb)))
     with tempfile.TemporaryDirectory(prefix="dlnbook-page-") as tmp:
         out = Path(tmp) / "out"
         config = _sphinx_page(nb, name, book, (number, offsets), Path(tmp))
@@ -227,6 +229,22 @@ def write_page(plan: Plan, executed: Path, target: Path) -> Path:
         if (out / "_images").is_dir():
             shutil.copytree(out / "_images", target / "_images")
     return target / f"{name}.html"
+
+
+def _doc_text(folder: Path, ref: str, role: str) -> str:
+    """What a ``{doc}`` reference to another page reads as on a page of its own: its own text
+    (``{doc}`text <page>```) or the title of the notebook ``page`` in ``folder``; the ``role``
+    unchanged if there is no such notebook."""
+    text, _, target = ref.partition("<")
+    if target:
+        return text.strip()
+    path = folder / f"{ref.strip()}.ipynb"
+    if not path.is_file():
+        return role
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    heads = ("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown")
+    titles = (line[2:].strip() for head in heads for line in head.splitlines() if line[:2] == "# ")
+    return f"*{next(titles, ref.strip())}*"
 
 
 def _section_numbers(node: Any, stack: list[int]) -> dict[str, tuple[int, ...]]:

@@ -32,7 +32,7 @@ PNG = (
 TEXT = (
     "# Tiny chapter\n\n"
     "By {prf:ref}`thm-tiny`, {prf:ref}`lem-first` and {cite}`nguegnang2024`, "
-    "see {numref}`fig-tiny`; "
+    "see {numref}`fig-tiny` and {doc}`01_first`; "
     "the gap is {glue:text}`gap:.1e`, and $L(W) \\ge 0$; {glue:md}`where:myst`.\n\n"
     "```{prf:theorem} Tiny\n:label: thm-tiny\n\nThe loss is {glue:text}`verdict`.\n```"
 )
@@ -150,6 +150,7 @@ def test_page_shows_what_the_book_shows(run, capfd):
     assert f"Loss, gap {glued.format('0.000123')}, by Theorem 1." in html  # glued values
     assert f"the gap is {glued.format('1.2e-04')}" in html
     assert f"The loss is {glued.format('bounded')}." in html
+    assert "and <em>First chapter</em>;" in html  # another page: its title, not a link
     assert ">NRT24</a>]" in html and "Nguegnang" in html  # citation and its reference entry
     assert 'class="math notranslate nohighlight"' in html
     # a glued Markdown sentence: its math typeset like the page's own
