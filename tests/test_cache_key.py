@@ -1,5 +1,6 @@
 """The cache key of a chapter run: what reruns a chapter and what does not (fast, no kernel)."""
 
+import ast
 import functools
 import json
 import os
@@ -171,13 +172,14 @@ def code_cells(path: Path) -> list[str]:
 
 
 def import_lines(cells: list[str]) -> str:
-    """The chapter's lines that import dlncore."""
-    return "\n".join(
-        line
+    """The chapter's top-level statements that import dlncore (one may span lines)."""
+    statements = (
+        ast.get_source_segment(cell, node)
         for cell in cells
-        for line in cell.splitlines()
-        if line.startswith(("import dlncore", "from dlncore"))
+        for node in ast.parse(cell).body
+        if isinstance(node, ast.Import | ast.ImportFrom)
     )
+    return "\n".join(s for s in statements if s.startswith(("import dlncore", "from dlncore")))
 
 
 #: Runs each chapter's import lines (JSON on stdin: name -> code) in a fork of one interpreter
