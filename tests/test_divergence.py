@@ -67,3 +67,14 @@ def test_chapter2_checks_say_na_when_every_step_size_diverges(tmp_path, capfd):
     for key in ("ch2-drift-ok", "ch2-slope-ok"):  # the norm checks see W(0): measured
         assert glued[key] == "n/a", key
     assert glued["ch2-descent-all"] == "no"
+
+
+@pytest.mark.slow
+def test_chapter6_fits_no_slope_over_a_step_size_that_diverged(tmp_path, capfd):
+    # two step sizes, the larger diverges at T: one gap is left, so no slope (it fitted -35)
+    printed, glued = run_diverging(
+        "06_gd_vs_flow", tmp_path, capfd, num_times=2, base_steps=2, halvings=1, slope_points=2
+    )
+    assert "1 of 2 step sizes diverged" in printed and glued["ch6-diverged"] == "1"
+    assert glued["ch6-slope-e2e"] == glued["ch6-slope-fac"] == "n/a"
+    assert glued["ch6-held-slope"] == "n/a" and glued["ch6-held-converged"] == "no"
