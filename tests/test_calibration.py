@@ -709,3 +709,20 @@ def test_rate_ratios_text_puts_ours_beside_the_published():
         "2/5: 17.7 (published 18.4), 2/3: 3.6 (published 6.74)"
     )
     assert cal.rate_ratios_text({}, published) == "n/a"
+
+
+def test_draw_published_labels_each_depth_where_its_loss_crosses_or_its_norm_peaks():
+    from matplotlib.figure import Figure
+
+    published = cal.load_published()
+    ax = Figure().subplots()
+    cal.draw_published(ax, published, at_loss=1e-4)
+    assert len(ax.lines) == len(published)
+    assert [t.get_text() for t in ax.texts] == [str(n) for n in published]
+    for text, curve in zip(ax.texts, published.values(), strict=True):
+        assert text.xy == (cal.first_crossing(curve, 1e-4), 1e-4)
+    assert [line.get_label() for line in ax.lines][0] == "published, digitized"
+    bx = Figure().subplots()
+    cal.draw_published(bx, published)
+    for text, curve in zip(bx.texts, published.values(), strict=True):
+        assert text.xy[1] == curve.norm.max() and text.xy[0] == curve.norm_k[curve.norm.argmax()]

@@ -411,6 +411,19 @@ def _number(text: str):
 PUBLISHED_AXES = {"k": (0.5, 2e6), "loss": (1.5e-8, 3.1e2), "norm": (0.916, 1.083)}
 
 
+def draw_published(ax, curves: Mapping[int, Curve], at_loss: float | None = None) -> None:
+    """Draw the published ``curves`` (depth -> :class:`Curve`) on the matplotlib axes ``ax``
+    in grey, each labelled with its depth: the loss curves, labelled where they cross
+    ``at_loss``, or (``at_loss`` None) the norm curves, labelled at their maximum."""
+    for depth, curve in curves.items():
+        label = "published, digitized" if depth == min(curves) else None
+        k, y = (curve.loss_k, curve.loss) if at_loss else (curve.norm_k, curve.norm)
+        ax.plot(k, y, color="0.65", linewidth=2.5, zorder=1, label=label)
+        i = int(np.argmax(y))
+        xy = (first_crossing(curve, at_loss), at_loss) if at_loss else (k[i], y[i])
+        ax.annotate(f"{depth}", xy, xytext=(4, -3), textcoords="offset points", color="0.5")
+
+
 def raised_top(
     published: tuple[float, float], values, margin: float, log: bool = False
 ) -> tuple[float, float]:
